@@ -1,0 +1,1 @@
+"""PyBullet gymnasium environments, installed as ``safeliquid.envs``."""

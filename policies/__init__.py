@@ -1,0 +1,1 @@
+"""Policy architectures and shipped checkpoints, installed as ``safeliquid.policies``."""
