@@ -1,0 +1,37 @@
+"""Timing helpers shared by the benchmarks: medians and p99 over repeated calls."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def timeit(fn: Callable[[], object], repeats: int, warmup: int = 20) -> dict[str, float]:
+    """Median and p99 wall time of ``fn()`` in microseconds."""
+    for _ in range(warmup):
+        fn()
+    times = np.empty(repeats)
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times[i] = time.perf_counter() - t0
+    return {"median_us": float(np.median(times) * 1e6), "p99_us": float(np.percentile(times, 99) * 1e6)}
+
+
+def write(name: str, payload: dict) -> Path:
+    """Write ``benchmarks/results/<name>.json`` with the machine facts alongside."""
+    payload = {
+        "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor()},
+        "threads": torch.get_num_threads(),
+        **payload,
+    }
+    path = Path(__file__).parent / "results" / f"{name}.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+    return path
