@@ -6,7 +6,7 @@ from ncps.wirings import AutoNCP as RefAutoNCP
 from ncps.wirings import FullyConnected as RefFC
 
 from safeliquid.nn import AutoNCP, LTCCell, Sequence, ltc_from_ncps
-from safeliquid.nn._fused import fused_unfolds
+from safeliquid.nn._fused import fused_sequence
 
 
 def _reference(wiring, implicit=True, dtype=torch.float32, unfolds=6):
@@ -114,19 +114,20 @@ def test_batch_one_kernel_equals_torch_path_and_tracks_parameter_updates():
     assert h_fast.data_ptr() != h.data_ptr()
 
 
-def test_fused_backward_gradcheck():
+@pytest.mark.parametrize("cm_shape", [(1, 1), (3, 1), (1, 2), (3, 2)], ids=["shared", "per-step", "per-sample", "both"])
+def test_fused_backward_gradcheck(cm_shape):
     torch.manual_seed(2)
-    b, n, e = 3, 5, 7
+    t, b, n, e = 3, 2, 5, 7
     args = [
         torch.randn(b, n),
-        torch.rand(b, 2 * n) + 1.0,
-        torch.rand(1, n) + 0.5,
+        torch.rand(t, b, 2 * n) + 1.0,
+        torch.rand(*cm_shape, n) + 0.5,
         torch.randn(n, e),
         torch.randn(e),
         torch.rand(e, 2 * n),
     ]
     args = [a.double().requires_grad_() for a in args]
-    assert torch.autograd.gradcheck(lambda *a: fused_unfolds(*a, 4), args)
+    assert torch.autograd.gradcheck(lambda *a: fused_sequence(*a, 4), args)
 
 
 def test_sparse_and_dense_forms_agree_in_value_and_gradient():
@@ -198,3 +199,28 @@ def test_backward_twice_with_retain_graph():
     first = cell.sigma.grad.clone()
     y.sum().backward()
     torch.testing.assert_close(cell.sigma.grad, 2 * first)
+
+
+@pytest.mark.parametrize("timespans", ["float", "per-sample"])
+def test_sequence_kernel_equals_step_by_step(timespans):
+    """The whole-sequence kernel and the one-step path agree in values and in every parameter gradient."""
+    torch.manual_seed(5)
+    cell = LTCCell(8, AutoNCP(19, 2)).double()
+    x = torch.randn(4, 7, 8, dtype=torch.float64)
+    h0 = torch.randn(4, 19, dtype=torch.float64) * 0.2
+    ts = 0.4 if timespans == "float" else torch.rand(4, 7, dtype=torch.float64) + 0.1
+    results = []
+    for whole in (True, False):
+        cell.zero_grad()
+        prep = cell.prepare()
+        if whole:
+            y, h = cell.sequence(prep, x, h0, ts)
+        else:
+            y, h = super(LTCCell, cell).sequence(prep, x, h0, ts)  # the generic per-step loop
+        (y.square().sum() + h.sum()).backward()
+        results.append((y.detach(), h.detach(), {k: p.grad.clone() for k, p in cell.named_parameters()}))
+    (y1, h1, g1), (y2, h2, g2) = results
+    torch.testing.assert_close(y1, y2, atol=1e-12, rtol=0)
+    torch.testing.assert_close(h1, h2, atol=1e-12, rtol=0)
+    for k in g1:
+        torch.testing.assert_close(g1[k], g2[k], atol=1e-10, rtol=1e-9, msg=k)

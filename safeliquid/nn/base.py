@@ -41,6 +41,16 @@ class Cell(nn.Module):
         """Unchecked step: ``x (B, in)``, ``h (B, state)``, ``dt`` float or ``(B,)`` -> ``(y (B, out), h_next)``."""
         raise NotImplementedError
 
+    def sequence(self, prep: Any, x: Tensor, h: Tensor, timespans: float | Tensor) -> tuple[Tensor, Tensor]:
+        """Unchecked sequence: ``x (B, T, in)``, ``h (B, state)``, ``timespans`` float or ``(B, T)``
+        -> ``(y (B, T, out), h_T (B, state))``. Cells with a faster whole-sequence path override it."""
+        ys = []
+        for t in range(x.shape[1]):
+            dt = timespans[:, t] if isinstance(timespans, Tensor) else timespans
+            y, h = self.step(prep, x[:, t], h, dt)
+            ys.append(y)
+        return torch.stack(ys, dim=1), h
+
     def initial_state(self, batch: int, dtype: torch.dtype | None = None, device: Any = None) -> Tensor:
         """The zero state, shape ``(batch, state_size)``."""
         p = next(self.parameters(), None)

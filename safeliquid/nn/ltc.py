@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from safeliquid.nn._fused import fused_unfolds
+from safeliquid.nn._fused import fused_sequence
 from safeliquid.nn._ltc_inference import BatchOneKernel
 from safeliquid.nn.base import Cell, as_column
 from safeliquid.nn.wiring import FullyConnected, Wiring
@@ -287,12 +287,12 @@ class LTCCell(Cell):
             num0, den0 = drive.chunk(2, dim=1)
             acc = torch.cat([num0, den0 + cm_t + self.epsilon], dim=1)
             rec = prep.recurrent
-            if rec.dense or torch.jit.is_tracing() or torch.compiler.is_compiling():
+            if self._plain_ops(rec):
                 for _ in range(self.ode_unfolds):  # plain autograd ops: export and dense wirings
                     num, den = rec(v, acc).chunk(2, dim=1)
                     v = torch.addcmul(num, cm_t, v) / den
             else:
-                v = fused_unfolds(v, acc, cm_t, rec.scale, rec.shift, rec.scatter, self.ode_unfolds)
+                v = fused_sequence(v, acc[None], cm_t[None], rec.scale, rec.shift, rec.scatter, self.ode_unfolds)[0]
         elif self.solver == "euler":
             for _ in range(self.ode_unfolds):
                 v = v + sub * self.vector_field(prep, drive, v)
@@ -304,6 +304,31 @@ class LTCCell(Cell):
                 k4 = self.vector_field(prep, drive, v + sub * k3)
                 v = v + sub / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
         return self.map_outputs(v), v
+
+    def _plain_ops(self, rec: _Synapses) -> bool:
+        """Whether to use plain autograd ops instead of the fused kernel (export, tracing, dense wirings)."""
+        return rec.dense or torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+    def sequence(self, prep: _Prepared, x: Tensor, h: Tensor, timespans: float | Tensor) -> tuple[Tensor, Tensor]:
+        """Whole sequence with the fused kernel: the sensory drive of all T steps is one batched call.
+
+        ``x (B, T, in)``, ``h (B, N)``, ``timespans`` float or ``(B, T)`` -> ``(y (B, T, out), h_T (B, N))``.
+        """
+        if self.solver != "fused" or self._plain_ops(prep.recurrent):
+            return super().sequence(prep, x, h, timespans)
+        batch, steps, _ = x.shape
+        n = self.state_size
+        drive = self.sensory_drive(prep, x.transpose(0, 1).reshape(steps * batch, -1)).view(steps, batch, 2 * n)
+        if isinstance(timespans, Tensor):
+            cm_t = prep.cm * (self.ode_unfolds / timespans.t().unsqueeze(-1))  # (T, B, N)
+        else:
+            cm_t = (prep.cm * (self.ode_unfolds / timespans)).view(1, 1, n)
+        num0, den0 = drive[..., :n], drive[..., n:]
+        acc = torch.cat([num0, den0 + cm_t + self.epsilon], dim=-1)
+        rec = prep.recurrent
+        states = fused_sequence(h, acc, cm_t, rec.scale, rec.shift, rec.scatter, self.ode_unfolds)
+        y = self.map_outputs(states.reshape(steps * batch, n)).view(steps, batch, -1).transpose(0, 1)
+        return y, states[-1]
 
     def state_bounds(self) -> tuple[float, float]:
         """The interval the fused solver keeps the state in: spanned by v_leak, the reversals and 0."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from safeliquid._checks import check_tensor
@@ -38,10 +37,4 @@ class Sequence(nn.Module):
             raise ValueError(f"timespans must be a positive float or a (B, T) tensor, got {timespans!r}")
         else:
             timespans = float(timespans)
-        prep = cell.prepare()
-        ys = []
-        for t in range(steps):
-            dt = timespans[:, t] if isinstance(timespans, Tensor) else timespans
-            y, h = cell.step(prep, x[:, t], h, dt)
-            ys.append(y)
-        return torch.stack(ys, dim=1), h
+        return cell.sequence(cell.prepare(), x, h, timespans)
