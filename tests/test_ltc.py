@@ -224,3 +224,14 @@ def test_sequence_kernel_equals_step_by_step(timespans):
     torch.testing.assert_close(h1, h2, atol=1e-12, rtol=0)
     for k in g1:
         torch.testing.assert_close(g1[k], g2[k], atol=1e-10, rtol=1e-9, msg=k)
+
+
+def test_batch_one_huge_finite_input_is_accepted_not_mistaken_for_inf():
+    """x.x overflows float32 for |x| ~ 1e20: the fast check must defer to the exact one, not raise."""
+    cell = LTCCell(8, AutoNCP(19, 2))
+    x, h = torch.full((1, 8), 1e20), torch.zeros(1, 19)
+    with torch.inference_mode():
+        y_fast, h_fast = cell(x, h, 1.0)
+    y_ref, h_ref = cell.step(cell.prepare(), x, h, 1.0)
+    torch.testing.assert_close(h_fast, h_ref.detach(), atol=2e-6, rtol=0)
+    torch.testing.assert_close(y_fast, y_ref.detach(), atol=2e-6, rtol=0)

@@ -75,6 +75,13 @@ class BatchOneKernel:
         self.sbuf = np.ones(es + 1, dtype)
         self.leak_den = self.ps_aug[-1, n:].copy()
         self._dt: float | None = None
+        # Views into the buffers, made once (numpy slicing per call costs more than the arithmetic).
+        es = self.sbuf.shape[0] - 1
+        self._x, self._zs, self._acc_row = self.xbuf[:k], self.sbuf[:es], self.p_aug[-1]
+        self._z, self._va, self._v = self.buf[:e], self.buf[e:], self.buf[e : e + n]
+        self._num, self._den = self.nd[:n], self.nd[n:]
+        self._y = self.buf[None, e : e + n_out]
+        self._h = self.buf[None, e : e + n]
 
     def set_dt(self, dt: float) -> None:
         """Write ``cm / h`` (h = dt / unfolds) into the diagonal block and the ``den`` constant."""
@@ -88,17 +95,13 @@ class BatchOneKernel:
 
     def step(self, x: np.ndarray, h: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
         """``x (in,)``, ``h (N,)`` -> fresh arrays ``y (1, out)``, ``h_next (1, N)``."""
-        self.set_dt(dt)
-        n, e, k = self.n, self.e, self.k
-        buf, nd, sbuf = self.buf, self.nd, self.sbuf
-        es = sbuf.shape[0] - 1
-        self.xbuf[:k] = x
-        zs = sbuf[:es]
+        if dt != self._dt:
+            self.set_dt(dt)
+        buf, nd, zs, z, va, v, num, den = self.buf, self.nd, self._zs, self._z, self._va, self._v, self._num, self._den
+        self._x[:] = x
         np.dot(self.xbuf, self.ss_aug, out=zs)
         expit(zs, out=zs)
-        np.dot(sbuf, self.ps_aug, out=self.p_aug[-1])  # acc, the last row of P_aug
-        z, va, v = buf[:e], buf[e:], buf[e : e + n]
-        num, den = nd[:n], nd[n:]
+        np.dot(self.sbuf, self.ps_aug, out=self._acc_row)  # acc, the last row of P_aug
         v[:] = h
         s_aug, p_aug = self.s_aug, self.p_aug
         for _ in range(self.unfolds):
@@ -106,9 +109,9 @@ class BatchOneKernel:
             expit(z, out=z)
             np.dot(buf, p_aug, out=nd)
             np.divide(num, den, out=v)
-        y = buf[None, e : e + self.n_out]
+        y = self._y
         if self.out_w is not None:
-            y = y * self.out_w
+            y = y * self.out_w  # a new array: the buffer is never handed out
         if self.out_b is not None:
             y = y + self.out_b
-        return np.array(y, copy=True), buf[None, e : e + n].copy()
+        return (y.copy() if y is self._y else y), self._h.copy()

@@ -27,6 +27,7 @@ when E approaches N^2 and N is large).
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +56,7 @@ _INIT = {
     "sensory_mu": (0.3, 0.8),
 }
 _POSITIVE = ("gleak", "cm", "w", "sensory_w")
+_version = operator.attrgetter("_version")
 # Above this many synapses per neuron the dense (B, N, N) form is cheaper than the synapse list.
 _DENSE_FANIN = 16
 
@@ -137,8 +139,8 @@ class LTCCell(Cell):
         self.input_mapping = input_mapping
         self.output_mapping = output_mapping
         self.epsilon = epsilon
-        self._cache: tuple[tuple, _Prepared] | None = None
-        self._kernel: tuple[tuple, BatchOneKernel] | None = None
+        self._cache: tuple[int, _Prepared] | None = None
+        self._kernel: tuple[int, BatchOneKernel] | None = None
         self._params: list[nn.Parameter] = []
 
         n, k = wiring.units, input_size
@@ -193,9 +195,10 @@ class LTCCell(Cell):
         scatter = scatter.index_put((arange, post), w_e * erev[pre, post]).index_put((arange, post + n), w_e)
         return _Synapses(False, scale, -sig_e * mu[pre, post], scatter)
 
-    def _cache_key(self) -> tuple:
-        # Optimiser steps and load_state_dict bump _version; .to()/.double() clear the cache in _apply.
-        return tuple(p._version for p in self._params)
+    def _cache_key(self) -> int:
+        # Optimiser steps and load_state_dict bump _version, which only ever grows, so the sum
+        # changes exactly when some parameter changed; .to()/.double() clear the cache in _apply.
+        return sum(map(_version, self._params))
 
     def prepare(self) -> _Prepared:
         """Reparametrised weights and synapse tables; cached while gradients are off and parameters unchanged."""
@@ -236,8 +239,10 @@ class LTCCell(Cell):
             and not torch.jit.is_tracing()
             and not torch.compiler.is_compiling()
         ):
-            xn, hn = x.detach().numpy()[0], h.detach().numpy()[0]
-            if math.isfinite(xn.sum() + hn.sum()) and math.isfinite(dt) and dt > 0:
+            xn = (x.detach() if x.requires_grad else x).numpy()[0]
+            hn = (h.detach() if h.requires_grad else h).numpy()[0]
+            # x.x + h.h is finite iff every entry is (or it overflows: the torch path then decides).
+            if math.isfinite(xn.dot(xn) + hn.dot(hn)) and math.isfinite(dt) and dt > 0:
                 y, h_next = self._batch_one_kernel().step(xn, hn, dt)
                 return torch.from_numpy(y), torch.from_numpy(h_next)
         # Anything unusual (including bad input, which raises there) takes the checked torch path.
