@@ -235,3 +235,19 @@ def test_batch_one_huge_finite_input_is_accepted_not_mistaken_for_inf():
     y_ref, h_ref = cell.step(cell.prepare(), x, h, 1.0)
     torch.testing.assert_close(h_fast, h_ref.detach(), atol=2e-6, rtol=0)
     torch.testing.assert_close(y_fast, y_ref.detach(), atol=2e-6, rtol=0)
+
+
+def test_changing_solver_settings_after_use_takes_effect_on_the_batch_one_path():
+    cell = LTCCell(8, AutoNCP(19, 2))
+    x, h = torch.randn(1, 8), torch.randn(1, 19) * 0.3
+    with torch.inference_mode():
+        cell(x, h, 1.0)  # builds the fused batch-1 kernel
+    for solver, unfolds in (("fused", 2), ("euler", 3), ("rk4", 2)):
+        cell.solver, cell.ode_unfolds = solver, unfolds
+        with torch.inference_mode():
+            y_fast, h_fast = cell(x, h, 1.0)
+        y_ref, h_ref = cell.step(cell.prepare(), x, h, 1.0)
+        torch.testing.assert_close(h_fast, h_ref.detach(), atol=2e-6, rtol=0, msg=f"{solver}/{unfolds}")
+        torch.testing.assert_close(y_fast, y_ref.detach(), atol=2e-6, rtol=0, msg=f"{solver}/{unfolds}")
+    with pytest.raises(ValueError, match="ode_unfolds must be a positive integer"):
+        cell.ode_unfolds = 0

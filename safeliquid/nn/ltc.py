@@ -30,7 +30,6 @@ import math
 import operator
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -120,10 +119,6 @@ class LTCCell(Cell):
         epsilon: float = 1e-8,
     ) -> None:
         super().__init__()
-        if solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-        if not isinstance(ode_unfolds, int) or ode_unfolds < 1:
-            raise ValueError(f"ode_unfolds must be a positive integer, got {ode_unfolds!r}")
         for name, m in (("input_mapping", input_mapping), ("output_mapping", output_mapping)):
             if m not in MAPPINGS:
                 raise ValueError(f"{name} must be one of {MAPPINGS}, got {m!r}")
@@ -134,13 +129,14 @@ class LTCCell(Cell):
         self.input_size = input_size
         self.state_size = wiring.units
         self.output_size = wiring.output_dim
-        self.solver = solver
-        self.ode_unfolds = ode_unfolds
-        self.input_mapping = input_mapping
-        self.output_mapping = output_mapping
-        self.epsilon = epsilon
         self._cache: tuple[int, _Prepared] | None = None
         self._kernel: tuple[int, BatchOneKernel] | None = None
+        self._dense = self._sensory_dense = False
+        self.solver = solver
+        self.ode_unfolds = ode_unfolds
+        self.epsilon = epsilon
+        self.input_mapping = input_mapping
+        self.output_mapping = output_mapping
         self._params: list[nn.Parameter] = []
 
         n, k = wiring.units, input_size
@@ -174,9 +170,47 @@ class LTCCell(Cell):
         self._params = list(self.parameters())
         self._dense = wiring.synapse_count > _DENSE_FANIN * n
         self._sensory_dense = wiring.sensory_synapse_count > _DENSE_FANIN * n
-        self._batch_one_ok = solver == "fused" and not self._dense and not self._sensory_dense
+        self._settings_changed()
         self._x1_shape, self._h1_shape = (1, input_size), (1, wiring.units)
         self._kernel_dtype = self.sigma.dtype
+
+    # -- solver settings: changing one invalidates the batch-1 kernel ----------------------
+    @property
+    def solver(self) -> str:
+        return self._solver
+
+    @solver.setter
+    def solver(self, value: str) -> None:
+        if value not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {value!r}")
+        self._solver = value
+        self._settings_changed()
+
+    @property
+    def ode_unfolds(self) -> int:
+        return self._ode_unfolds
+
+    @ode_unfolds.setter
+    def ode_unfolds(self, value: int) -> None:
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"ode_unfolds must be a positive integer, got {value!r}")
+        self._ode_unfolds = value
+        self._settings_changed()
+
+    @property
+    def epsilon(self) -> float:
+        return self._epsilon
+
+    @epsilon.setter
+    def epsilon(self, value: float) -> None:
+        if not value >= 0:
+            raise ValueError(f"epsilon must be non-negative, got {value!r}")
+        self._epsilon = float(value)
+        self._settings_changed()
+
+    def _settings_changed(self) -> None:
+        self._kernel = None
+        self._batch_one_ok = getattr(self, "_solver", None) == "fused" and not self._dense and not self._sensory_dense
 
     # -- parameter-only precomputation ------------------------------------------------
     def _group(self, sigma: Tensor, mu: Tensor, w_raw: Tensor, erev: Tensor, mask: Tensor, dense: bool) -> _Synapses:
@@ -351,11 +385,9 @@ class LTCCell(Cell):
         out = super()._apply(fn, recurse)
         self._params = list(self.parameters())
         self._kernel_dtype = self.sigma.dtype
-        self._edges = tuple(
-            tuple(fn(i) if i.is_floating_point() else i.to(self.sigma.device) for i in e) for e in self._edges
-        )
+        self._edges = tuple(tuple(i.to(self.sigma.device) for i in e) for e in self._edges)
         return out
 
     @property
     def synapse_count(self) -> int:
-        return int(np.abs(self.wiring.adjacency).sum())
+        return self.wiring.synapse_count

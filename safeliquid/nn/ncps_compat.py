@@ -5,10 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from safeliquid.nn.ltc import LTCCell, inverse_softplus
+from safeliquid.nn.ltc import _POSITIVE, LTCCell, inverse_softplus
 from safeliquid.nn.wiring import Wiring
-
-_POSITIVE = ("gleak", "cm", "w", "sensory_w")
 
 
 def ltc_from_ncps(model: nn.Module, solver: str = "fused") -> LTCCell:
