@@ -12,6 +12,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps qpth==0.0.18
 	touch $@
 
 demo: $(VENV)/.installed
@@ -27,6 +28,7 @@ test: lint
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_cells.py
 	$(PY) benchmarks/bench_adjoint.py
+	$(PY) benchmarks/bench_qp.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -172,3 +172,26 @@ def test_bad_input_is_named(kwargs, match):
     args.update(kwargs)
     with pytest.raises((ValueError, TypeError), match=match):
         solve_qp(**args)
+
+
+@pytest.mark.parametrize("backend", ["qpth", "cvxpy"])
+def test_backends_agree_in_solution_and_gradient(backend):
+    rng = np.random.default_rng(11)
+    agree = 0
+    for _ in range(20):
+        n, m = int(rng.integers(2, 7)), int(rng.integers(2, 20))
+        Q, q, G, h, lb, ub = random_qp(rng, n, m)
+        native = solve_qp(Q, q[None], G, h, lb, ub)
+        if int(native.status[0]) != OPTIMAL:
+            continue
+        grads = []
+        for be in ("native", backend):
+            args = [t.detach().clone().requires_grad_() for t in (Q, q, G, h, lb, ub)]
+            sol = solve_qp(args[0], args[1][None], *args[2:], backend=be)
+            (sol.u * torch.arange(1.0, n + 1, dtype=F64)).sum().backward()
+            grads.append((sol.u.detach(), [a.grad for a in args]))
+        torch.testing.assert_close(grads[1][0], grads[0][0], atol=1e-6, rtol=0)
+        for g_other, g_native in zip(grads[1][1], grads[0][1], strict=True):
+            torch.testing.assert_close(g_other, g_native, atol=1e-5, rtol=1e-4)
+        agree += 1
+    assert agree >= 10

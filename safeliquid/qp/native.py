@@ -44,16 +44,17 @@ STATUS_NAMES = {OPTIMAL: "optimal", INFEASIBLE: "infeasible", MAX_ITER: "max_ite
 class QPSolution:
     """The solution of a batch of QPs.
 
-    ``u (B, n)`` the primal solution; ``lam (B, m)`` the multipliers of the
-    constraint rows; ``slack (B, m)`` how much each row is violated (``G u - h``
-    where positive, else 0); ``status (B,)`` int: ``OPTIMAL`` (0), ``INFEASIBLE``
-    (1: the hard problem has no solution, or needs multipliers above the penalty;
-    ``u`` minimises the penalised violation), ``MAX_ITER`` (2: the iteration
-    limit was reached; ``u`` is the best iterate, finite); ``iterations``.
+    ``u (B, n)`` the primal solution. ``lam (B, m)`` the multipliers of the
+    constraint rows (native backend only; ``None`` from the reference backends).
+    ``slack (B, m)`` how much each row is violated (``G u - h`` where positive,
+    else 0). ``status (B,)`` int: ``OPTIMAL`` (0); ``INFEASIBLE`` (1: the hard
+    problem has no solution, or needs multipliers above the penalty, and ``u``
+    minimises the penalised violation); ``MAX_ITER`` (2: the iteration limit was
+    reached and ``u`` is the last iterate, finite). ``iterations`` run.
     """
 
     u: Tensor
-    lam: Tensor
+    lam: Tensor | None
     slack: Tensor
     status: Tensor
     iterations: int
@@ -127,9 +128,9 @@ def _dual_solve(
     return lam, done, it
 
 
-def _assemble(G: Tensor, h: Tensor, lb: Tensor | None, ub: Tensor | None, rho: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Stack constraint rows and bound rows: ``G_all (B, m', n)``, ``h_all (B, m')``, ``upper (B, m')``."""
-    batch, m, n = G.shape
+def stack_bounds(G: Tensor, h: Tensor, lb: Tensor | None, ub: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Bounds as rows after the constraints: ``[G; I; -I] u <= [h; ub; -lb]``, shapes ``(B, m', n)``, ``(B, m')``."""
+    batch, _, n = G.shape
     eye = torch.eye(n, dtype=G.dtype, device=G.device).expand(batch, n, n)
     rows, rhs = [G], [h]
     if ub is not None:
@@ -138,9 +139,14 @@ def _assemble(G: Tensor, h: Tensor, lb: Tensor | None, ub: Tensor | None, rho: f
     if lb is not None:
         rows.append(-eye)
         rhs.append(-lb)
-    inf = torch.full((batch, sum(r.shape[1] for r in rows) - m), float("inf"), dtype=G.dtype, device=G.device)
-    upper = torch.cat([torch.full_like(h, rho), inf], dim=1)
-    return torch.cat(rows, 1), torch.cat(rhs, 1), upper
+    return torch.cat(rows, 1), torch.cat(rhs, 1)
+
+
+def _assemble(G: Tensor, h: Tensor, lb: Tensor | None, ub: Tensor | None, rho: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Stacked rows and the multipliers' upper bounds: ``rho`` on constraint rows, ``inf`` on bound rows."""
+    G_all, h_all = stack_bounds(G, h, lb, ub)
+    inf = torch.full((G.shape[0], G_all.shape[1] - G.shape[1]), float("inf"), dtype=G.dtype, device=G.device)
+    return G_all, h_all, torch.cat([torch.full_like(h, rho), inf], dim=1)
 
 
 class _NativeQP(torch.autograd.Function):
@@ -206,14 +212,21 @@ def solve_native(
     if warm_start is not None:
         lam0 = torch.cat([warm_start, torch.zeros_like(h_all[:, m:])], 1)
     u, lam_all, converged, iterations = _NativeQP.apply(Q, q, G_all, h_all, upper, max_iter, lam0)
-    lam = lam_all[:, :m]
-    slack = (torch.bmm(G, u.unsqueeze(-1)).squeeze(-1) - h).clamp_min(0.0)
-    tol = _tolerances(Q.dtype)[0]
-    feas_tol = 1e3 * tol * (1.0 + h.abs().amax(-1, keepdim=True) if m else 1.0)
-    infeasible = (slack > feas_tol).any(-1) if m else torch.zeros_like(converged)
+    slack, status = residual_status(u, G, h, converged)
+    return QPSolution(u=u, lam=lam_all[:, :m], slack=slack, status=status, iterations=int(iterations))
+
+
+def residual_status(u: Tensor, G: Tensor, h: Tensor, converged: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row violation ``max(G u - h, 0) (B, m)`` and status ``(B,)`` from it and convergence."""
+    slack = (torch.bmm(G, u.detach().unsqueeze(-1)).squeeze(-1) - h.detach()).clamp_min(0.0)
+    tol = _tolerances(u.dtype)[0]
+    if G.shape[1]:
+        infeasible = (slack > 1e3 * tol * (1.0 + h.detach().abs().amax(-1, keepdim=True))).any(-1)
+    else:
+        infeasible = torch.zeros_like(converged)
     status = torch.where(
         ~converged,
         torch.full_like(converged, MAX_ITER, dtype=torch.long),
         torch.where(infeasible, INFEASIBLE, OPTIMAL),
     )
-    return QPSolution(u=u, lam=lam, slack=slack.detach(), status=status, iterations=int(iterations))
+    return slack, status
