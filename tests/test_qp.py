@@ -195,3 +195,26 @@ def test_backends_agree_in_solution_and_gradient(backend):
             torch.testing.assert_close(g_other, g_native, atol=1e-5, rtol=1e-4)
         agree += 1
     assert agree >= 10
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+def test_compiled_kernel_and_batched_torch_paths_agree(dtype, monkeypatch):
+    """The CPU kernel and the device-generic batched-torch solver: same solution and gradients."""
+    rng = np.random.default_rng(5)
+    probs = [random_qp(rng, 4, 10) for _ in range(8)]
+    Q, q, G, h, lb, ub = (torch.stack([p[i] for p in probs]).to(dtype) for i in range(6))
+    out = []
+    for kernel in (True, False):
+        if not kernel:  # what runs on a non-CPU device
+            monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)
+        leaves = [t.clone().requires_grad_() for t in (Q, q, G, h, lb, ub)]
+        sol = solve_qp(*leaves)
+        assert sol.status.tolist() == [0] * 8
+        (sol.u * torch.arange(1.0, 5.0, dtype=dtype)).sum().backward()
+        out.append((sol.u.detach(), sol.lam.detach(), sol.slack, [t.grad for t in leaves]))
+    tol = 1e-8 if dtype == F64 else 2e-3
+    torch.testing.assert_close(out[0][0], out[1][0], atol=tol, rtol=0)
+    torch.testing.assert_close(out[0][1], out[1][1], atol=tol * 100, rtol=tol)
+    torch.testing.assert_close(out[0][2], out[1][2], atol=tol, rtol=0)
+    for a, b in zip(out[0][3], out[1][3], strict=True):
+        torch.testing.assert_close(a, b, atol=tol * 10, rtol=tol)

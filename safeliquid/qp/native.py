@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -186,11 +187,83 @@ class _NativeQP(torch.autograd.Function):
         rhs = (Qi_Gt.transpose(1, 2) @ g_u.unsqueeze(-1)).squeeze(-1)  # G Q^-1 g
         w_lam = _masked_solve(M, rhs, active, reg)
         w_u = Qi_g - (Qi_Gt @ w_lam.unsqueeze(-1)).squeeze(-1)
-        g_Q = -w_u.unsqueeze(-1) * u.unsqueeze(-2)
-        g_q = -w_u
-        g_G = -(w_lam.unsqueeze(-1) * u.unsqueeze(-2) + lam.unsqueeze(-1) * w_u.unsqueeze(-2))
-        g_h = w_lam
-        return g_Q, g_q, g_G, g_h, None, None, None
+        return (*_param_grads(u, lam, w_u, w_lam), None, None, None)
+
+
+def _param_grads(u: Tensor, lam: Tensor, w_u: Tensor, w_lam: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gradients for ``(Q, q, G, h)`` from the KKT adjoint ``(w_u, w_λ)`` (OptNet); shapes as the inputs."""
+    g_Q = -w_u.unsqueeze(-1) * u.unsqueeze(-2)
+    g_G = -(w_lam.unsqueeze(-1) * u.unsqueeze(-2) + lam.unsqueeze(-1) * w_u.unsqueeze(-2))
+    return g_Q, -w_u, g_G, w_lam
+
+
+class _KernelQP(torch.autograd.Function):
+    """The same method through the compiled CPU kernel (:mod:`safeliquid.qp._kernel`), one problem at a time.
+
+    Takes the raw problem (the kernel symmetrises Q and stacks the bound rows
+    itself) and returns ``(u, λ of all rows, slack, status, iterations)``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        Q: Tensor,
+        q: Tensor,
+        G: Tensor,
+        h: Tensor,
+        lb: Tensor | None,
+        ub: Tensor | None,
+        penalty: float,
+        max_iter: int,
+        lam0: Tensor | None,
+    ) -> tuple[Tensor, ...]:
+        from safeliquid.qp import _kernel
+
+        batch, n = q.shape
+        tol, rel_reg = _tolerances(q.dtype)
+        none = np.zeros((batch, 0), dtype=q.detach().numpy().dtype)
+        arrays = [none if t is None else t.detach().contiguous().numpy() for t in (Q, q, G, h, lb, ub)]
+        problem = _kernel.check_inputs(*arrays)
+        if problem:
+            names = ("Q", "q", "G", "h", "lb", "ub")
+            raise ValueError(
+                f"{names[problem - 1]} contains NaN or inf; expected finite values"
+                if problem <= 6
+                else "lb must not exceed ub (the input bounds are hard constraints)"
+            )
+        rows = G.shape[1] + (n if ub is not None else 0) + (n if lb is not None else 0)
+        lam = np.zeros((batch, rows), dtype=arrays[1].dtype)
+        if lam0 is not None:
+            lam[:, : G.shape[1]] = np.clip(lam0.detach().numpy(), 0.0, penalty)
+        u, slack, status, iterations = _kernel.solve_batch(*arrays, penalty, tol, rel_reg, max_iter, lam)
+        if (status == 3).any():
+            bad = np.flatnonzero(status == 3).tolist()
+            raise ValueError(f"Q must be positive definite; it is not for batch elements {bad[:10]}")
+        u_t, lam_t = torch.from_numpy(u), torch.from_numpy(lam)
+        ctx.save_for_backward(Q, G, lb, ub, u_t, lam_t)
+        ctx.penalty = penalty
+        return u_t, lam_t, torch.from_numpy(slack), torch.from_numpy(status.astype(np.int64)), iterations
+
+    @staticmethod
+    def backward(ctx: Any, g_u: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
+        from safeliquid.qp import _kernel
+
+        Q, G, lb, ub, u, lam = ctx.saved_tensors
+        tol, rel_reg = _tolerances(u.dtype)
+        none = np.zeros((u.shape[0], 0), dtype=u.numpy().dtype)
+        grads = _kernel.grads_batch(
+            *(t.detach().contiguous().numpy() for t in (Q, G)),
+            none if lb is None else lb.detach().contiguous().numpy(),
+            none if ub is None else ub.detach().contiguous().numpy(),
+            u.numpy(),
+            lam.numpy(),
+            g_u.detach().contiguous().numpy(),
+            ctx.penalty,
+            tol,
+            rel_reg,
+        )
+        g_Q, g_q, g_G, g_h, g_lb, g_ub = (torch.from_numpy(x) for x in grads)
+        return g_Q, g_q, g_G, g_h, g_lb if lb is not None else None, g_ub if ub is not None else None, None, None, None
 
 
 def solve_native(
@@ -204,9 +277,21 @@ def solve_native(
     max_iter: int,
     warm_start: Tensor | None = None,
 ) -> QPSolution:
-    """Solve a checked, broadcast batch (``Q (B,n,n)``, ``q (B,n)``, ``G (B,m,n)``, ``h (B,m)``, bounds ``(B,n)``)."""
+    """Solve a checked, broadcast batch (``Q (B,n,n)``, ``q (B,n)``, ``G (B,m,n)``, ``h (B,m)``, bounds ``(B,n)``).
+
+    On CPU the compiled kernel runs; elsewhere (or while tracing) the batched-torch
+    implementation. Raises ``ValueError`` if some ``Q`` is not positive definite.
+    """
     m = G.shape[1]
+    if Q.device.type == "cpu" and not torch.jit.is_tracing():
+        args = (Q, q, G, h, lb, ub, penalty, max_iter, warm_start)
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args[:6]):
+            u, lam_all, slack, status, iterations = _KernelQP.apply(*args)
+        else:  # no graph to record: skip the autograd.Function machinery
+            u, lam_all, slack, status, iterations = _KernelQP.forward(_NoContext(), *args)
+        return QPSolution(u=u, lam=lam_all[:, :m], slack=slack, status=status, iterations=int(iterations))
     Q = 0.5 * (Q + Q.transpose(1, 2))  # the objective only sees the symmetric part
+    _raise_if_not_pd(torch.linalg.cholesky_ex(Q.detach())[1] != 0)
     G_all, h_all, upper = _assemble(G, h, lb, ub, penalty)
     lam0 = None
     if warm_start is not None:
@@ -214,6 +299,19 @@ def solve_native(
     u, lam_all, converged, iterations = _NativeQP.apply(Q, q, G_all, h_all, upper, max_iter, lam0)
     slack, status = residual_status(u, G, h, converged)
     return QPSolution(u=u, lam=lam_all[:, :m], slack=slack, status=status, iterations=int(iterations))
+
+
+class _NoContext:
+    """Stands in for autograd's ctx when the kernel runs without recording a graph."""
+
+    def save_for_backward(self, *tensors: Tensor | None) -> None:
+        pass
+
+
+def _raise_if_not_pd(bad: Tensor) -> None:
+    if bool(bad.any()):
+        idx = bad.nonzero().flatten().tolist()
+        raise ValueError(f"Q must be positive definite; it is not for batch elements {idx[:10]}")
 
 
 def residual_status(u: Tensor, G: Tensor, h: Tensor, converged: Tensor) -> tuple[Tensor, Tensor]:

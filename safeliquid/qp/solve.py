@@ -11,14 +11,14 @@ from safeliquid.qp.native import QPSolution, solve_native
 BACKENDS = ("native", "qpth", "cvxpy")
 
 
-def _batched(name: str, x: Tensor | None, batch: int, tail: tuple[int, ...]) -> Tensor | None:
+def _batched(name: str, x: Tensor | None, batch: int, tail: tuple[int, ...], finite: bool) -> Tensor | None:
     """Expand a shared (unbatched) parameter to the batch; gradients then sum over the batch."""
     if x is None:
         return None
     if x.dim() == len(tail):
-        check_tensor(name, x, tail)
+        check_tensor(name, x, tail, finite)
         return x.expand(batch, *tail)
-    check_tensor(name, x, (batch, *tail))
+    check_tensor(name, x, (batch, *tail), finite)
     return x
 
 
@@ -47,9 +47,12 @@ def solve_qp(
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    check_tensor("q", q, ("B", "n"))
+    # On CPU the native kernel checks values (NaN/inf, lb <= ub, Q > 0) in one compiled pass.
+    kernel = backend == "native" and q.device.type == "cpu" and not torch.jit.is_tracing()
+    finite = not kernel
+    check_tensor("q", q, ("B", "n"), finite)
     batch, n = q.shape
-    Q = _batched("Q", Q, batch, (n, n))
+    Q = _batched("Q", Q, batch, (n, n), finite)
     if G is None:
         G = q.new_zeros(batch, 0, n)
         h = q.new_zeros(batch, 0)
@@ -57,23 +60,23 @@ def solve_qp(
         if h is None:
             raise ValueError("h is required when G is given (constraints G u <= h)")
         m = G.shape[-2] if G.dim() >= 2 else -1
-        G = _batched("G", G, batch, (m, n))
-        h = _batched("h", h, batch, (m,))
-    lb = _batched("lb", lb, batch, (n,))
-    ub = _batched("ub", ub, batch, (n,))
-    if lb is not None and ub is not None and bool((lb > ub).any()):
+        G = _batched("G", G, batch, (m, n), finite)
+        h = _batched("h", h, batch, (m,), finite)
+    lb = _batched("lb", lb, batch, (n,), finite)
+    ub = _batched("ub", ub, batch, (n,), finite)
+    if not kernel and lb is not None and ub is not None and bool((lb > ub).any()):
         raise ValueError("lb must not exceed ub (the input bounds are hard constraints)")
     dtypes = {t.dtype for t in (Q, q, G, h, lb, ub) if t is not None}
     if len(dtypes) > 1:
         raise TypeError(f"all QP tensors must share one dtype, got {sorted(map(str, dtypes))}")
-    _, info = torch.linalg.cholesky_ex(0.5 * (Q + Q.transpose(1, 2)).detach())
-    if bool((info != 0).any()):
-        bad = (info != 0).nonzero().flatten().tolist()
-        raise ValueError(f"Q must be positive definite; it is not for batch elements {bad[:10]}")
     if not penalty > 0:
         raise ValueError(f"penalty must be positive, got {penalty}")
     if backend == "native":
         return solve_native(Q, q, G, h, lb, ub, penalty, max_iter, warm_start)
     from safeliquid.qp import backends
 
+    _, info = torch.linalg.cholesky_ex(0.5 * (Q + Q.transpose(1, 2)).detach())
+    if bool((info != 0).any()):
+        bad = (info != 0).nonzero().flatten().tolist()
+        raise ValueError(f"Q must be positive definite; it is not for batch elements {bad[:10]}")
     return backends.solve(backend, Q, q, G, h, lb, ub)
