@@ -1,0 +1,34 @@
+"""Safety constraints in Python: control-affine models, barriers, HOCBF rows (the filter and layer build on these)."""
+
+from safeliquid.safety.barriers import CLASS_K, Barrier, cubic, find_relative_degree, hocbf_row, linear
+from safeliquid.safety.constraints import ConstraintSet
+from safeliquid.safety.models import ControlAffine, DoubleIntegrator, Manipulator, SingleIntegrator, Unicycle
+from safeliquid.safety.primitives import (
+    box_obstacle,
+    cylinder_obstacle,
+    half_space,
+    position,
+    sphere_obstacle,
+    state_box,
+)
+
+__all__ = [
+    "CLASS_K",
+    "Barrier",
+    "ConstraintSet",
+    "ControlAffine",
+    "DoubleIntegrator",
+    "Manipulator",
+    "SingleIntegrator",
+    "Unicycle",
+    "box_obstacle",
+    "cubic",
+    "cylinder_obstacle",
+    "find_relative_degree",
+    "half_space",
+    "hocbf_row",
+    "linear",
+    "position",
+    "sphere_obstacle",
+    "state_box",
+]

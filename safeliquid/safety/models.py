@@ -1,0 +1,138 @@
+"""Control-affine dynamics ``x' = f(x) + g(x) u`` in plain batched torch.
+
+A model is what the safety layer needs to turn a barrier ``h(x) >= 0`` into a
+constraint on ``u``: ``f(x) -> (B, n)`` and ``g(x) -> (B, n, m)``. Subclass
+:class:`ControlAffine` and write them as ordinary tensor code; derivatives are
+taken by autograd, never by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from safeliquid._checks import check_tensor
+
+
+class ControlAffine:
+    """Base class: ``state_dim`` n, ``control_dim`` m, and the two maps.
+
+    ``f(x)``: drift, ``(B, n) -> (B, n)``. ``g(x)``: input matrix, ``(B, n) -> (B, n, m)``.
+    ``step(x, u, dt)`` integrates one zero-order-hold period with RK4 (used to
+    check the discrete-time guarantee; environments use their simulator).
+    """
+
+    state_dim: int
+    control_dim: int
+
+    def f(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def g(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def xdot(self, x: Tensor, u: Tensor) -> Tensor:
+        """``f(x) + g(x) u``, shape ``(B, n)``."""
+        return self.f(x) + (self.g(x) @ u.unsqueeze(-1)).squeeze(-1)
+
+    def step(self, x: Tensor, u: Tensor, dt: float) -> Tensor:
+        """One RK4 step of length ``dt`` with ``u`` held: ``(B, n), (B, m) -> (B, n)``."""
+        k1 = self.xdot(x, u)
+        k2 = self.xdot(x + 0.5 * dt * k1, u)
+        k3 = self.xdot(x + 0.5 * dt * k2, u)
+        k4 = self.xdot(x + dt * k3, u)
+        return x + dt / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+    def check(self, x: Tensor) -> None:
+        """Validate the model on sample states ``x (B, n)``: shapes and finiteness of ``f`` and ``g``."""
+        check_tensor("x", x, ("B", self.state_dim))
+        fx, gx = self.f(x), self.g(x)
+        name = type(self).__name__
+        if fx.shape != x.shape:
+            raise ValueError(f"{name}.f must return (B, {self.state_dim}), got {tuple(fx.shape)}")
+        if gx.shape != (x.shape[0], self.state_dim, self.control_dim):
+            raise ValueError(f"{name}.g must return (B, {self.state_dim}, {self.control_dim}), got {tuple(gx.shape)}")
+        if not (torch.isfinite(fx).all() and torch.isfinite(gx).all()):
+            raise ValueError(f"{name}.f or .g returned NaN/inf on sample states")
+
+
+class SingleIntegrator(ControlAffine):
+    """``p' = u`` in ``dim`` dimensions; state ``p``."""
+
+    def __init__(self, dim: int = 2) -> None:
+        self.state_dim = self.control_dim = dim
+
+    def f(self, x: Tensor) -> Tensor:
+        return torch.zeros_like(x)
+
+    def g(self, x: Tensor) -> Tensor:
+        return torch.eye(self.state_dim, dtype=x.dtype, device=x.device).expand(x.shape[0], -1, -1)
+
+
+class DoubleIntegrator(ControlAffine):
+    """``p'' = u / mass`` in ``dim`` dimensions (2 planar, 3 spatial); state ``[p, v]``, control a force."""
+
+    def __init__(self, dim: int = 2, mass: float = 1.0) -> None:
+        if mass <= 0:
+            raise ValueError(f"mass must be positive, got {mass}")
+        self.dim, self.mass = dim, mass
+        self.state_dim, self.control_dim = 2 * dim, dim
+
+    def f(self, x: Tensor) -> Tensor:
+        return torch.cat([x[:, self.dim :], torch.zeros_like(x[:, self.dim :])], dim=1)
+
+    def g(self, x: Tensor) -> Tensor:
+        d = self.dim
+        g = x.new_zeros(x.shape[0], 2 * d, d)
+        g[:, d:, :] = torch.eye(d, dtype=x.dtype, device=x.device) / self.mass
+        return g
+
+
+class Unicycle(ControlAffine):
+    """Planar unicycle with speed as state: ``x = [px, py, theta, v]``, ``u = [acceleration, turn rate]``.
+
+    Speed as a state makes position barriers relative degree 2 in both inputs,
+    so a filter can both brake and steer.
+    """
+
+    state_dim, control_dim = 4, 2
+
+    def f(self, x: Tensor) -> Tensor:
+        theta, v = x[:, 2], x[:, 3]
+        z = torch.zeros_like(v)
+        return torch.stack([v * torch.cos(theta), v * torch.sin(theta), z, z], dim=1)
+
+    def g(self, x: Tensor) -> Tensor:
+        g = x.new_zeros(x.shape[0], 4, 2)
+        g[:, 3, 0] = 1.0
+        g[:, 2, 1] = 1.0
+        return g
+
+
+class Manipulator(ControlAffine):
+    """Joint-torque manipulator ``M(q) q'' + c(q, q') = tau``; state ``[q, q']``, control ``tau``.
+
+    ``mass_matrix(q) -> (B, k, k)`` and ``bias(q, qd) -> (B, k)`` (Coriolis,
+    centrifugal and gravity) come from the caller, e.g. an environment's simulator.
+    They are not differentiated here (barriers on joint positions or on points
+    placed by forward kinematics only need them through ``f`` and ``g``, evaluated).
+    """
+
+    def __init__(self, dof: int, mass_matrix: Callable[[Tensor], Tensor], bias: Callable[[Tensor, Tensor], Tensor]):
+        self.dof = dof
+        self.state_dim, self.control_dim = 2 * dof, dof
+        self._mass_matrix, self._bias = mass_matrix, bias
+
+    def _minv(self, x: Tensor) -> Tensor:
+        return torch.linalg.inv(self._mass_matrix(x[:, : self.dof]))
+
+    def f(self, x: Tensor) -> Tensor:
+        q, qd = x[:, : self.dof], x[:, self.dof :]
+        qdd = -(self._minv(x) @ self._bias(q, qd).unsqueeze(-1)).squeeze(-1)
+        return torch.cat([qd, qdd], dim=1)
+
+    def g(self, x: Tensor) -> Tensor:
+        top = x.new_zeros(x.shape[0], self.dof, self.dof)
+        return torch.cat([top, self._minv(x)], dim=1)
