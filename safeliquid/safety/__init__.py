@@ -1,7 +1,8 @@
-"""Safety constraints in Python: control-affine models, barriers, HOCBF rows (the filter and layer build on these)."""
+"""Safety constraints in Python: models, barriers, HOCBF rows, the safety filter and the BarrierNet layer."""
 
 from safeliquid.safety.barriers import CLASS_K, Barrier, cubic, find_relative_degree, hocbf_row, linear
 from safeliquid.safety.constraints import ConstraintSet
+from safeliquid.safety.filter import BarrierLayer, FilterRecord, SafetyFilter
 from safeliquid.safety.models import ControlAffine, DoubleIntegrator, Manipulator, SingleIntegrator, Unicycle
 from safeliquid.safety.primitives import (
     box_obstacle,
@@ -15,10 +16,13 @@ from safeliquid.safety.primitives import (
 __all__ = [
     "CLASS_K",
     "Barrier",
+    "BarrierLayer",
     "ConstraintSet",
     "ControlAffine",
     "DoubleIntegrator",
+    "FilterRecord",
     "Manipulator",
+    "SafetyFilter",
     "SingleIntegrator",
     "Unicycle",
     "box_obstacle",

@@ -1,0 +1,121 @@
+"""The safety filter and the BarrierNet layer: project an action into the safe set with the CBF-QP.
+
+Both solve, per state, ``min_u 1/2 (u - u_ref)' H (u - u_ref)  s.t.  G u <= b
+(the HOCBF rows), u_min <= u <= u_max`` with :func:`safeliquid.qp.solve_qp`
+(rows elastic, bounds hard). The filter uses fixed class-K gains and reports
+what it did; the layer takes learned gains and is differentiable in ``u_ref``,
+the gains and ``H``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from safeliquid._checks import check_tensor
+from safeliquid.qp import STATUS_NAMES, solve_qp
+from safeliquid.safety.constraints import ConstraintSet
+
+
+@dataclass
+class FilterRecord:
+    """What the filter did, per sample. Barrier values keep the CBF sign (``>= 0`` safe).
+
+    ``barrier (B, K)`` values ``h_k(x)``; ``active (B, K)`` rows at their bound;
+    ``intervention (B,)`` ``|u_safe - u_raw|``; ``slack (B, K)`` row violation the
+    QP had to accept (0 unless infeasible); ``status (B,)`` QP status (0 optimal,
+    1 infeasible: ``u_safe`` minimises the violation within the input bounds).
+    """
+
+    barrier: Tensor
+    active: Tensor
+    intervention: Tensor
+    slack: Tensor
+    status: Tensor
+    names: list[str]
+
+    def status_names(self) -> list[str]:
+        return [STATUS_NAMES.get(int(s), "unknown") for s in self.status]
+
+
+def _solve(
+    constraints: ConstraintSet, x: Tensor, u_ref: Tensor, gains: Tensor | None, h_diag: Tensor | None
+) -> tuple[Tensor, FilterRecord]:
+    G, b, hx = constraints.rows(x, gains)
+    m = u_ref.shape[1]
+    if h_diag is None:
+        Q = torch.eye(m, dtype=u_ref.dtype)
+        q = -u_ref
+    else:
+        Q = torch.diag_embed(h_diag)
+        q = -(h_diag * u_ref)
+    sol = solve_qp(Q, q, G, b, constraints.u_min, constraints.u_max)
+    tight = sol.lam.detach() > 1e-9 if sol.lam is not None else torch.zeros_like(b, dtype=torch.bool)
+    record = FilterRecord(
+        barrier=hx,
+        active=tight,
+        intervention=(sol.u.detach() - u_ref.detach()).norm(dim=-1),
+        slack=sol.slack,
+        status=sol.status,
+        names=constraints.names,
+    )
+    return sol.u, record
+
+
+class SafetyFilter:
+    """Filter raw actions with fixed class-K gains (each barrier's defaults): a drop-in safety layer.
+
+    ``filter(x (B, n), u_raw (B, m)) -> (u_safe (B, m), FilterRecord)``; batch 1
+    for control loops, batched for training or vectorised environments. Raises
+    ``ValueError`` on NaN/inf or wrongly shaped states and actions.
+    """
+
+    def __init__(self, constraints: ConstraintSet) -> None:
+        self.constraints = constraints
+        self.model = constraints.model
+
+    def filter(self, x: Tensor, u_raw: Tensor) -> tuple[Tensor, FilterRecord]:
+        check_tensor("x", x, ("B", self.model.state_dim))
+        check_tensor("u_raw", u_raw, (x.shape[0], self.model.control_dim))
+        with torch.no_grad():
+            u, record = _solve(self.constraints, x, u_raw, None, None)
+        return u.detach(), record
+
+
+class BarrierLayer(nn.Module):
+    """The BarrierNet layer (Xiao, Hasani, Li, Rus 2023) as a module.
+
+    ``forward(x (B, n), u_ref (B, m), gains (B, G) | None, h_diag (B, m) | None)
+    -> (u_safe (B, m), FilterRecord)``. ``gains`` are the positive class-K gains a
+    policy outputs, ``constraints.gain_count`` of them (one per barrier and HOCBF
+    order, barrier order); ``h_diag`` an optional positive diagonal of the QP's
+    quadratic term. Differentiable in ``u_ref``, ``gains`` and ``h_diag`` through
+    the QP's KKT conditions.
+    """
+
+    def __init__(self, constraints: ConstraintSet) -> None:
+        super().__init__()
+        self.constraints = constraints
+
+    @property
+    def gain_count(self) -> int:
+        return self.constraints.gain_count
+
+    def forward(
+        self, x: Tensor, u_ref: Tensor, gains: Tensor | None = None, h_diag: Tensor | None = None
+    ) -> tuple[Tensor, FilterRecord]:
+        model = self.constraints.model
+        check_tensor("x", x, ("B", model.state_dim))
+        batch = x.shape[0]
+        check_tensor("u_ref", u_ref, (batch, model.control_dim))
+        if gains is not None:
+            check_tensor("gains", gains, (batch, self.gain_count))
+            if bool((gains <= 0).any()):
+                raise ValueError("gains must be positive (class-K); use softplus or a scaled sigmoid on the head")
+        if h_diag is not None:
+            check_tensor("h_diag", h_diag, (batch, model.control_dim))
+            if bool((h_diag <= 0).any()):
+                raise ValueError("h_diag must be positive (the QP's quadratic term must be positive definite)")
+        return _solve(self.constraints, x, u_ref, gains, h_diag)
