@@ -15,8 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from safeliquid._checks import check_tensor
-from safeliquid.qp import STATUS_NAMES, solve_qp
+from safeliquid.qp import STATUS_NAMES, QPSolution, solve_qp
 from safeliquid.safety.constraints import ConstraintSet
+
+_ROUNDING = {torch.float64: 1e-10, torch.float32: 1e-5}
 
 
 @dataclass
@@ -41,17 +43,37 @@ class FilterRecord:
 
 
 def _solve(
-    constraints: ConstraintSet, x: Tensor, u_ref: Tensor, gains: Tensor | None, h_diag: Tensor | None
+    constraints: ConstraintSet,
+    x: Tensor,
+    u_ref: Tensor,
+    gains: Tensor | None,
+    h_diag: Tensor | None,
+    dt: float | None = None,
+    gamma: float = 1.0,
+    tries: int = 6,
 ) -> tuple[Tensor, FilterRecord]:
     G, b, hx = constraints.rows(x, gains)
-    m = u_ref.shape[1]
-    if h_diag is None:
-        Q = torch.eye(m, dtype=u_ref.dtype)
-        q = -u_ref
-    else:
-        Q = torch.diag_embed(h_diag)
-        q = -(h_diag * u_ref)
-    sol = solve_qp(Q, q, G, b, constraints.u_min, constraints.u_max)
+    sol = _qp(constraints, G, b, u_ref, h_diag)
+    if dt is not None:
+        # Sampled-data correction: with u held for dt, the continuous condition at the
+        # sample does not bound h at the next sample. Predict it with the model and,
+        # for every row whose prediction breaks the discrete-time CBF condition
+        # h(x+) >= (1 - gamma) h(x), tighten that row by the margin that closes the
+        # deficit (an extra e on psi_r raises h(x+) by about e dt^r / r!), and re-solve.
+        model = constraints.model
+        degree = torch.tensor([bar.relative_degree or 1 for bar in constraints.barriers], dtype=b.dtype)
+        per_margin = dt**degree / torch.exp(torch.lgamma(degree + 1))  # dt^r / r!
+        margin = torch.zeros_like(b)
+        for _ in range(tries):
+            with torch.no_grad():
+                h_next = constraints.values(model.step(x, sol.u.detach(), dt))
+                # A hair above the bound, so that rounding at h = 0 cannot land on the unsafe side.
+                target = (1.0 - gamma) * hx.clamp_min(0.0) + _ROUNDING[b.dtype] * (1.0 + hx.abs())
+                deficit = (target - h_next).clamp_min(0.0)
+            if not bool((deficit > 0).any()):
+                break
+            margin = margin + 1.5 * deficit / per_margin
+            sol = _qp(constraints, G, b - margin, u_ref, h_diag)
     tight = sol.lam.detach() > 1e-9 if sol.lam is not None else torch.zeros_like(b, dtype=torch.bool)
     record = FilterRecord(
         barrier=hx,
@@ -64,23 +86,45 @@ def _solve(
     return sol.u, record
 
 
+def _qp(constraints: ConstraintSet, G: Tensor, b: Tensor, u_ref: Tensor, h_diag: Tensor | None) -> QPSolution:
+    m = u_ref.shape[1]
+    if h_diag is None:
+        Q = torch.eye(m, dtype=u_ref.dtype)
+        q = -u_ref
+    else:
+        Q = torch.diag_embed(h_diag)
+        q = -(h_diag * u_ref)
+    return solve_qp(Q, q, G, b, constraints.u_min, constraints.u_max)
+
+
 class SafetyFilter:
     """Filter raw actions with fixed class-K gains (each barrier's defaults): a drop-in safety layer.
 
     ``filter(x (B, n), u_raw (B, m)) -> (u_safe (B, m), FilterRecord)``; batch 1
     for control loops, batched for training or vectorised environments. Raises
     ``ValueError`` on NaN/inf or wrongly shaped states and actions.
+
+    ``dt``: the control period when actions are held between samples (zero-order
+    hold). The continuous CBF condition then does not bound the barrier at the next
+    sample; the filter predicts it with the model and tightens the rows until the
+    discrete-time condition ``h(x+) >= (1 - gamma) h(x)`` holds (see ``_solve``).
+    ``None`` enforces the continuous-time condition only.
     """
 
-    def __init__(self, constraints: ConstraintSet) -> None:
+    def __init__(self, constraints: ConstraintSet, dt: float | None = None, gamma: float = 1.0) -> None:
+        if dt is not None and not dt > 0:
+            raise ValueError(f"dt must be positive, got {dt}")
+        if not 0 < gamma <= 1:
+            raise ValueError(f"gamma must be in (0, 1], got {gamma}")
         self.constraints = constraints
         self.model = constraints.model
+        self.dt, self.gamma = dt, gamma
 
     def filter(self, x: Tensor, u_raw: Tensor) -> tuple[Tensor, FilterRecord]:
         check_tensor("x", x, ("B", self.model.state_dim))
         check_tensor("u_raw", u_raw, (x.shape[0], self.model.control_dim))
         with torch.no_grad():
-            u, record = _solve(self.constraints, x, u_raw, None, None)
+            u, record = _solve(self.constraints, x, u_raw, None, None, self.dt, self.gamma)
         return u.detach(), record
 
 
