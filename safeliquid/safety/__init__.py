@@ -12,6 +12,7 @@ from safeliquid.safety.primitives import (
     sphere_obstacle,
     state_box,
 )
+from safeliquid.safety.wrapper import SafetyFilterWrapper
 
 __all__ = [
     "CLASS_K",
@@ -23,6 +24,7 @@ __all__ = [
     "FilterRecord",
     "Manipulator",
     "SafetyFilter",
+    "SafetyFilterWrapper",
     "SingleIntegrator",
     "Unicycle",
     "box_obstacle",

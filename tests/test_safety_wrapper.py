@@ -1,0 +1,84 @@
+"""The gymnasium wrapper, checked with gymnasium's own env checker on a small control-affine environment."""
+
+from typing import ClassVar
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+from safeliquid.safety import (
+    ConstraintSet,
+    DoubleIntegrator,
+    SafetyFilter,
+    SafetyFilterWrapper,
+    position,
+    sphere_obstacle,
+)
+
+
+class PointMass(gym.Env):
+    """A planar double integrator (force control, dt 0.05) with a disc obstacle at the origin."""
+
+    metadata: ClassVar[dict] = {"render_modes": []}
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float64)
+        self.action_space = gym.spaces.Box(-5.0, 5.0, (2,), np.float32)
+        self.model = DoubleIntegrator(2)
+        self.state = np.zeros(4)
+
+    def safety_state(self):
+        return self.state
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        angle = self.np_random.uniform(0, 2 * np.pi)
+        self.state = np.array([2.5 * np.cos(angle), 2.5 * np.sin(angle), 0.0, 0.0])
+        return self.state.copy(), {}
+
+    def step(self, action):
+        x = torch.as_tensor(self.state).unsqueeze(0)
+        u = torch.as_tensor(np.asarray(action, dtype=np.float64)).unsqueeze(0)
+        self.state = self.model.step(x, u, 0.05)[0].numpy()
+        h = float(self.state[:2] @ self.state[:2] - 1.0)
+        return self.state.copy(), 0.0, False, False, {"cost": float(h < 0)}
+
+
+def wrapped():
+    env = PointMass()
+    samples = torch.randn(16, 4, dtype=torch.float64) * 2
+    cs = ConstraintSet(
+        env.model, sphere_obstacle("disc", position([0, 1]), [0.0, 0.0], 1.0), samples, u_min=[-5, -5], u_max=[5, 5]
+    )
+    return SafetyFilterWrapper(env, SafetyFilter(cs, dt=0.05))
+
+
+def test_wrapped_env_passes_gymnasium_checker():
+    check_env(wrapped(), skip_render_check=True)
+
+
+def test_agent_driving_at_the_obstacle_is_stopped_and_info_reports_it():
+    env = wrapped()
+    obs, _ = env.reset(seed=3)
+    lowest, interventions = np.inf, 0
+    for _ in range(200):
+        push = -obs[:2] / np.linalg.norm(obs[:2]) * 5.0  # straight at the obstacle, full force
+        obs, _, _, _, info = env.step(push.astype(np.float32))
+        lowest = min(lowest, info["barrier/disc"])
+        interventions += info["intervention"] > 1e-6
+        assert info["solver_status"] == "optimal" and info["cost"] == 0.0
+        assert np.all(np.abs(info["u_safe"]) <= 5.0 + 1e-6)
+    assert lowest >= 0.0 and interventions > 0
+
+
+def test_bad_actions_and_mismatched_spaces_are_named():
+    env = wrapped()
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="action contains NaN"):
+        env.step(np.array([np.nan, 0.0], dtype=np.float32))
+    other = PointMass()
+    other.action_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    with pytest.raises(ValueError, match="model has 2 inputs but the action space is \\(3,\\)"):
+        SafetyFilterWrapper(other, wrapped().safety_filter)
