@@ -12,8 +12,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+# Reassociation and fused multiply-add only: never the no-NaN/no-inf assumptions, since
+# the bound rows use inf as the multipliers' upper bound and the input check tests finiteness.
+_FAST = {"fastmath": {"reassoc", "contract", "arcp", "nsz"}, "error_model": "numpy", "cache": True}
 
-@njit(cache=True)
+
+@njit(**_FAST)
 def _gram_cholesky(W: np.ndarray, idx: np.ndarray, k: int, reg: float, L: np.ndarray) -> bool:
     """Cholesky of ``(W'W)[idx][:, idx] + reg I`` without forming W'W (only the k x k block is needed)."""
     n = W.shape[0]
@@ -33,7 +37,7 @@ def _gram_cholesky(W: np.ndarray, idx: np.ndarray, k: int, reg: float, L: np.nda
     return True
 
 
-@njit(cache=True)
+@njit(**_FAST)
 def _chol_solve(L: np.ndarray, k: int, b: np.ndarray) -> None:
     """Solve ``L L' x = b`` in place for the leading ``k`` entries."""
     for i in range(k):
@@ -48,7 +52,7 @@ def _chol_solve(L: np.ndarray, k: int, b: np.ndarray) -> None:
         b[i] = s / L[i, i]
 
 
-@njit(cache=True)
+@njit(**_FAST)
 def _back_sub_t(Lq: np.ndarray, x: np.ndarray) -> None:
     """``x <- Lq'^-1 x`` in place."""
     n = Lq.shape[0]
@@ -91,7 +95,7 @@ def check_inputs(Q, q, G, h, lb, ub) -> int:
     return 0
 
 
-@njit(cache=True)
+@njit(**_FAST)
 def _rows(G, h, lb, ub, rho, G_all, h_all, upper):
     """Stack ``[G; I; -I] u <= [h; ub; -lb]`` for one problem; multipliers' upper bounds rho (rows), inf (bounds)."""
     m, n = G.shape
@@ -115,7 +119,7 @@ def _rows(G, h, lb, ub, rho, G_all, h_all, upper):
             r += 1
 
 
-@njit(cache=True)
+@njit(**_FAST)
 def _setup(Q, q, G, Lq, W, v) -> bool:
     """``Q_sym = Lq Lq'``, ``W = Lq^-1 G'`` (n, m), ``v = Lq^-1 q``; False if Q is not positive definite."""
     n, m = Q.shape[0], G.shape[0]
@@ -144,7 +148,7 @@ def _setup(Q, q, G, Lq, W, v) -> bool:
     return True
 
 
-@njit(cache=True)
+@njit(**_FAST)
 def _solve_one(W, c, upper, tol, rel_reg, max_iter, lam):
     """Dual active set for one problem (see ``native._dual_solve``) with ``M = W'W`` never formed.
 
@@ -223,14 +227,15 @@ def _solve_one(W, c, upper, tol, rel_reg, max_iter, lam):
     return False, max_iter
 
 
-@njit(cache=True)
+@njit(**_FAST)
 def solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam):
     """Solve ``B`` problems (``lb``/``ub`` of shape ``(B, 0)`` when absent).
 
     ``lam (B, m')`` holds the warm start and receives the multipliers of all rows
     (constraints, then upper bounds, then lower bounds). Returns ``(u (B, n),
-    slack (B, m), status (B,) int8, max iterations)``; status 0 optimal, 1
-    infeasible, 2 max_iter, 3 Q not positive definite.
+    slack (B, m), status (B,) int8, max iterations, Lq (B, n, n), W (B, n, m'))``;
+    status 0 optimal, 1 infeasible, 2 max_iter, 3 Q not positive definite. ``Lq``
+    and ``W`` (the factor of Q and ``Lq^-1 G'``) are what the backward pass reuses.
     """
     B, n = q.shape
     m = G.shape[1]
@@ -240,14 +245,15 @@ def solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam):
     slack = np.zeros((B, m), dtype=dtype)
     status = np.zeros(B, dtype=np.int8)
     most = 0
-    Lq = np.zeros((n, n), dtype=dtype)
-    W = np.empty((n, mt), dtype=dtype)
+    Lq_all = np.zeros((B, n, n), dtype=dtype)
+    W_all = np.zeros((B, n, mt), dtype=dtype)
     v = np.empty(n, dtype=dtype)
     G_all = np.empty((mt, n), dtype=dtype)
     h_all = np.empty(mt, dtype=dtype)
     upper = np.empty(mt, dtype=dtype)
     c = np.empty(mt, dtype=dtype)
     for b in range(B):
+        Lq, W = Lq_all[b], W_all[b]
         _rows(G[b], h[b], lb[b], ub[b], rho, G_all, h_all, upper)
         if not _setup(Q[b], q[b], G_all, Lq, W, v):
             status[b] = 3
@@ -274,33 +280,33 @@ def solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam):
                 infeasible = True
         u[b] = -x
         status[b] = 2 if not ok else (1 if infeasible else 0)
-    return u, slack, status, most
+    return u, slack, status, most, Lq_all, W_all
 
 
-@njit(cache=True)
-def adjoint_batch(Q, G, lb, ub, lam, g, rho, tol, rel_reg):
+@njit(**_FAST)
+def adjoint_batch(Lq_all, W_all, m, lam, g, rho, tol, rel_reg):
     """KKT adjoint on each problem's active set ``{tight < λ < upper - tight}`` (all rows).
 
-    Solves ``Q w_u + G_A' w_λ = g, G_A w_u = 0``; returns ``(w_u (B, n), w_λ (B, m'))``.
+    Solves ``Q w_u + G_A' w_λ = g, G_A w_u = 0`` with the forward pass's ``Lq`` and
+    ``W = Lq^-1 G'``; ``m`` constraint rows come first (upper bound ``rho``), bound
+    rows after (no upper bound). Returns ``(w_u (B, n), w_λ (B, m'))``.
     """
     B, n = g.shape
     mt = lam.shape[1]
     dtype = g.dtype
     w_u = np.empty((B, n), dtype=dtype)
     w_lam = np.zeros((B, mt), dtype=dtype)
-    Lq = np.zeros((n, n), dtype=dtype)
-    W = np.empty((n, mt), dtype=dtype)
     v = np.empty(n, dtype=dtype)
     idx = np.empty(mt, dtype=np.int64)
     L = np.empty((mt, mt), dtype=dtype)
     rhs = np.empty(mt, dtype=dtype)
-    G_all = np.empty((mt, n), dtype=dtype)
-    h_all = np.empty(mt, dtype=dtype)
-    upper = np.empty(mt, dtype=dtype)
-    h0 = np.zeros(G.shape[1], dtype=dtype)
     for b in range(B):
-        _rows(G[b], h0, lb[b], ub[b], rho, G_all, h_all, upper)
-        _setup(Q[b], g[b], G_all, Lq, W, v)  # v = Lq^-1 g
+        Lq, W = Lq_all[b], W_all[b]
+        for i in range(n):  # v = Lq^-1 g
+            s = g[b, i]
+            for p in range(i):
+                s -= Lq[i, p] * v[p]
+            v[i] = s / Lq[i, i]
         lmax = 0.0
         dmax = 0.0
         for i in range(mt):
@@ -312,7 +318,7 @@ def adjoint_batch(Q, G, lb, ub, lam, g, rho, tol, rel_reg):
         tight = tol * 100.0 * (1.0 + lmax)
         k = 0
         for i in range(mt):
-            if tight < lam[b, i] < upper[i] - tight:
+            if lam[b, i] > tight and (i >= m or lam[b, i] < rho - tight):
                 idx[k] = i
                 k += 1
         x = v.copy()
@@ -335,8 +341,8 @@ def adjoint_batch(Q, G, lb, ub, lam, g, rho, tol, rel_reg):
     return w_u, w_lam
 
 
-@njit(cache=True)
-def grads_batch(Q, G, lb, ub, u, lam, g, rho, tol, rel_reg):
+@njit(**_FAST)
+def grads_batch(Lq_all, W_all, G, lb, ub, u, lam, g, rho, tol, rel_reg):
     """Gradients of ``<g, u*>`` for ``(Q, q, G, h, lb, ub)`` (OptNet, on the exact active set).
 
     From the adjoint ``(w_u, w_λ)`` of :func:`adjoint_batch`: ``dQ = -sym(w_u u')``,
@@ -345,7 +351,7 @@ def grads_batch(Q, G, lb, ub, u, lam, g, rho, tol, rel_reg):
     """
     B, n = g.shape
     m = G.shape[1]
-    w_u, w_lam = adjoint_batch(Q, G, lb, ub, lam, g, rho, tol, rel_reg)
+    w_u, w_lam = adjoint_batch(Lq_all, W_all, m, lam, g, rho, tol, rel_reg)
     dQ = np.empty((B, n, n), dtype=g.dtype)
     dG = np.empty((B, m, n), dtype=g.dtype)
     d_ub = np.empty(ub.shape, dtype=g.dtype)

@@ -235,12 +235,13 @@ class _KernelQP(torch.autograd.Function):
         lam = np.zeros((batch, rows), dtype=arrays[1].dtype)
         if lam0 is not None:
             lam[:, : G.shape[1]] = np.clip(lam0.detach().numpy(), 0.0, penalty)
-        u, slack, status, iterations = _kernel.solve_batch(*arrays, penalty, tol, rel_reg, max_iter, lam)
+        u, slack, status, iterations, Lq, W = _kernel.solve_batch(*arrays, penalty, tol, rel_reg, max_iter, lam)
         if (status == 3).any():
             bad = np.flatnonzero(status == 3).tolist()
             raise ValueError(f"Q must be positive definite; it is not for batch elements {bad[:10]}")
         u_t, lam_t = torch.from_numpy(u), torch.from_numpy(lam)
-        ctx.save_for_backward(Q, G, lb, ub, u_t, lam_t)
+        ctx.save_for_backward(G, lb, ub, u_t, lam_t)
+        ctx.factors = (Lq, W)  # the backward reuses the factorisation
         ctx.penalty = penalty
         return u_t, lam_t, torch.from_numpy(slack), torch.from_numpy(status.astype(np.int64)), iterations
 
@@ -248,11 +249,12 @@ class _KernelQP(torch.autograd.Function):
     def backward(ctx: Any, g_u: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
         from safeliquid.qp import _kernel
 
-        Q, G, lb, ub, u, lam = ctx.saved_tensors
+        G, lb, ub, u, lam = ctx.saved_tensors
         tol, rel_reg = _tolerances(u.dtype)
         none = np.zeros((u.shape[0], 0), dtype=u.numpy().dtype)
         grads = _kernel.grads_batch(
-            *(t.detach().contiguous().numpy() for t in (Q, G)),
+            *ctx.factors,
+            G.detach().contiguous().numpy(),
             none if lb is None else lb.detach().contiguous().numpy(),
             none if ub is None else ub.detach().contiguous().numpy(),
             u.numpy(),
