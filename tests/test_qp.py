@@ -88,7 +88,7 @@ def _fd_check(fn, tensors, eps=1e-6, atol=1e-5, rtol=1e-4):
         torch.testing.assert_close(t.grad, fd, atol=atol, rtol=rtol)
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(48))
 def test_gradients_match_finite_differences(seed):
     rng = np.random.default_rng(100 + seed)
     n, m = int(rng.integers(2, 6)), int(rng.integers(3, 4 * 6))  # includes m >= 3n
@@ -178,7 +178,7 @@ def test_bad_input_is_named(kwargs, match):
 def test_backends_agree_in_solution_and_gradient(backend):
     rng = np.random.default_rng(11)
     agree = 0
-    for _ in range(20):
+    for _ in range(100):
         n, m = int(rng.integers(2, 7)), int(rng.integers(2, 20))
         Q, q, G, h, lb, ub = random_qp(rng, n, m)
         native = solve_qp(Q, q[None], G, h, lb, ub)
@@ -194,7 +194,7 @@ def test_backends_agree_in_solution_and_gradient(backend):
         for g_other, g_native in zip(grads[1][1], grads[0][1], strict=True):
             torch.testing.assert_close(g_other, g_native, atol=1e-5, rtol=1e-4)
         agree += 1
-    assert agree >= 10
+    assert agree >= 60
 
 
 @pytest.mark.parametrize("dtype", [F64, torch.float32])

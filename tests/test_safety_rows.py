@@ -7,8 +7,10 @@ from safeliquid.safety import (
     Barrier,
     ConstraintSet,
     DoubleIntegrator,
+    Manipulator,
     SingleIntegrator,
     Unicycle,
+    box_obstacle,
     cylinder_obstacle,
     half_space,
     position,
@@ -123,3 +125,67 @@ def test_bad_constraints_fail_at_construction_naming_the_constraint(barriers, ma
 def test_bad_input_bounds_are_named():
     with pytest.raises(ValueError, match="u_min must not exceed u_max"):
         ConstraintSet(DoubleIntegrator(2), state_box("rail", 0, -1.0, 1.0), states(4), u_min=[1, 1], u_max=[0, 0])
+
+
+def test_cubic_class_k_row_matches_hand_derivation():
+    model = SingleIntegrator(2)
+    x = states(2, seed=4)
+    cs = ConstraintSet(model, [half_space("wall", [1.0, 0.0], 3.0, class_k="cubic", gains=[0.5])], x)
+    G, b, h = cs.rows(x)
+    # h = 3 - x0, L_f h = 0, L_g h = [-1, 0]: row -(-1) u0 <= 0.5 h^3
+    torch.testing.assert_close(G[:, 0], torch.tensor([[1.0, 0.0]], dtype=F64).expand(64, 2))
+    torch.testing.assert_close(b[:, 0], 0.5 * (3.0 - x[:, 0]) ** 3)
+    torch.testing.assert_close(h[:, 0], 3.0 - x[:, 0])
+
+
+def test_box_obstacle_is_positive_outside_negative_inside_and_conservative():
+    (box,) = box_obstacle("crate", position([0, 1]), [-1.0, -1.0], [1.0, 1.0], margin=0.1, sharpness=50.0)
+    pts = torch.tensor([[0.0, 0.0], [1.05, 0.0], [1.5, 0.0], [3.0, 3.0]], dtype=F64)
+    h = box.h(torch.cat([pts, torch.zeros(4, 2, dtype=F64)], 1))
+    assert h[0] < 0 and h[1] < 0  # inside the box, inside its margin
+    assert h[2] > 0 and h[3] > 0
+    true_distance = torch.tensor([0.4, 1.9], dtype=F64)  # per-axis distance outside the grown box
+    assert bool((h[2:] <= true_distance + 1e-12).all())  # never over-estimates clearance
+
+
+def test_several_points_from_a_forward_kinematics_callback():
+    """A two-link planar arm (joint positions as state): both the elbow and the tip keep clear of a disc."""
+
+    def fk(x):
+        q1, q12 = x[:, 0], x[:, 0] + x[:, 1]
+        elbow = torch.stack([torch.cos(q1), torch.sin(q1)], 1)
+        tip = elbow + torch.stack([torch.cos(q12), torch.sin(q12)], 1)
+        return torch.stack([elbow, tip], 1)  # (B, 2 points, 2)
+
+    barriers = sphere_obstacle("ball", fk, [1.5, 0.5], 0.3, margin=0.05, count=2)
+    cs = ConstraintSet(SingleIntegrator(2), barriers, states(2))
+    assert cs.names == ["ball[0]", "ball[1]"] and [b.relative_degree for b in cs.barriers] == [1, 1]
+    x = states(2, seed=5)
+    G, _, h = cs.rows(x)
+    tip = fk(x)[:, 1]
+    d = tip - torch.tensor([1.5, 0.5], dtype=F64)
+    torch.testing.assert_close(h[:, 1], d.square().sum(1) - 0.35**2)
+    # Tip Jacobian of the two-link arm; the row is G = -2 d' J (single integrator in joint space).
+    q1, q12 = x[:, 0], x[:, 0] + x[:, 1]
+    J = torch.stack(
+        [
+            torch.stack([-torch.sin(q1) - torch.sin(q12), -torch.sin(q12)], 1),
+            torch.stack([torch.cos(q1) + torch.cos(q12), torch.cos(q12)], 1),
+        ],
+        1,
+    )
+    torch.testing.assert_close(G[:, 1], -2 * (d.unsqueeze(1) @ J).squeeze(1))
+
+
+def test_manipulator_model_from_mass_matrix_and_bias():
+    """A pendulum (m = 2, l = 0.5): M = m l^2, bias = m g l sin q, so q'' = (tau - m g l sin q) / (m l^2)."""
+    m, l, g0 = 2.0, 0.5, 9.81
+    model = Manipulator(
+        1, lambda q: torch.full((q.shape[0], 1, 1), m * l * l, dtype=q.dtype), lambda q, qd: m * g0 * l * torch.sin(q)
+    )
+    x = states(2, seed=6)
+    tau = torch.randn(64, 1, dtype=F64)
+    qdd = model.xdot(x, tau)[:, 1]
+    torch.testing.assert_close(qdd, (tau[:, 0] - m * g0 * l * torch.sin(x[:, 0])) / (m * l * l))
+    cs = ConstraintSet(model, state_box("joint", 0, -1.0, 1.0), x)
+    assert [b.relative_degree for b in cs.barriers] == [2, 2]
