@@ -18,14 +18,14 @@ _FAST = {"fastmath": {"reassoc", "contract", "arcp", "nsz"}, "error_model": "num
 
 
 @njit(**_FAST)
-def _gram_cholesky(W: np.ndarray, idx: np.ndarray, k: int, reg: float, L: np.ndarray) -> bool:
-    """Cholesky of ``(W'W)[idx][:, idx] + reg I`` without forming W'W (only the k x k block is needed)."""
-    n = W.shape[0]
+def _cholesky(L: np.ndarray, k: int) -> bool:
+    """In place: the lower triangle of ``L[:k, :k]`` (a symmetric matrix) becomes its Cholesky factor.
+
+    Returns False if the matrix is not positive definite.
+    """
     for i in range(k):
         for j in range(i + 1):
-            s = reg if i == j else 0.0
-            for p in range(n):
-                s += W[p, idx[i]] * W[p, idx[j]]
+            s = L[i, j]
             for p in range(j):
                 s -= L[i, p] * L[j, p]
             if i == j:
@@ -35,6 +35,19 @@ def _gram_cholesky(W: np.ndarray, idx: np.ndarray, k: int, reg: float, L: np.nda
             else:
                 L[i, j] = s / L[j, j]
     return True
+
+
+@njit(**_FAST)
+def _gram_cholesky(W: np.ndarray, idx: np.ndarray, k: int, reg: float, L: np.ndarray) -> bool:
+    """Cholesky of ``(W'W)[idx][:, idx] + reg I`` into ``L`` (only that k x k block of W'W is formed)."""
+    n = W.shape[0]
+    for i in range(k):
+        for j in range(i + 1):
+            s = reg if i == j else 0.0
+            for p in range(n):
+                s += W[p, idx[i]] * W[p, idx[j]]
+            L[i, j] = s
+    return _cholesky(L, k)
 
 
 @njit(**_FAST)
@@ -125,15 +138,9 @@ def _setup(Q, q, G, Lq, W, v) -> bool:
     n, m = Q.shape[0], G.shape[0]
     for i in range(n):
         for j in range(i + 1):
-            s = 0.5 * (Q[i, j] + Q[j, i])
-            for p in range(j):
-                s -= Lq[i, p] * Lq[j, p]
-            if i == j:
-                if s <= 0.0:
-                    return False
-                Lq[i, i] = np.sqrt(s)
-            else:
-                Lq[i, j] = s / Lq[j, j]
+            Lq[i, j] = 0.5 * (Q[i, j] + Q[j, i])
+    if not _cholesky(Lq, n):
+        return False
     for r in range(m):
         for i in range(n):
             s = G[r, i]

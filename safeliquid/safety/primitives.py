@@ -62,14 +62,8 @@ def cylinder_obstacle(
     count: int = 1,
     **kw: object,
 ) -> list[Barrier]:
-    """A vertical cylinder (infinite height): the horizontal distance only, ``h = |p_xy - c|^2 - (r + margin)^2``."""
-    c = torch.as_tensor(center_xy, dtype=torch.get_default_dtype())
-    r = radius + margin
-
-    def dist(p: Tensor) -> Tensor:
-        return (p[..., :2] - c.to(p)).square().sum(-1) - r * r
-
-    return _per_point(name, points, dist, count=count, **kw)
+    """A vertical cylinder (infinite height): a disc in the horizontal plane, ``h = |p_xy - c|^2 - (r + margin)^2``."""
+    return sphere_obstacle(name, lambda x: points(x)[..., :2], center_xy, radius, margin, count, **kw)
 
 
 def box_obstacle(
