@@ -73,7 +73,7 @@ def test_barrier_layer_is_differentiable_in_reference_gains_and_weights():
             gm[i, j] -= eps
             up = layer(x, u_ref.detach(), gp, h_diag.detach())[0]
             um = layer(x, u_ref.detach(), gm, h_diag.detach())[0]
-            fd = float(((up - um) * torch.tensor([[1.0, 2.0]], dtype=F64)).sum() / (2 * eps))
+            fd = float(((up - um).detach() * torch.tensor([[1.0, 2.0]], dtype=F64)).sum() / (2 * eps))
             assert gains.grad[i, j].item() == pytest.approx(fd, rel=1e-5, abs=1e-7)
 
 

@@ -55,6 +55,9 @@ def wrapped():
     return SafetyFilterWrapper(env, SafetyFilter(cs, dt=0.05))
 
 
+@pytest.mark.filterwarnings("ignore:.*is different from the unwrapped version")  # checking the wrapper is the point
+@pytest.mark.filterwarnings("ignore:.*Box observation space m")  # the toy env's unbounded observations
+@pytest.mark.filterwarnings("ignore:.*we recommend using a symmetric and normalized space")  # forces in newtons
 def test_wrapped_env_passes_gymnasium_checker():
     check_env(wrapped(), skip_render_check=True)
 
