@@ -111,6 +111,7 @@ def test_learned_gains_receive_gradients():
         ([Barrier("nan", lambda x: x[:, 0] * float("nan"))], "'nan': h\\(x\\) returned NaN"),
         ([Barrier("deg", lambda x: x[:, 0], relative_degree=1)], "'deg': declared relative degree 1"),
         ([Barrier("g", lambda x: x[:, 0], gains=[1.0])], "'g': needs 2 gains"),
+        ([Barrier("neg", lambda x: x[:, 0], gains=[1.0, -0.5])], "'neg': class-K gains must be positive"),
         (
             [Barrier("a", lambda x: x[:, 0]), Barrier("a", lambda x: x[:, 1])],
             "constraint names must be unique",

@@ -46,6 +46,8 @@ class ConstraintSet:
                 )
             if b.gains is not None and len(b.gains) != b.relative_degree:
                 raise ValueError(f"constraint {b.name!r}: needs {b.relative_degree} gains, got {len(b.gains)}")
+            if b.gains is not None and not all(g > 0 for g in b.gains):
+                raise ValueError(f"constraint {b.name!r}: class-K gains must be positive, got {list(b.gains)}")
         m = model.control_dim
         self.u_min = None if u_min is None else torch.as_tensor(u_min, dtype=samples.dtype).reshape(m)
         self.u_max = None if u_max is None else torch.as_tensor(u_max, dtype=samples.dtype).reshape(m)
