@@ -1,4 +1,4 @@
-"""The native batched QP solver: a dual projected-Newton method with exact active-set gradients.
+"""The native batched QP solver: a dual active-set method with exact active-set gradients.
 
 Problem, per batch element (``Q`` positive definite)::
 
@@ -18,9 +18,12 @@ then upper bounds, then lower bounds)::
 
 and the primal solution is ``u = -Q^-1 (q + G'λ)``. The box is what makes the
 elastic form free: the penalty is just an upper bound on λ. The dual is solved
-by projected Newton on the free variables (regularised, since M is singular
-whenever there are more rows than variables) with a vectorised Armijo search
-along the projection arc; every batch element iterates in lockstep.
+by a primal-feasible active-set method on the box (see ``_dual_solve``): Newton
+steps on the free multipliers (regularised, since M is singular whenever there
+are more rows than variables), cut at the first bound, releasing one bound at a
+time. On CPU a numba-compiled kernel runs it one problem at a time
+(:mod:`safeliquid.qp._kernel`); the batched-torch version here serves other
+devices, every batch element iterating in lockstep. Tests hold the two equal.
 
 Gradients (OptNet, Amos & Kolter 2017) come from the KKT system on the exact
 active set ``A = {0 < λ < rho}``; rows at ``λ = rho`` (elastic, violated)
