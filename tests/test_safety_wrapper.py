@@ -69,10 +69,10 @@ def test_agent_driving_at_the_obstacle_is_stopped_and_info_reports_it():
     for _ in range(200):
         push = -obs[:2] / np.linalg.norm(obs[:2]) * 5.0  # straight at the obstacle, full force
         obs, _, _, _, info = env.step(push.astype(np.float32))
-        lowest = min(lowest, info["barrier/disc"])
-        interventions += info["intervention"] > 1e-6
-        assert info["solver_status"] == "optimal" and info["cost"] == 0.0
-        assert np.all(np.abs(info["u_safe"]) <= 5.0 + 1e-6)
+        lowest = min(lowest, info["filter/barrier_h/disc"])
+        interventions += info["filter/intervention"] > 1e-6
+        assert info["filter/solver_status"] == "optimal" and info["cost"] == 0.0
+        assert np.all(np.abs(info["filter/u_safe"]) <= 5.0 + 1e-6)
     assert lowest >= 0.0 and interventions > 0
 
 

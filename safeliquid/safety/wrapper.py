@@ -15,10 +15,16 @@ from safeliquid.safety.filter import SafetyFilter
 class SafetyFilterWrapper(gym.ActionWrapper):
     """Filter the agent's action with ``safety_filter`` before the environment sees it.
 
+    With ``safety_filter=None`` the wrapper builds ``SafetyFilter(env.unwrapped.constraints,
+    dt=env.unwrapped.dt)`` at every reset, so it follows environments that sample a
+    new scene (and a new constraint set) each episode.
+
     ``state_fn(env)`` returns the state in the filter's model coordinates, shape
-    ``(n,)`` (default: ``env.unwrapped.safety_state()``). The step's ``info`` gets
-    ``u_raw``, ``u_safe``, ``intervention`` (``|u_safe - u_raw|``), ``slack_max``,
-    ``solver_status`` and one ``barrier/<name>`` value per constraint (``>= 0`` safe).
+    ``(n,)`` (default: ``env.unwrapped.safety_state()``). The step's ``info`` gets,
+    under ``filter/``: ``u_raw``, ``u_safe``, ``intervention`` (``|u_safe - u_raw|``),
+    ``slack_max``, ``solver_status`` and one ``barrier_h/<name>`` per constraint at
+    the state the filter saw (``>= 0`` safe; the environment's own ``info`` keys are
+    left as they are).
 
     An action containing NaN/inf raises ``ValueError`` (the agent is broken; no
     action is sent). The action space is unchanged.
@@ -27,20 +33,35 @@ class SafetyFilterWrapper(gym.ActionWrapper):
     def __init__(
         self,
         env: gym.Env,
-        safety_filter: SafetyFilter,
+        safety_filter: SafetyFilter | None = None,
         state_fn: Callable[[gym.Env], np.ndarray] | None = None,
     ) -> None:
         super().__init__(env)
         if not isinstance(env.action_space, gym.spaces.Box):
             raise TypeError(f"SafetyFilterWrapper needs a Box action space, got {type(env.action_space).__name__}")
-        m = safety_filter.model.control_dim
-        if env.action_space.shape != (m,):
-            raise ValueError(f"the filter's model has {m} inputs but the action space is {env.action_space.shape}")
+        self._follow_env = safety_filter is None
+        if safety_filter is not None:
+            self._check(safety_filter)
         self.safety_filter = safety_filter
         self.state_fn = state_fn or (lambda e: e.unwrapped.safety_state())
         self._last: dict[str, Any] = {}
 
+    def _check(self, safety_filter: SafetyFilter) -> None:
+        m = safety_filter.model.control_dim
+        if self.env.action_space.shape != (m,):
+            raise ValueError(f"the filter's model has {m} inputs but the action space is {self.env.action_space.shape}")
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        if self._follow_env:
+            inner = self.env.unwrapped
+            self.safety_filter = SafetyFilter(inner.constraints, dt=getattr(inner, "dt", None))  # type: ignore[attr-defined]
+            self._check(self.safety_filter)
+        return obs, info
+
     def action(self, action: np.ndarray) -> np.ndarray:
+        if self.safety_filter is None:
+            raise RuntimeError("call reset() first: the filter is built from the environment's constraints at reset")
         u_raw = np.asarray(action, dtype=np.float64)
         if not np.isfinite(u_raw).all():
             raise ValueError(f"the action contains NaN or inf: {u_raw}")
@@ -48,12 +69,12 @@ class SafetyFilterWrapper(gym.ActionWrapper):
         u, record = self.safety_filter.filter(x, torch.as_tensor(u_raw).unsqueeze(0))
         u_safe = u[0].numpy().astype(self.env.action_space.dtype)
         self._last = {
-            "u_raw": u_raw,
-            "u_safe": u_safe,
-            "intervention": float(record.intervention[0]),
-            "slack_max": float(record.slack[0].max()) if record.slack.numel() else 0.0,
-            "solver_status": record.status_names()[0],
-            **{f"barrier/{name}": float(v) for name, v in zip(record.names, record.barrier[0], strict=True)},
+            "filter/u_raw": u_raw,
+            "filter/u_safe": u_safe,
+            "filter/intervention": float(record.intervention[0]),
+            "filter/slack_max": float(record.slack[0].max()) if record.slack.numel() else 0.0,
+            "filter/solver_status": record.status_names()[0],
+            **{f"filter/barrier_h/{n}": float(v) for n, v in zip(record.names, record.barrier[0], strict=True)},
         }
         return u_safe
 
