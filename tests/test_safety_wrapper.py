@@ -85,3 +85,26 @@ def test_bad_actions_and_mismatched_spaces_are_named():
     other.action_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
     with pytest.raises(ValueError, match="model has 2 inputs but the action space is \\(3,\\)"):
         SafetyFilterWrapper(other, wrapped().safety_filter)
+
+
+def test_without_a_filter_the_wrapper_follows_the_constraints_of_each_episode():
+    env = PointMass()
+    env.dt = 0.05
+    samples = torch.randn(16, 4, dtype=torch.float64) * 2
+
+    def fresh_constraints(centre):
+        return ConstraintSet(
+            env.model, sphere_obstacle("disc", position([0, 1]), centre, 1.0), samples, u_min=[-5, -5], u_max=[5, 5]
+        )
+
+    safe = SafetyFilterWrapper(env)
+    with pytest.raises(RuntimeError, match="call reset"):
+        safe.step(np.zeros(2, np.float32))
+    for centre in ([0.0, 0.0], [0.5, 0.5]):  # a new scene each episode
+        env.constraints = fresh_constraints(centre)
+        safe.reset(seed=1)
+        assert safe.safety_filter.constraints is env.constraints
+        seen = env.state.copy()  # the state the filter sees at the next step
+        _, _, _, _, info = safe.step(np.zeros(2, np.float32))
+        expected = float(((seen[:2] - np.array(centre)) ** 2).sum() - 1.0)
+        assert info["filter/barrier_h/disc"] == pytest.approx(expected)  # this episode's obstacle
