@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from safeliquid._checks import check_tensor
-from safeliquid.qp.native import QPSolution, solve_native
+from safeliquid.qp.native import QPSolution, _raise_if_not_pd, solve_native
 
 BACKENDS = ("native", "qpth", "cvxpy")
 
@@ -75,8 +75,5 @@ def solve_qp(
         return solve_native(Q, q, G, h, lb, ub, penalty, max_iter, warm_start)
     from safeliquid.qp import backends
 
-    _, info = torch.linalg.cholesky_ex(0.5 * (Q + Q.transpose(1, 2)).detach())
-    if bool((info != 0).any()):
-        bad = (info != 0).nonzero().flatten().tolist()
-        raise ValueError(f"Q must be positive definite; it is not for batch elements {bad[:10]}")
+    _raise_if_not_pd(torch.linalg.cholesky_ex(0.5 * (Q + Q.transpose(1, 2)).detach())[1] != 0)
     return backends.solve(backend, Q, q, G, h, lb, ub)
