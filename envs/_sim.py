@@ -1,0 +1,71 @@
+"""One PyBullet client per environment instance (never the shared global client)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from typing import Any
+
+import numpy as np
+import pybullet as p
+import pybullet_data
+
+
+class BulletSim:
+    """A PyBullet physics client: DIRECT by default, GUI for ``render_mode="human"``.
+
+    Every call goes through ``self.call(fn, ...)`` with this client's id, so many
+    environments in one process never share state. ``close()`` is idempotent.
+    """
+
+    def __init__(self, gui: bool = False, timestep: float = 1 / 200) -> None:
+        if gui and sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+            # p.GUI blocks forever without an X server; say so and run headless instead.
+            warnings.warn(
+                "render_mode='human' needs a display but DISPLAY is not set; running headless (nothing is shown). "
+                "Use render_mode='rgb_array' for frames.",
+                stacklevel=3,
+            )
+            gui = False
+        self.gui = gui
+        self.client = p.connect(p.GUI if gui else p.DIRECT)
+        if self.client < 0:
+            raise RuntimeError("could not start a PyBullet client")
+        self.timestep = timestep
+
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return fn(*args, physicsClientId=self.client, **kwargs)
+
+    def reset(self, gravity: tuple[float, float, float] = (0.0, 0.0, -9.81)) -> None:
+        """Empty the world (deterministic, unlike resetting joint states across episodes)."""
+        self.call(p.resetSimulation)
+        self.call(p.setAdditionalSearchPath, pybullet_data.getDataPath())
+        self.call(p.setGravity, *gravity)
+        self.call(p.setTimeStep, self.timestep)
+
+    def render(
+        self, target: tuple[float, float, float], distance: float, width: int = 320, height: int = 240
+    ) -> np.ndarray:
+        """An RGB image ``(height, width, 3) uint8`` from PyBullet's TinyRenderer, looking down at ``target``."""
+        view = self.call(
+            p.computeViewMatrixFromYawPitchRoll,
+            cameraTargetPosition=list(target),
+            distance=distance,
+            yaw=0.0,
+            pitch=-89.0,
+            roll=0.0,
+            upAxisIndex=2,
+        )
+        proj = self.call(p.computeProjectionMatrixFOV, fov=60.0, aspect=width / height, nearVal=0.1, farVal=100.0)
+        _, _, rgba, _, _ = self.call(
+            p.getCameraImage, width, height, viewMatrix=view, projectionMatrix=proj, renderer=p.ER_TINY_RENDERER
+        )
+        return np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[..., :3]
+
+    def close(self) -> None:
+        if self.client >= 0:
+            try:
+                p.disconnect(physicsClientId=self.client)
+            finally:
+                self.client = -1
