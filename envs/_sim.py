@@ -45,15 +45,21 @@ class BulletSim:
         self.call(p.setTimeStep, self.timestep)
 
     def render(
-        self, target: tuple[float, float, float], distance: float, width: int = 320, height: int = 240
+        self,
+        target: tuple[float, float, float],
+        distance: float,
+        yaw: float = 0.0,
+        pitch: float = -89.0,
+        width: int = 320,
+        height: int = 240,
     ) -> np.ndarray:
-        """An RGB image ``(height, width, 3) uint8`` from PyBullet's TinyRenderer, looking down at ``target``."""
+        """An RGB image ``(height, width, 3) uint8`` from PyBullet's TinyRenderer, looking at ``target``."""
         view = self.call(
             p.computeViewMatrixFromYawPitchRoll,
             cameraTargetPosition=list(target),
             distance=distance,
-            yaw=0.0,
-            pitch=-89.0,
+            yaw=yaw,
+            pitch=pitch,
             roll=0.0,
             upAxisIndex=2,
         )
