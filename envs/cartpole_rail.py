@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 import pybullet as p
 import torch
+from safeliquid.envs._base import SafeBulletEnv
 from torch import Tensor
 
-from safeliquid.envs._base import SafeBulletEnv
 from safeliquid.safety import ConstraintSet, ControlAffine, state_box
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 import torch
-
 from safeliquid.envs.cartpole_rail import CartPoleRailEnv, wrap_angle
 from safeliquid.envs.experts._common import FilteredExpert
 
@@ -23,7 +22,7 @@ class CartPoleRailExpert(FilteredExpert):
 
     def reset(self, env: CartPoleRailEnv) -> None:
         super().reset(env)
-        model = env.model
+        model = env.unwrapped.model
         x0 = torch.zeros(1, 4, dtype=torch.float64)
         a = torch.autograd.functional.jacobian(lambda x: model.f(x)[0], x0)[:, 0].numpy()
         b = model.g(x0)[0].numpy()

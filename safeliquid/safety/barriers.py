@@ -109,6 +109,16 @@ def hocbf_row(
     floats, or ``None`` for the barrier's defaults (1.0 each). Returns
     ``(G (B, m), b (B,), h (B,))``; ``G`` and ``b`` are differentiable in tensor gains.
     """
+    with torch.enable_grad():
+        xg = x.detach().clone().requires_grad_(True)
+        return hocbf_row_at(barrier, xg, model.f(xg), model.g(xg), gains)
+
+
+def hocbf_row_at(
+    barrier: Barrier, xg: Tensor, fx: Tensor, gx: Tensor, gains: Tensor | Sequence[float] | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`hocbf_row` at a state ``xg`` that requires grad, with ``f(xg)`` and ``g(xg)`` already evaluated,
+    so that many barriers share one evaluation of the model (a manipulator's mass matrix is costly)."""
     r = barrier.relative_degree
     if r is None:
         raise ValueError(f"constraint {barrier.name!r}: relative degree unknown; build it through a ConstraintSet")
@@ -116,9 +126,9 @@ def hocbf_row(
     if gains is None:
         gains = barrier.gains if barrier.gains is not None else [1.0] * r
     if isinstance(gains, Tensor):
-        if gains.shape != (x.shape[0], r):
+        if gains.shape != (xg.shape[0], r):
             raise ValueError(
-                f"constraint {barrier.name!r}: gains must have shape ({x.shape[0]}, {r}), got {tuple(gains.shape)}"
+                f"constraint {barrier.name!r}: gains must have shape ({xg.shape[0]}, {r}), got {tuple(gains.shape)}"
             )
         per_order = gains.unbind(1)
     else:
@@ -126,8 +136,6 @@ def hocbf_row(
             raise ValueError(f"constraint {barrier.name!r}: needs {r} gains (one per HOCBF order), got {len(gains)}")
         per_order = [float(p) for p in gains]
     with torch.enable_grad():
-        xg = x.detach().clone().requires_grad_(True)
-        fx, gx = model.f(xg), model.g(xg)
         h = _checked_h(barrier, xg)
         psi = h
         for i in range(r - 1):

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from safeliquid._checks import check_tensor
-from safeliquid.safety.barriers import Barrier, find_relative_degree, hocbf_row
+from safeliquid.safety.barriers import Barrier, find_relative_degree, hocbf_row_at
 from safeliquid.safety.models import ControlAffine
 
 
@@ -77,12 +77,15 @@ class ConstraintSet:
             raise ValueError(f"gains must have shape ({x.shape[0]}, {self.gain_count}), got {tuple(gains.shape)}")
         Gs, bs, hs = [], [], []
         start = 0
-        for bar in self.barriers:
-            r = bar.relative_degree or 0
-            g = None if gains is None else gains[:, start : start + r]
-            G, b, h = hocbf_row(self.model, bar, x, g)
-            Gs.append(G)
-            bs.append(b)
-            hs.append(h)
-            start += r
+        with torch.enable_grad():
+            xg = x.detach().clone().requires_grad_(True)
+            fx, gx = self.model.f(xg), self.model.g(xg)  # once for every barrier
+            for bar in self.barriers:
+                r = bar.relative_degree or 0
+                g = None if gains is None else gains[:, start : start + r]
+                G, b, h = hocbf_row_at(bar, xg, fx, gx, g)
+                Gs.append(G)
+                bs.append(b)
+                hs.append(h)
+                start += r
         return torch.stack(Gs, 1), torch.stack(bs, 1), torch.stack(hs, 1)

@@ -1,0 +1,290 @@
+"""ArmReach: a KUKA LBR iiwa 7-DoF arm under joint torque control reaches a target past a spherical obstacle.
+
+The arm is pybullet_data's ``kuka_iiwa/model.urdf`` on a fixed base, velocity
+motors disabled and joint damping removed, so PyBullet integrates exactly
+``M(q) q'' + c(q, q') = tau``. The model (:class:`KukaModel`) asks its own PyBullet
+client for ``M`` (``calculateMassMatrix``) and ``c`` (``calculateInverseDynamics``
+at zero acceleration); the barriers place control points with pytorch_kinematics
+reading the same URDF, so they are differentiable in torch.
+
+Constraints (state ``[q (7), q_dot (7)]``): five control points along the arm
+(upper arm, elbow, forearm, wrist, end effector) keep ``|p - c| >= r + link_radius + margin`` from the sphere;
+every joint stays inside its URDF limits (less ``joint_margin``); torques stay
+within the iiwa 14 R820 ratings (176, 176, 110, 110, 110, 40, 40 N m), which are
+stricter than the URDF's placeholder 300 N m.
+
+Observation (24): ``q``, ``q_dot``, end-effector position, target minus end
+effector, obstacle centre minus end effector, obstacle radius.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+
+import numpy as np
+import pybullet as p
+import pybullet_data
+import torch
+from safeliquid.envs._base import SafeBulletEnv
+from safeliquid.envs._sim import BulletSim
+from torch import Tensor
+
+from safeliquid.safety import ConstraintSet, Manipulator, sphere_obstacle, state_box
+
+URDF = "kuka_iiwa/model.urdf"
+TORQUE_LIMITS = np.array([176.0, 176.0, 110.0, 110.0, 110.0, 40.0, 40.0])
+# Control points: (link index, offset in the link frame). Link i is moved by joint i (0-based).
+# Spaced ~0.2 m along the arm, so that with ``link_radius`` 0.08 and ``margin`` 0.03 the sphere
+# cannot reach a link between two points (>= 0.05 m radius) without first breaking a barrier.
+CONTROL_POINTS = {
+    "upper_arm": (2, (0.0, 0.0, 0.0)),
+    "elbow": (3, (0.0, 0.0, 0.0)),
+    "forearm": (4, (0.0, 0.0, 0.0)),
+    "wrist": (5, (0.0, 0.0, 0.0)),
+    "ee": (6, (0.0, 0.0, 0.1)),
+}
+# Reflected rotor inertia (kg m^2) added about each joint axis, as a MuJoCo ``armature``: the URDF
+# has none, which leaves the wrist (0.001 kg m^2) accelerating at 40,000 rad/s^2 under its 40 N m.
+ARMATURE = 0.1
+HOME = np.array([0.0, 0.6, 0.0, -1.3, 0.0, 1.0, 0.0])
+
+
+def load_arm(sim: BulletSim, mass_scale: float = 1.0) -> tuple[int, np.ndarray, np.ndarray]:
+    """Load the iiwa into ``sim`` ready for torque control; return ``(body, q_low, q_high)``."""
+    body = sim.call(p.loadURDF, URDF, useFixedBase=True, flags=p.URDF_USE_INERTIA_FROM_FILE)
+    low, high = [], []
+    for j in range(7):
+        info = sim.call(p.getJointInfo, body, j)
+        low.append(info[8])
+        high.append(info[9])
+        mass, _, (ixx, iyy, izz) = sim.call(p.getDynamicsInfo, body, j)[:3]
+        sim.call(
+            p.changeDynamics,
+            body,
+            j,
+            mass=mass * mass_scale,
+            # A thin-disc rotor on the joint axis (z): ARMATURE about z, half of it about x and y.
+            localInertiaDiagonal=[(i * mass_scale + ARMATURE * w) for i, w in ((ixx, 0.5), (iyy, 0.5), (izz, 1.0))],
+            linearDamping=0.0,
+            angularDamping=0.0,
+            jointDamping=0.0,
+        )
+        sim.call(p.setJointMotorControl2, body, j, p.VELOCITY_CONTROL, force=0.0)
+    return body, np.array(low), np.array(high)
+
+
+class KukaModel(Manipulator):
+    """The iiwa's ``M(q)`` and ``c(q, q')`` from a private PyBullet client (``(B, 7, 7)`` and ``(B, 7)``).
+
+    Usable anywhere (a training process, a vector env's parent) without the
+    environment that made it; ``mass_scale`` matches a randomised episode.
+    """
+
+    def __init__(self, mass_scale: float = 1.0) -> None:
+        self.mass_scale = mass_scale
+        self._sim: BulletSim | None = None
+        super().__init__(7, self._mass_matrix_of, self._bias_of)
+
+    @property
+    def sim(self) -> tuple[BulletSim, int]:
+        if self._sim is None:  # connect lazily, so the model pickles (vector envs) and costs nothing unused
+            self._sim = BulletSim()
+            self._sim.reset()
+            self._body = load_arm(self._sim, self.mass_scale)[0]
+        return self._sim, self._body
+
+    def __getstate__(self) -> dict:
+        return {"mass_scale": self.mass_scale}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["mass_scale"])  # type: ignore[misc]
+
+    def _mass_matrix_of(self, q: Tensor) -> Tensor:
+        sim, body = self.sim
+        rows = [sim.call(p.calculateMassMatrix, body, qi.tolist()) for qi in q.detach().double()]
+        return torch.tensor(np.array(rows), dtype=q.dtype)
+
+    def _bias_of(self, q: Tensor, qd: Tensor) -> Tensor:
+        sim, body = self.sim
+        zero = [0.0] * 7
+        rows = [
+            sim.call(p.calculateInverseDynamics, body, qi.tolist(), qdi.tolist(), zero)
+            for qi, qdi in zip(q.detach().double(), qd.detach().double(), strict=True)
+        ]
+        return torch.tensor(np.array(rows), dtype=q.dtype)
+
+
+class _Kinematics:
+    """Control-point positions ``(B, n) -> (B, P, 3)`` (:data:`CONTROL_POINTS` order) with pytorch_kinematics.
+
+    The last result is reused while called again on the very same tensor (every
+    point barrier of one ``ConstraintSet.rows`` call reads one forward kinematics).
+    """
+
+    def __init__(self) -> None:
+        import pytorch_kinematics as pk
+
+        with open(os.path.join(pybullet_data.getDataPath(), URDF), "rb") as fh:
+            self.chain = pk.build_serial_chain_from_urdf(fh.read(), "lbr_iiwa_link_7").to(dtype=torch.float64)
+        self.frames = [f"lbr_iiwa_link_{link + 1}" for link, _ in CONTROL_POINTS.values()]
+        self.offsets = torch.tensor([off for _, off in CONTROL_POINTS.values()], dtype=torch.float64)
+
+        self._last: tuple[Tensor, int, Tensor] | None = None
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self._last is not None and self._last[0] is x and self._last[1] == x._version:
+            return self._last[2]
+        out = self._compute(x)
+        self._last = (x, x._version, out)
+        return out
+
+    def _compute(self, x: Tensor) -> Tensor:
+        frames = self.chain.to(dtype=x.dtype).forward_kinematics(x[:, :7], end_only=False)
+        points = []
+        for name, off in zip(self.frames, self.offsets.to(x), strict=True):
+            m = frames[name].get_matrix()  # (B, 4, 4)
+            points.append(m[:, :3, 3] + m[:, :3, :3] @ off)
+        return torch.stack(points, 1)
+
+
+class ArmReachEnv(SafeBulletEnv):
+    """See the module docstring; common options in :class:`~safeliquid.envs._base.SafeBulletEnv`.
+
+    ``link_radius``: the arm's half-thickness counted around each control point (m);
+    ``margin``: extra clearance (m); ``joint_margin``: rad kept from the URDF limits.
+    """
+
+    dt = 0.02
+    physics_substeps = 4  # 200 Hz physics under a 50 Hz controller
+    goal_tolerance = 0.05
+    # Default HOCBF gains (a learned policy brings its own). The obstacle barrier is in m^2, so its
+    # gains are large enough to let the arm approach at a useful speed.
+    obstacle_gains = (8.0, 8.0)
+    joint_gains = (4.0, 4.0)
+
+    def __init__(
+        self,
+        render_mode: str | None = None,
+        link_radius: float = 0.08,
+        margin: float = 0.03,
+        joint_margin: float = 0.05,
+        **options: float,
+    ) -> None:
+        self.link_radius, self.margin, self.joint_margin = link_radius, margin, joint_margin
+        super().__init__(TORQUE_LIMITS, 24, render_mode, **options)  # type: ignore[arg-type]
+        self._robot = -1
+        self.target = np.zeros(3)
+        self.obstacle = np.zeros(4)  # cx, cy, cz, r
+        self._point_links = [link for link, _ in CONTROL_POINTS.values()]
+        self._point_offsets = np.array([off for _, off in CONTROL_POINTS.values()])
+
+    @cached_property
+    def kinematics(self) -> _Kinematics:
+        return _Kinematics()
+
+    def _points_now(self) -> np.ndarray:
+        """Control points ``(3, 3)`` from PyBullet's own link frames."""
+        states = self.sim.call(p.getLinkStates, self._robot, self._point_links, computeForwardKinematics=True)
+        out = []
+        for (_, _, _, _, pos, orn, *_), off in zip(states, self._point_offsets, strict=True):
+            rot = np.array(self.sim.call(p.getMatrixFromQuaternion, orn)).reshape(3, 3)
+            out.append(np.array(pos) + rot @ off)
+        return np.array(out)
+
+    def _set_q(self, q: np.ndarray) -> None:
+        for j in range(7):
+            self.sim.call(p.resetJointState, self._robot, j, float(q[j]), 0.0)
+
+    def _build(self) -> None:
+        sim, rng = self.sim, self.np_random
+        scale = self._mass_scale()
+        self._robot, self.q_low, self.q_high = load_arm(sim, scale)
+        reach = self.link_radius + self.margin
+        while True:  # a start, a target and a sphere in between that clears both poses
+            q_start = HOME + rng.uniform(-0.2, 0.2, 7)
+            q_goal = HOME + np.concatenate([rng.uniform(-1.0, 1.0, 4), rng.uniform(-0.5, 0.5, 3)])
+            self._set_q(q_goal)
+            goal_points = self._points_now()
+            self._set_q(q_start)
+            start_points = self._points_now()
+            if np.linalg.norm(goal_points[-1] - start_points[-1]) < 0.3 or goal_points[-1, 2] < 0.2:
+                continue
+            radius = rng.uniform(0.05, 0.1)
+            center = 0.5 * (goal_points[-1] + start_points[-1]) + rng.normal(0.0, 0.03, 3)
+            clear = radius + reach + 0.05
+            if (
+                min(
+                    np.linalg.norm(start_points - center, axis=1).min(),
+                    np.linalg.norm(goal_points - center, axis=1).min(),
+                )
+                > clear
+            ):
+                break
+        self.target, self.obstacle = goal_points[-1], np.array([*center, radius])
+        shape = sim.call(p.createCollisionShape, p.GEOM_SPHERE, radius=float(radius))
+        vis = sim.call(p.createVisualShape, p.GEOM_SPHERE, radius=float(radius), rgbaColor=[0.8, 0.3, 0.2, 1])
+        self._obstacle_id = sim.call(p.createMultiBody, 0.0, shape, vis, basePosition=center.tolist())
+        marker = sim.call(p.createVisualShape, p.GEOM_SPHERE, radius=0.03, rgbaColor=[0.1, 0.8, 0.2, 1])
+        sim.call(p.createMultiBody, 0.0, -1, marker, basePosition=self.target.tolist())
+        self.model = KukaModel(scale)
+        barriers = sphere_obstacle(
+            "obstacle",
+            self.kinematics,
+            center,
+            radius + self.link_radius,
+            self.margin,
+            count=len(CONTROL_POINTS),
+            gains=self.obstacle_gains,
+        )
+        for barrier, name in zip(barriers, CONTROL_POINTS, strict=True):
+            barrier.name = f"obstacle/{name}"
+        for j in range(7):
+            lo, hi = self.q_low[j] + self.joint_margin, self.q_high[j] - self.joint_margin
+            barriers += state_box(f"joint{j + 1}", j, lo, hi, gains=self.joint_gains)
+        samples = torch.as_tensor(np.concatenate([q_start, np.zeros(7)])[None] + rng.normal(0, 0.1, (4, 14)))
+        self.constraints = ConstraintSet(self.model, barriers, samples, -self.action_bound, self.action_bound)
+
+    def safety_state(self) -> np.ndarray:
+        """``[q (7), q_dot (7)]``: the state of :attr:`model` and :attr:`constraints`."""
+        states = self.sim.call(p.getJointStates, self._robot, list(range(7)))
+        return np.array([s[0] for s in states] + [s[1] for s in states])
+
+    def barrier_values(self, state: np.ndarray | None = None) -> np.ndarray:
+        if state is not None and not np.array_equal(state, self.safety_state()):
+            raise ValueError("ArmReach evaluates barriers at the current state only (PyBullet places the points)")
+        q = self.safety_state()[:7] if state is None else state[:7]
+        reach = self.obstacle[3] + self.link_radius + self.margin
+        points = ((self._points_now() - self.obstacle[:3]) ** 2).sum(1) - reach**2
+        lo, hi = self.q_low + self.joint_margin, self.q_high - self.joint_margin
+        joints = np.stack([q - lo, hi - q], 1).ravel()  # joint1.low, joint1.high, joint2.low, ...
+        return np.concatenate([points, joints])
+
+    def end_effector(self) -> np.ndarray:
+        return self._points_now()[-1]
+
+    def _observe(self, state: np.ndarray) -> np.ndarray:
+        ee = self.end_effector()
+        return np.concatenate([state, ee, self.target - ee, self.obstacle[:3] - ee, self.obstacle[3:]])
+
+    def _apply(self, action: np.ndarray, external: np.ndarray) -> bool:
+        tau = (action + external).tolist()
+        contact = False
+        for _ in range(self.physics_substeps):
+            self.sim.call(p.setJointMotorControlArray, self._robot, list(range(7)), p.TORQUE_CONTROL, forces=tau)
+            self.sim.call(p.stepSimulation)
+            contact = contact or len(self.sim.call(p.getContactPoints, self._robot, self._obstacle_id)) > 0
+        return contact
+
+    def _task_reset(self, state: np.ndarray) -> None:
+        self._distance = float(np.linalg.norm(self.target - self.end_effector()))
+
+    def _task(self, state: np.ndarray) -> tuple[float, bool, bool]:
+        distance = float(np.linalg.norm(self.target - self.end_effector()))
+        reward = self._distance - distance
+        self._distance = distance
+        success = distance < self.goal_tolerance
+        return reward, success, success
+
+    def _camera(self) -> tuple[tuple[float, float, float], float, float, float]:
+        return (0.0, 0.0, 0.6), 2.0, 50.0, -25.0

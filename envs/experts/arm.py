@@ -1,0 +1,62 @@
+"""ArmReach expert: via points around the sphere, resolved-rate tracking with computed torque, the CBF filter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pybullet as p
+from safeliquid.envs.arm_reach import HOME, ArmReachEnv
+from safeliquid.envs.experts._common import FilteredExpert
+
+
+def _segment_clearance(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
+    """Distance from point ``c`` to the segment ``a``-``b``."""
+    ab = b - a
+    t = np.clip(np.dot(c - a, ab) / max(np.dot(ab, ab), 1e-12), 0.0, 1.0)
+    return float(np.linalg.norm(a + t * ab - c))
+
+
+class ArmReachExpert(FilteredExpert):
+    """While the straight line to the target passes within ``detour`` of the barrier's sphere, aim at
+    a via point beside it (on the side the end effector is already on) until reached; the
+    desired end-effector velocity ``k (p* - p)`` (capped at ``speed``) becomes joint
+    velocities by damped least squares, with a null-space pull towards the home posture,
+    and joint torques by computed torque ``tau = M (k_v (qd* - qd)) + c``.
+    """
+
+    def __init__(self, speed: float = 0.6, detour: float = 0.06) -> None:
+        super().__init__()
+        self.speed, self.detour = speed, detour
+        self._via_done = False
+
+    def reset(self, env: ArmReachEnv) -> None:
+        super().reset(env)
+        self._via_done = False
+
+    def reference(self, env: ArmReachEnv, state: np.ndarray) -> np.ndarray:
+        q, qd = state[:7], state[7:]
+        ee = env.end_effector()
+        center, radius = env.obstacle[:3], env.obstacle[3]
+        keep = radius + env.link_radius + env.margin + self.detour
+        aim = env.target
+        if not self._via_done and _segment_clearance(ee, env.target, center) < keep:
+            side = ee - center
+            to_goal = env.target - center
+            side = side - np.dot(side, to_goal) / max(np.dot(to_goal, to_goal), 1e-12) * to_goal
+            if np.linalg.norm(side) < 1e-3:
+                side = np.array([0.0, 0.0, 1.0])
+            aim = center + (keep + 0.08) * side / np.linalg.norm(side)
+            if np.linalg.norm(aim - ee) < 0.05:
+                self._via_done = True  # beside the sphere: from here the filter keeps the clearance
+        error = aim - ee
+        v = 4.0 * error
+        v *= min(1.0, self.speed / max(np.linalg.norm(v), 1e-9))
+        sim, body = env.sim, env._robot
+        jac = np.array(
+            sim.call(p.calculateJacobian, body, 6, [0.0, 0.0, 0.1], q.tolist(), [0.0] * 7, [0.0] * 7)[0]
+        )  # linear part, (3, 7)
+        jjt = jac @ jac.T + 1e-3 * np.eye(3)
+        pinv = jac.T @ np.linalg.inv(jjt)
+        qd_star = pinv @ v + (np.eye(7) - pinv @ jac) @ (1.0 * (HOME - q))
+        mass = np.array(sim.call(p.calculateMassMatrix, body, q.tolist()))
+        bias = np.array(sim.call(p.calculateInverseDynamics, body, q.tolist(), qd.tolist(), [0.0] * 7))
+        return mass @ (15.0 * (qd_star - qd)) + bias

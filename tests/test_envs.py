@@ -1,0 +1,247 @@
+"""Every environment: gymnasium's checker (with determinism), seeding, bad actions, rendering, vector envs,
+the model against the simulator, barrier values against PyBullet's geometry, and the experts."""
+
+import gymnasium as gym
+import numpy as np
+import pybullet as p
+import pytest
+import safeliquid.envs  # noqa: F401 - registers the environments
+import torch
+from gymnasium.utils.env_checker import check_env
+from safeliquid.envs import ENV_IDS, check_env_id
+from safeliquid.envs.experts import make_expert
+
+from safeliquid.safety import SafetyFilterWrapper
+
+NAV, CART, ARM = ENV_IDS
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make(env_id, **kw):
+    return gym.make(env_id, **kw).unwrapped
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+@pytest.mark.filterwarnings("ignore:.*Box observation space m")  # ranges and velocities are unbounded
+@pytest.mark.filterwarnings(
+    "ignore:.*we recommend using a symmetric and normalized space"
+)  # forces in N, torques in N m
+@pytest.mark.filterwarnings("ignore:render_mode='human' needs a display")  # the checker opens "human" headless
+def test_gymnasium_env_checker_including_determinism_and_render(env_id):
+    env = make(env_id, render_mode="rgb_array")
+    check_env(env)
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (240, 320, 3) and frame.dtype == np.uint8 and frame.std() > 0
+    env.close()
+    env.close()  # closing twice is harmless
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_same_seed_same_episode_across_resets_and_instances(env_id):
+    env, other = make(env_id), make(env_id)
+    rng = np.random.default_rng(0)
+    actions = [env.action_space.high * rng.uniform(-0.3, 0.3, env.action_space.shape) for _ in range(5)]
+    first, _ = env.reset(seed=11)
+    traj = [env.step(a.astype(np.float32))[0] for a in actions]
+    env.reset(seed=5)  # a different episode in between
+    again, _ = env.reset(seed=11)
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(traj, [env.step(a.astype(np.float32))[0] for a in actions])
+    np.testing.assert_array_equal(other.reset(seed=11)[0], first)
+    assert not np.array_equal(other.reset(seed=12)[0], first)
+    env.close(), other.close()
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_bad_actions_are_named_and_out_of_range_actions_clipped(env_id):
+    env = make(env_id)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(env.action_space.sample())
+    env.reset(seed=0)
+    m = env.action_space.shape[0]
+    with pytest.raises(ValueError, match=rf"action must have shape \({m},\)"):
+        env.step(np.zeros(m + 1, np.float32))
+    with pytest.raises(ValueError, match="action contains NaN"):
+        env.step(np.full(m, np.nan, np.float32))
+    _, _, _, _, info = env.step(np.zeros(m, np.float32))
+    assert not info["action_clipped"]
+    _, _, _, _, info = env.step((2 * env.action_space.high).astype(np.float32))
+    assert info["action_clipped"]
+    assert set(info) >= {"cost", "barrier_min_h", "contact", "is_success"}
+    assert [k.removeprefix("barrier_h/") for k in info if k.startswith("barrier_h/")] == env.constraints.names
+    env.close()
+
+
+@pytest.mark.filterwarnings("ignore:.*render_mode='video' that is not in the possible")  # gymnasium's own warning
+def test_options_are_checked_and_seeded():
+    with pytest.raises(ValueError, match="obs_noise must be a finite number >= 0"):
+        make(NAV, obs_noise=-1.0)
+    with pytest.raises(ValueError, match="render_mode must be one of"):
+        make(NAV, render_mode="video")
+    noisy = [make(NAV, obs_noise=0.1, disturbance=0.2, randomize_mass=0.3) for _ in range(2)]
+    runs = []
+    for env in noisy:
+        env.reset(seed=4)
+        runs.append([env.step(np.ones(2, np.float32))[0] for _ in range(3)])
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert noisy[0].mass != 1.0
+    clean = make(NAV)
+    clean.reset(seed=4)
+    assert not np.allclose(clean.step(np.ones(2, np.float32))[0], runs[0][0])
+    with pytest.raises(ValueError, match="unknown environment id 'safeliquid/Nope-v0'; known: safeliquid/Navigate"):
+        check_env_id("safeliquid/Nope-v0")
+
+
+def test_async_vector_env():
+    envs = gym.make_vec(NAV, num_envs=2, vectorization_mode="async")
+    obs, _ = envs.reset(seed=[0, 1])
+    assert obs.shape == (2, 20) and not np.array_equal(obs[0], obs[1])
+    obs, _, _, _, info = envs.step(np.zeros((2, 2), np.float32))
+    assert obs.shape == (2, 20) and info["cost"].shape == (2,)
+    envs.close()
+
+
+def _model_errors(env, controller, steps):
+    errors = []
+    for _ in range(steps):
+        x = env.safety_state()
+        u = controller(x)
+        _, _, _, _, info = env.step(u.astype(np.float32))
+        if info["contact"] or info["action_clipped"]:
+            continue
+        xt = torch.tensor(x).unsqueeze(0)
+        pred = env.model.step(xt, torch.tensor(u, dtype=torch.float64).unsqueeze(0), env.dt)[0].numpy()
+        errors.append(np.abs(pred - env.safety_state()))
+    return np.array(errors)
+
+
+def test_model_predicts_the_simulator_navigate():
+    env = make(NAV)
+    env.reset(seed=3)
+    rng = np.random.default_rng(0)
+    err = _model_errors(env, lambda x: rng.uniform(-5, 5, 2), 60)
+    assert len(err) > 40
+    assert err[:, :2].max() < 2e-3 and err[:, 2:].max() < 1e-5  # semi-implicit Euler at 200 Hz vs exact ZOH
+
+
+def test_model_predicts_the_simulator_cartpole():
+    env = make(CART)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    err = _model_errors(env, lambda x: rng.uniform(-15, 15, 1), 100)
+    assert len(err) == 100
+    assert err[:, :2].max() < 5e-3 and err[:, 2:].max() < 3e-2, err.max(0)
+
+
+def test_model_predicts_the_simulator_arm():
+    env = make(ARM)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+
+    def controller(x):  # computed torque for a random, bounded joint acceleration (stays well inside the limits)
+        xt = torch.tensor(x).unsqueeze(0)
+        mass, bias = env.model._mass_matrix_of(xt[:, :7])[0].numpy(), env.model._bias_of(xt[:, :7], xt[:, 7:])[0]
+        return bias.numpy() + mass @ (-5 * x[7:] + rng.uniform(-20, 20, 7))
+
+    err = _model_errors(env, controller, 60)
+    assert len(err) == 60
+    assert err[:, :7].max() < 3e-3 and err[:, 7:].max() < 2e-2, err.max(0)
+
+
+def test_barriers_agree_with_pybullet_closest_points_navigate():
+    env = make(NAV)
+    for seed in range(4):
+        env.reset(seed=seed)
+        env.step(np.array([3.0, -2.0], np.float32))
+        h = env.barrier_values()
+        for i, body in enumerate(env._obstacle_ids):
+            d_pb = min(c[8] for c in env.sim.call(p.getClosestPoints, env._robot, body, 100.0, linkIndexA=1))
+            reach = env.obstacles[i, 2] + env.robot_radius + env.margin
+            assert abs(d_pb - (np.sqrt(h[i] + reach**2) - env.obstacles[i, 2] - env.robot_radius)) < 1e-4
+        x = torch.tensor(env.safety_state()).unsqueeze(0)
+        torch.testing.assert_close(env.constraints.values(x)[0], torch.tensor(h))
+
+
+def test_barriers_agree_with_pybullet_closest_points_arm():
+    """Each control point's distance to the sphere, from PyBullet's closest-point query of a tiny probe
+    sphere placed at the point, against the barrier in numpy and in torch (pytorch_kinematics)."""
+    env = make(ARM)
+    probe = env.sim.call(p.createCollisionShape, p.GEOM_SPHERE, radius=1e-3)
+    for seed in range(3):
+        env.reset(seed=seed)
+        probe = env.sim.call(p.createCollisionShape, p.GEOM_SPHERE, radius=1e-3)
+        env.step(np.zeros(7, np.float32))
+        h = env.barrier_values()
+        x = torch.tensor(env.safety_state()).unsqueeze(0)
+        torch.testing.assert_close(env.constraints.values(x)[0], torch.tensor(h))
+        reach = env.obstacle[3] + env.link_radius + env.margin
+        for k, point in enumerate(env._points_now()):
+            (hit,) = env.sim.call(
+                p.getClosestPoints,
+                bodyA=env._obstacle_id,
+                bodyB=-1,
+                distance=10.0,
+                collisionShapeB=probe,
+                collisionShapePositionB=point.tolist(),
+            )
+            d_pb = hit[8] + 1e-3  # from the sphere's surface to the probe's centre
+            assert abs(d_pb - (np.sqrt(h[k] + reach**2) - env.obstacle[3])) < 1e-5
+        q = env.safety_state()[:7]
+        np.testing.assert_allclose(h[5::2], q - env.q_low - env.joint_margin)
+
+
+def _drive_at_nearest_obstacle(env, steps=120):
+    costs = []
+    env.reset(seed=2)
+    for _ in range(steps):
+        s = env.unwrapped.safety_state()
+        obstacles = env.unwrapped.obstacles
+        target = obstacles[np.argmin(np.linalg.norm(obstacles[:, :2] - s[:2], axis=1)), :2]
+        push = 5.0 * (target - s[:2]) / np.linalg.norm(target - s[:2])
+        _, _, term, _, info = env.step(push.astype(np.float32))
+        costs.append(info["cost"])
+        if term:
+            break
+    return costs
+
+
+def test_pushing_into_an_obstacle_costs_and_the_filter_prevents_it():
+    assert max(_drive_at_nearest_obstacle(make(NAV))) == 1.0  # the collision is seen
+    safe = SafetyFilterWrapper(gym.make(NAV))  # builds its filter from each episode's constraints
+    assert max(_drive_at_nearest_obstacle(safe)) == 0.0
+
+
+def test_terminate_on_violation():
+    env = make(NAV, terminate_on_violation=True)
+    env.reset(seed=2)
+    for _ in range(120):
+        s, obstacles = env.safety_state(), env.obstacles
+        target = obstacles[np.argmin(np.linalg.norm(obstacles[:, :2] - s[:2], axis=1)), :2]
+        _, _, term, _, info = env.step((5.0 * (target - s[:2]) / np.linalg.norm(target - s[:2])).astype(np.float32))
+        if info["cost"]:
+            break
+    assert info["cost"] == 1.0 and term
+
+
+@pytest.mark.parametrize(("env_id", "seeds"), [(NAV, range(4)), (CART, range(2)), (ARM, range(2))])
+def test_experts_succeed_without_violations(env_id, seeds):
+    env = gym.make(env_id)
+    expert = make_expert(env_id)
+    for seed in seeds:
+        env.reset(seed=seed)
+        expert.reset(env)
+        done, cost = False, 0.0
+        while not done:
+            _, _, term, trunc, info = env.step(expert(env))
+            cost += info["cost"]
+            done = term or trunc
+        assert info["is_success"] and cost == 0.0, (env_id, seed)
+    env.close()
