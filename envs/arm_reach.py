@@ -174,6 +174,7 @@ class ArmReachEnv(SafeBulletEnv):
         self.link_radius, self.margin, self.joint_margin = link_radius, margin, joint_margin
         super().__init__(TORQUE_LIMITS, 24, render_mode, **options)  # type: ignore[arg-type]
         self._robot = -1
+        self._points_cache: np.ndarray | None = None
         self.target = np.zeros(3)
         self.obstacle = np.zeros(4)  # cx, cy, cz, r
         self._point_links = [link for link, _ in CONTROL_POINTS.values()]
@@ -184,7 +185,12 @@ class ArmReachEnv(SafeBulletEnv):
         return _Kinematics()
 
     def _points_now(self) -> np.ndarray:
-        """Control points ``(3, 3)`` from PyBullet's own link frames."""
+        """Control points ``(P, 3)`` from PyBullet's own link frames (cached until the arm moves)."""
+        if self._points_cache is None:
+            self._points_cache = self._read_points()
+        return self._points_cache
+
+    def _read_points(self) -> np.ndarray:
         states = self.sim.call(p.getLinkStates, self._robot, self._point_links, computeForwardKinematics=True)
         out = []
         for (_, _, _, _, pos, orn, *_), off in zip(states, self._point_offsets, strict=True):
@@ -193,12 +199,14 @@ class ArmReachEnv(SafeBulletEnv):
         return np.array(out)
 
     def _set_q(self, q: np.ndarray) -> None:
+        self._points_cache = None
         for j in range(7):
             self.sim.call(p.resetJointState, self._robot, j, float(q[j]), 0.0)
 
     def _build(self) -> None:
         sim, rng = self.sim, self.np_random
         scale = self._mass_scale()
+        self._points_cache = None
         self._robot, self.q_low, self.q_high = load_arm(sim, scale)
         reach = self.link_radius + self.margin
         while True:  # a start, a target and a sphere in between that clears both poses
@@ -268,6 +276,7 @@ class ArmReachEnv(SafeBulletEnv):
         return np.concatenate([state, ee, self.target - ee, self.obstacle[:3] - ee, self.obstacle[3:]])
 
     def _apply(self, action: np.ndarray, external: np.ndarray) -> bool:
+        self._points_cache = None
         tau = (action + external).tolist()
         contact = False
         for _ in range(self.physics_substeps):
@@ -287,4 +296,4 @@ class ArmReachEnv(SafeBulletEnv):
         return reward, success, success
 
     def _camera(self) -> tuple[tuple[float, float, float], float, float, float]:
-        return (0.0, 0.0, 0.6), 2.0, 50.0, -25.0
+        return (0.35, 0.0, 0.45), 1.5, 70.0, -20.0

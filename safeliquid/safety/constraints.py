@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from safeliquid._checks import check_tensor
-from safeliquid.safety.barriers import Barrier, find_relative_degree, hocbf_row_at
+from safeliquid.safety.barriers import Barrier, _lie, find_relative_degree, hocbf_row_at
 from safeliquid.safety.models import ControlAffine
 
 
@@ -18,6 +20,11 @@ class ConstraintSet:
     ``samples (B, n)``: states on which each barrier is checked (shape, finiteness,
     relative degree, non-vanishing input gain ``L_g L_f^{r-1} h``); errors name the
     constraint. Input bounds are hard bounds of the QP, not barriers.
+
+    ``fast_terms``: an optional closed-form ``x (B, n) -> (A (B, K, m), L (B, K, R+1))``
+    for :meth:`terms` (autograd costs milliseconds per control step on small
+    models). It is checked against the autograd result on ``samples`` here and
+    rejected, naming the first disagreeing constraint, if they differ.
     """
 
     def __init__(
@@ -27,6 +34,7 @@ class ConstraintSet:
         samples: Tensor,
         u_min: Tensor | Sequence[float] | None = None,
         u_max: Tensor | Sequence[float] | None = None,
+        fast_terms: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
     ) -> None:
         check_tensor("samples", samples, ("B", model.state_dim))
         model.check(samples)
@@ -53,6 +61,27 @@ class ConstraintSet:
         self.u_max = None if u_max is None else torch.as_tensor(u_max, dtype=samples.dtype).reshape(m)
         if self.u_min is not None and self.u_max is not None and bool((self.u_min > self.u_max).any()):
             raise ValueError(f"u_min must not exceed u_max, got {self.u_min.tolist()} > {self.u_max.tolist()}")
+        self._degree = torch.tensor([b.relative_degree or 1 for b in self.barriers], dtype=torch.long)
+        self.fast_terms = None
+        if fast_terms is not None:
+            self._check_fast_terms(fast_terms, samples)
+            self.fast_terms = fast_terms
+
+    def _check_fast_terms(self, fast: Callable[[Tensor], tuple[Tensor, Tensor]], samples: Tensor) -> None:
+        ref = self.terms(samples)
+        A, L = fast(samples)
+        if A.shape != ref.A.shape or L.shape != ref.L.shape:
+            raise ValueError(
+                f"fast_terms must return A {tuple(ref.A.shape)} and L {tuple(ref.L.shape)}, "
+                f"got {tuple(A.shape)} and {tuple(L.shape)}"
+            )
+        for k, name in enumerate(self.names):
+            for what, got, want in (("A", A[:, k], ref.A[:, k]), ("L", L[:, k], ref.L[:, k])):
+                if not torch.allclose(got.to(want.dtype), want, rtol=1e-6, atol=1e-8):
+                    raise ValueError(
+                        f"constraint {name!r}: fast_terms disagrees with autograd on {what} "
+                        f"(max error {float((got - want).abs().max()):.3g})"
+                    )
 
     @property
     def names(self) -> list[str]:
@@ -89,3 +118,90 @@ class ConstraintSet:
                 hs.append(h)
                 start += r
         return torch.stack(Gs, 1), torch.stack(bs, 1), torch.stack(hs, 1)
+
+    def terms_numpy(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`terms` for a numpy state ``(B, n)`` -> ``(A (B, K, m), L (B, K, R+1))``: the closed form
+        directly in numpy when ``fast_terms`` accepts arrays (the control-loop path), else via torch."""
+        if self.fast_terms is not None:
+            try:
+                A, L = self.fast_terms(x)  # type: ignore[arg-type]
+                if isinstance(A, np.ndarray) and isinstance(L, np.ndarray):
+                    return A, L
+            except (TypeError, AttributeError):
+                pass
+        t = self.terms(torch.as_tensor(x, dtype=torch.float64))
+        return t.A.numpy(), t.L.numpy()
+
+    def terms(self, x: Tensor) -> HocbfTerms:
+        """The gain-free pieces of every HOCBF row at ``x (B, n)``, for barriers with linear class-K functions.
+
+        With linear class-K functions and gains held within a step, the HOCBF chain
+        is ``psi_r = prod_i (d/dt + k_i) h``, so the row is ``G u <= b`` with
+        ``G = -L_g L_f^{r-1} h`` and ``b = sum_j c_j(k) L_f^j h``, ``c`` the
+        coefficients of ``prod_i (s + k_i)``. Storing these pieces lets a batch
+        mix scenes and lets gains change without re-differentiating the model.
+        """
+        if self.fast_terms is not None:
+            A, L = self.fast_terms(x)
+            return HocbfTerms(A, L, self._degree)
+        for bar in self.barriers:
+            if bar.class_k != "linear":
+                raise ValueError(f"constraint {bar.name!r}: terms() needs the linear class-K, got {bar.class_k!r}")
+        top = max((bar.relative_degree or 1) for bar in self.barriers) if self.barriers else 1
+        batch, k_count, m = x.shape[0], len(self.barriers), self.model.control_dim
+        if k_count == 0:
+            return HocbfTerms(x.new_zeros(batch, 0, m), x.new_zeros(batch, 0, 2), torch.zeros(0, dtype=torch.long))
+        degree = torch.tensor([bar.relative_degree or 1 for bar in self.barriers], dtype=torch.long)
+        # One block of states per barrier, so each Lie-derivative order is a single backward pass
+        # for all barriers (the blocks are independent) instead of one per barrier.
+        with torch.enable_grad():
+            xs = x.detach().repeat(k_count, 1).requires_grad_(True)  # (K*B, n), block k = barrier k
+            fx, gx = self.model.f(xs), self.model.g(xs)
+            psi = torch.cat([bar.h(xs[i * batch : (i + 1) * batch]) for i, bar in enumerate(self.barriers)])
+            levels, lg_at = [psi.detach()], []
+            for _ in range(top):
+                psi, lg = _lie(psi, xs, fx, gx)
+                levels.append(psi.detach())
+                lg_at.append(lg.detach())
+        L = torch.stack(levels, -1).reshape(k_count, batch, top + 1).transpose(0, 1)  # (B, K, R+1)
+        lg_all = torch.stack(lg_at, 0).reshape(top, k_count, batch, m)  # order j+1 input gains
+        A = lg_all[degree - 1, torch.arange(k_count)].transpose(0, 1)  # (B, K, m): L_g L_f^{r-1} h
+        keep = torch.arange(top + 1) <= degree.unsqueeze(-1)  # (K, R+1): orders up to each degree
+        L = L * keep
+        return HocbfTerms(A.to(x.dtype), L.to(x.dtype), degree)
+
+
+@dataclass
+class HocbfTerms:
+    """Gain-free HOCBF pieces (see :meth:`ConstraintSet.terms`).
+
+    ``A (B, K, m)``: ``L_g L_f^{r-1} h``; ``L (B, K, R+1)``: ``L_f^j h`` for
+    ``j <= r`` (zero above a barrier's own degree), ``R`` the largest degree;
+    ``degree (K,)``.
+    """
+
+    A: Tensor
+    L: Tensor
+    degree: Tensor
+
+    def rows(self, gains: Tensor) -> tuple[Tensor, Tensor]:
+        """``(G (B, K, m), b (B, K))`` for per-sample gains ``gains (B, K, R)``: gain ``i`` of barrier ``k``
+        is ``gains[:, k, i]`` for ``i < r_k`` (entries above a barrier's degree are ignored)."""
+        return -self.A, rhs(self.L, self.degree, gains)
+
+
+def rhs(L: Tensor, degree: Tensor, gains: Tensor) -> Tensor:
+    """``b (..., K) = sum_j c_j L_f^j h`` with ``c`` the coefficients of ``prod_{i < r_k} (s + k_i)``.
+
+    ``L (..., K, R+1)``, ``degree (K,)`` or ``(..., K)``, ``gains (..., K, R)``; differentiable in ``gains``.
+    """
+    top = L.shape[-1] - 1
+    coeff = torch.zeros_like(L)  # coefficient of s^j
+    coeff[..., 0] = 1.0
+    degree = degree.expand(L.shape[:-1])
+    for i in range(top):
+        use = (degree > i).unsqueeze(-1)
+        shifted = torch.cat([torch.zeros_like(coeff[..., :1]), coeff[..., :-1]], -1)  # s * poly
+        coeff = torch.where(use, shifted + gains[..., i : i + 1] * coeff, coeff)
+    # The polynomial is monic of degree r_k: coefficient j multiplies L_f^j h.
+    return (coeff * L).sum(-1)

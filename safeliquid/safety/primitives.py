@@ -44,7 +44,7 @@ def sphere_obstacle(
     **kw: object,
 ) -> list[Barrier]:
     """Keep each of ``count`` points outside a sphere (a disc in 2-D): ``h = |p - c|^2 - (radius + margin)^2``."""
-    c = torch.as_tensor(center, dtype=torch.get_default_dtype())
+    c = torch.as_tensor(center, dtype=torch.float64)
     r = radius + margin
 
     def dist(p: Tensor) -> Tensor:
@@ -82,8 +82,8 @@ def box_obstacle(
     positive outside the grown box. The smooth maximum under-estimates the true
     maximum by at most ``log(2d)/sharpness``, so the barrier is conservative.
     """
-    lo = torch.as_tensor(lower, dtype=torch.get_default_dtype()) - margin
-    hi = torch.as_tensor(upper, dtype=torch.get_default_dtype()) + margin
+    lo = torch.as_tensor(lower, dtype=torch.float64) - margin
+    hi = torch.as_tensor(upper, dtype=torch.float64) + margin
 
     def dist(p: Tensor) -> Tensor:
         d = torch.cat([lo.to(p) - p, p - hi.to(p)], dim=-1)
@@ -94,7 +94,7 @@ def box_obstacle(
 
 def half_space(name: str, normal: Sequence[float], offset: float, **kw: object) -> Barrier:
     """``normal . x <= offset`` on the state: ``h = offset - normal . x``."""
-    a = torch.as_tensor(normal, dtype=torch.get_default_dtype())
+    a = torch.as_tensor(normal, dtype=torch.float64)
     return Barrier(name, lambda x: offset - x @ a.to(x), **kw)  # type: ignore[arg-type]
 
 

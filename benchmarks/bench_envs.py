@@ -1,0 +1,64 @@
+"""Environment steps per second, one process, random actions, constraints evaluated; peers in the same run.
+
+Every safeliquid step evaluates all barrier values (they are in ``info``). Peers:
+panda-gym's ``PandaReach-v3`` (a PyBullet arm, when installed) and gymnasium's
+``CartPole-v1`` (pure Python, the floor). Writes ``benchmarks/results/envs.json``.
+
+    python benchmarks/bench_envs.py [--steps 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import gymnasium as gym
+import safeliquid.envs  # noqa: F401 - registers the environments
+import torch
+from _util import write
+from safeliquid.envs import ENV_IDS
+
+TARGETS = {"safeliquid/Navigate-v0": 3000, "safeliquid/CartPoleRail-v0": 3000, "safeliquid/ArmReach-v0": 1000}
+
+
+def steps_per_second(env: gym.Env, steps: int) -> float:
+    """Random actions drawn before the clock starts; resets at episode ends are timed (not counted as steps)."""
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    actions = [env.action_space.sample() for _ in range(steps)]
+    t0 = time.perf_counter()
+    for action in actions:
+        _, _, term, trunc, _ = env.step(action)
+        if term or trunc:
+            env.reset()
+    return steps / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=5000, help="steps per environment (default 5000)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rows = {}
+    for env_id in ENV_IDS:
+        env = gym.make(env_id)
+        rows[env_id] = {"steps_per_s": steps_per_second(env, args.steps), "target": TARGETS[env_id]}
+        env.close()
+    try:
+        import panda_gym  # noqa: F401
+
+        env = gym.make("PandaReach-v3")
+        rows["PandaReach-v3 (panda-gym)"] = {"steps_per_s": steps_per_second(env, args.steps)}
+        env.close()
+    except ImportError:
+        print("panda-gym not installed: PandaReach-v3 skipped (pip install panda-gym)")
+    env = gym.make("CartPole-v1")
+    rows["CartPole-v1 (gymnasium)"] = {"steps_per_s": steps_per_second(env, args.steps)}
+    for name, row in rows.items():
+        target = f"  target >= {row['target']}" if "target" in row else ""
+        print(f"{name:32s} {row['steps_per_s']:9.0f} steps/s{target}")
+    print("wrote", write("envs", {"steps": args.steps, "results": rows}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,363 @@
+"""LiquidBarrierPolicy: observation -> encoder -> cell (19-neuron LTC/NCP by default) -> (u_ref, gains) -> CBF-QP.
+
+The QP is the BarrierNet layer written on the gain-free HOCBF pieces
+(:meth:`safeliquid.safety.ConstraintSet.terms`), so one batch can mix episodes
+with different scenes (rows padded per batch) and the gains a network emits
+enter the rows without re-differentiating the model:
+
+    min_u 1/2 |u - u_ref|^2   s.t.   -A_k u <= sum_j c_j(k_k) L_f^j h_k,   u_min <= u <= u_max.
+
+Gains are shared per *gain group*, the barrier name's leading word (``obstacle3``
+-> ``obstacle``, ``rail.low`` -> ``rail``), one per HOCBF order, and scale the
+barrier's default gains by ``gain_range ** tanh(raw)``: positive, bounded away
+from 0 and infinity. Safety modes: ``barrier`` (learned gains, trained through
+the QP), ``filter`` (the network is trained without the layer; at run time
+:class:`~safeliquid.safety.SafetyFilter` with the default gains and the
+sampled-data correction filters its action), ``none``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from safeliquid.nn import Sequence, make_cell
+from safeliquid.qp import solve_qp
+from safeliquid.safety import ConstraintSet, SafetyFilter
+from safeliquid.safety.constraints import rhs
+
+SAFETY_MODES = ("barrier", "filter", "none")
+PAD_RHS = 1.0  # right-hand side of padding rows: 0 u <= 1 is never active
+
+
+def gain_group(name: str) -> str:
+    """The gain group of a barrier: its name's leading word (``obstacle3`` -> ``obstacle``)."""
+    match = re.match(r"[A-Za-z_]+", name)
+    return match.group(0) if match else name
+
+
+@dataclass
+class PolicyConfig:
+    """Everything needed to rebuild a policy; stored in its checkpoint.
+
+    ``scan``: ``(start, length)`` of a range scan inside the observation, encoded by a
+    circular convolution, or ``None``. ``gain_groups``: barrier groups with learned gains.
+    """
+
+    env_id: str
+    obs_dim: int
+    act_dim: int
+    action_bound: list[float]
+    dt: float
+    gain_groups: list[str]
+    max_degree: int = 2
+    cell: str = "ltc"
+    units: int = 19
+    safety: str = "barrier"
+    scan: tuple[int, int] | None = None
+    encoder_dim: int = 24
+    gain_range: float = 4.0
+    seed: int = 0
+    obs_mean: list[float] = field(default_factory=list)
+    obs_std: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.safety not in SAFETY_MODES:
+            raise ValueError(f"safety must be one of {SAFETY_MODES}, got {self.safety!r}")
+        if len(self.action_bound) != self.act_dim:
+            raise ValueError(f"action_bound needs {self.act_dim} entries, got {len(self.action_bound)}")
+        if self.scan is not None:
+            self.scan = (int(self.scan[0]), int(self.scan[1]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Encoder(nn.Module):
+    """``(..., obs_dim) -> (..., encoder_dim)``; a range scan goes through a circular Conv1d first."""
+
+    def __init__(self, obs_dim: int, out: int, scan: tuple[int, int] | None) -> None:
+        super().__init__()
+        self.scan = scan
+        if scan is None:
+            self.conv = None
+            flat = obs_dim
+        else:
+            self.conv = nn.Conv1d(1, 4, 5, padding=2, padding_mode="circular")
+            flat = obs_dim - scan[1] + 4 * scan[1]
+        self.linear = nn.Linear(flat, out)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        if self.conv is not None and self.scan is not None:
+            start, length = self.scan
+            scan = obs[..., start : start + length]
+            lead = scan.shape[:-1]
+            feats = torch.relu(self.conv(scan.reshape(-1, 1, length))).reshape(*lead, -1)
+            obs = torch.cat([obs[..., :start], obs[..., start + length :], feats], -1)
+        return torch.tanh(self.linear(obs))
+
+
+class LiquidBarrierPolicy(nn.Module):
+    """See the module docstring. Training: :meth:`forward` on sequences; run time: :meth:`reset` and :meth:`act`."""
+
+    def __init__(self, config: PolicyConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        torch.manual_seed(c.seed)
+        self.n_gain = len(c.gain_groups) * c.max_degree if c.safety == "barrier" else 0
+        outputs = c.act_dim + self.n_gain
+        self.encoder = Encoder(c.obs_dim, c.encoder_dim, c.scan)
+        self.cell = make_cell(c.cell, c.encoder_dim, units=c.units, outputs=outputs)
+        self.head = nn.Identity() if self.cell.output_size == outputs else nn.Linear(self.cell.output_size, outputs)
+        self.sequence = Sequence(self.cell)
+        mean = c.obs_mean or [0.0] * c.obs_dim
+        std = c.obs_std or [1.0] * c.obs_dim
+        self.register_buffer("obs_mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("obs_std", torch.tensor(std, dtype=torch.float32))
+        self.register_buffer("bound", torch.tensor(c.action_bound, dtype=torch.float32))
+        self._h: Tensor | None = None
+        self.run_safety = c.safety  # the safety mode at run time; set "none" to switch the layer off
+        self.last_report: dict[str, Any] = {}
+        self._filter: SafetyFilter | None = None
+        self._filter_for: ConstraintSet | None = None
+
+    # -- the network ---------------------------------------------------------------------------
+    def set_normalization(self, mean: np.ndarray, std: np.ndarray) -> None:
+        """Observation normalisation from data (kept in the checkpoint); ``std`` is floored at 1e-3."""
+        self.obs_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.obs_std.copy_(torch.as_tensor(np.maximum(std, 1e-3), dtype=torch.float32))
+        self.config.obs_mean = self.obs_mean.tolist()
+        self.config.obs_std = self.obs_std.tolist()
+
+    def _outputs(self, y: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Cell outputs ``(..., outputs)`` -> ``u_ref (..., m)`` and gain multipliers ``(..., groups, R)``."""
+        y = self.head(y)
+        u_ref = self.bound * torch.tanh(y[..., : self.config.act_dim])
+        if not self.n_gain:
+            return u_ref, None
+        raw = y[..., self.config.act_dim :].reshape(*y.shape[:-1], len(self.config.gain_groups), -1)
+        return u_ref, self.config.gain_range ** torch.tanh(raw)
+
+    def forward(self, obs: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor]:
+        """``obs (B, T, obs_dim)`` -> ``u_ref (B, T, m)``, gain multipliers ``(B, T, groups, R)`` or None, ``h_T``."""
+        z = self.encoder((obs - self.obs_mean) / self.obs_std)
+        y, h = self.sequence(z, h0, self.config.dt)
+        u_ref, mult = self._outputs(y)
+        return u_ref, mult, h
+
+    # -- the constraint layer -----------------------------------------------------------------
+    def project(self, u_ref: Tensor, mult: Tensor | None, rows: dict[str, Tensor], with_status: bool = False) -> Any:
+        """The CBF-QP on flattened samples: ``u_ref (N, m)``, ``mult (N, groups, R)``, ``rows`` from
+        :func:`scene_rows` (``A (N, K, m)``, ``L (N, K, R+1)``, ``degree``/``group`` ``(N, K)``,
+        ``default (N, K, R)``, ``mask (N, K)``) -> ``(u (N, m), slack (N, K))`` (and the QP status
+        ``(N,)`` if ``with_status``). Differentiable in ``u_ref`` and ``mult``."""
+        A, L, mask = rows["A"], rows["L"], rows["mask"]
+        if A.shape[1] == 0:
+            u = torch.maximum(torch.minimum(u_ref, self.bound), -self.bound)
+            out = (u, u_ref.new_zeros(u_ref.shape[0], 0))
+            return (*out, torch.zeros(u_ref.shape[0], dtype=torch.long)) if with_status else out
+        gains = rows["default"]
+        if mult is not None:
+            idx = rows["group"].clamp_min(0)
+            per_barrier = torch.gather(mult, 1, idx.unsqueeze(-1).expand(-1, -1, mult.shape[-1]))
+            learned = (rows["group"] >= 0).unsqueeze(-1)
+            gains = torch.where(learned, gains * per_barrier, gains)
+        b = rhs(L, rows["degree"], gains)
+        b = torch.where(mask, b, torch.full_like(b, PAD_RHS))
+        G = -A * mask.unsqueeze(-1)
+        n, m = u_ref.shape
+        dtype = torch.float64
+        Q = torch.eye(m, dtype=dtype).expand(n, m, m)
+        bound = self.bound.to(dtype)
+        sol = solve_qp(Q, -u_ref.to(dtype), G.to(dtype), b.to(dtype), -bound, bound)
+        out = (sol.u.to(u_ref.dtype), sol.slack)
+        return (*out, sol.status) if with_status else out
+
+    # -- run time ------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Start a new episode: forget the recurrent state."""
+        self._h = None
+
+    @torch.no_grad()
+    def act(
+        self, obs: np.ndarray | Tensor, state: np.ndarray | None = None, constraints: ConstraintSet | None = None
+    ) -> np.ndarray:
+        """One control step: ``obs (obs_dim,)`` or ``(B, obs_dim)`` -> action ``(m,)`` or ``(B, m)`` (float32).
+
+        ``state`` (the constraint set's state, ``(n,)`` or ``(B, n)``) and ``constraints`` are
+        needed unless ``safety == "none"``; a batch shares one constraint set.
+        """
+        o = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
+        single = o.dim() == 1
+        o = o.reshape(1, -1) if single else o
+        if o.shape[-1] != self.config.obs_dim:
+            raise ValueError(f"observation must have {self.config.obs_dim} entries, got shape {tuple(o.shape)}")
+        if not bool(torch.isfinite(o).all()):
+            raise ValueError("observation contains NaN or inf")
+        if self._h is not None and self._h.shape[0] != o.shape[0]:
+            raise ValueError(f"batch changed from {self._h.shape[0]} to {o.shape[0]} without reset()")
+        mode = self.run_safety
+        if mode not in SAFETY_MODES or (mode == "barrier" and not self.n_gain):
+            raise ValueError(
+                f"run_safety must be one of {SAFETY_MODES} ('barrier' only if trained with it), got {mode!r}"
+            )
+        if single and mode == "barrier" and state is not None and constraints is not None:
+            return self._act_one(o[0].numpy().astype(np.float64), np.asarray(state, np.float64), constraints)
+        z = self.encoder((o - self.obs_mean) / self.obs_std)
+        y, self._h = self.cell(z, self._h, self.config.dt)  # the cell's own step (batch-1 fast path)
+        u_ref, mult = self._outputs(y)
+        slack = torch.zeros(o.shape[0], 0)
+        failed = torch.zeros(o.shape[0], dtype=torch.bool)
+        if mode == "none":
+            u = torch.maximum(torch.minimum(u_ref, self.bound), -self.bound)
+        else:
+            if state is None or constraints is None:
+                raise ValueError(f"a policy with safety={mode!r} needs state= and constraints=")
+            x = torch.as_tensor(np.asarray(state), dtype=torch.float64).reshape(o.shape[0], -1)
+            if mode == "filter":
+                if self._filter_for is not constraints:
+                    self._filter, self._filter_for = SafetyFilter(constraints, dt=self.config.dt), constraints
+                assert self._filter is not None
+                u, record = self._filter.filter(x, u_ref.double())
+                slack, failed = record.slack, record.status == 2
+            else:
+                rows = scene_rows(constraints, x, self.config.gain_groups)
+                u, slack, status = self.project(u_ref, mult, rows, with_status=True)
+                failed = status == 2
+        u_ref_np, out = u_ref.numpy(), u.float().numpy()
+        self.last_report = {
+            "u_ref": u_ref_np[0] if single else u_ref_np,
+            "intervention": np.linalg.norm(out - u_ref_np, axis=-1),
+            "slack": slack.amax(-1).numpy() if slack.shape[-1] else np.zeros(o.shape[0]),
+            "failed": failed.numpy(),
+        }
+        return out[0] if single else out
+
+    # -- the batch-1 control loop ---------------------------------------------------------------
+    def _numpy_weights(self) -> dict[str, np.ndarray]:
+        """float64 numpy copies of the encoder and head weights, refreshed when any parameter changes."""
+        params = getattr(self, "_np_params", None)
+        if params is None:
+            params = self._np_params = [p for _, p in self.named_parameters()] + [self.obs_mean, self.obs_std]
+        key = [(p._version, p.data_ptr()) for p in params]
+        if getattr(self, "_np_key", None) != key:
+            enc = self.encoder
+            w = {k: v.detach().double().numpy().copy() for k, v in enc.state_dict().items()}
+            w["mean"], w["std"] = self.obs_mean.double().numpy().copy(), self.obs_std.double().numpy().copy()
+            w["bound"] = self.bound.double().numpy().copy()
+            if isinstance(self.head, nn.Linear):
+                w["head.weight"] = self.head.weight.detach().double().numpy().copy()
+                w["head.bias"] = self.head.bias.detach().double().numpy().copy()
+            if enc.scan is not None:
+                start, length = enc.scan
+                # Circular convolution as a gather: window j of ray i is ray (i + j - 2) mod length.
+                w["gather"] = (np.arange(length)[:, None] + np.arange(5)[None] - 2) % length + start
+                rest = np.r_[0:start, start + length : self.config.obs_dim]
+                w["rest"] = rest
+            self._np_weights, self._np_key = w, key
+        return self._np_weights
+
+    def _encode_np(self, o: np.ndarray, w: dict[str, np.ndarray]) -> np.ndarray:
+        o = (o - w["mean"]) / w["std"]
+        if self.encoder.scan is not None:
+            windows = o[w["gather"]]  # (rays, 5)
+            conv = np.maximum(windows @ w["conv.weight"][:, 0].T + w["conv.bias"], 0.0)  # (rays, 4)
+            o = np.concatenate([o[w["rest"]], conv.T.ravel()])  # channel-major, as Conv1d's flatten
+        return np.tanh(w["linear.weight"] @ o + w["linear.bias"])
+
+    def _act_one(self, o: np.ndarray, state: np.ndarray, constraints: ConstraintSet) -> np.ndarray:
+        """Batch 1, ``safety="barrier"``: encoder and QP data in numpy, the cell's own batch-1 kernel, the
+        compiled QP kernel called directly. Same numbers as the batched torch path (a test checks)."""
+        from safeliquid.qp import _kernel
+
+        w = self._numpy_weights()
+        z = torch.from_numpy(self._encode_np(o, w)).to(self.obs_mean.dtype).unsqueeze(0)
+        h = self._h if self._h is not None else self.cell.initial_state(1, dtype=z.dtype)
+        y, self._h = self.cell(z, h, self.config.dt)
+        yv = y[0].double().numpy()
+        if "head.weight" in w:
+            yv = w["head.weight"] @ yv + w["head.bias"]
+        m = self.config.act_dim
+        u_ref = w["bound"] * np.tanh(yv[:m])
+        A, L = constraints.terms_numpy(state.reshape(1, -1))
+        A, L = A[0], L[0]
+        k = A.shape[0]
+        if k:
+            groups = self.config.gain_groups
+            mult = self.config.gain_range ** np.tanh(yv[m:].reshape(len(groups), -1))
+            gains, degree = _defaults_and_groups(constraints, groups, self.config.max_degree, mult)
+            b = _rhs_np(L, degree, gains)
+        else:
+            b = np.zeros(0)
+        lam = np.zeros((1, k + 2 * m))
+        u, slack, status, *_ = _kernel.solve_batch(
+            np.eye(m)[None], -u_ref[None], -A[None, :, :].reshape(1, k, m), b[None], -w["bound"][None],
+            w["bound"][None], 1e4, 1e-10, 1e-12, 50, lam,
+        )  # fmt: skip
+        out = u[0].astype(np.float32)
+        self.last_report = {
+            "u_ref": u_ref.astype(np.float32),
+            "intervention": np.array([np.linalg.norm(u[0] - u_ref)]),
+            "slack": np.array([slack[0].max() if k else 0.0]),
+            "failed": np.array([status[0] == 2]),
+        }
+        return out
+
+
+def _defaults_and_groups(
+    constraints: ConstraintSet, groups: list[str], max_degree: int, mult: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-barrier gains ``(K, R)`` (defaults times the group's multipliers) and degrees ``(K,)``."""
+    k = len(constraints.barriers)
+    gains = np.ones((k, max_degree))
+    degree = np.empty(k, dtype=np.int64)
+    for i, bar in enumerate(constraints.barriers):
+        if bar.gains is not None:
+            gains[i, : len(bar.gains)] = bar.gains
+        name = gain_group(bar.name)
+        if name in groups:
+            gains[i] *= mult[groups.index(name)]
+        degree[i] = bar.relative_degree or 1
+    return gains, degree
+
+
+def _rhs_np(L: np.ndarray, degree: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """numpy twin of :func:`safeliquid.safety.constraints.rhs` for one state: ``L (K, R+1)`` -> ``b (K,)``."""
+    coeff = np.zeros_like(L)
+    coeff[:, 0] = 1.0
+    for i in range(L.shape[1] - 1):
+        use = (degree > i)[:, None]
+        shifted = np.concatenate([np.zeros_like(coeff[:, :1]), coeff[:, :-1]], 1)
+        coeff = np.where(use, shifted + gains[:, i : i + 1] * coeff, coeff)
+    return (coeff * L).sum(1)
+
+
+def scene_rows(constraints: ConstraintSet, x: Tensor, groups: list[str], max_degree: int = 2) -> dict[str, Tensor]:
+    """What :meth:`LiquidBarrierPolicy.project` needs at states ``x (N, n)`` of one scene (float64)."""
+    terms = constraints.terms(x)
+    n, k = x.shape[0], len(constraints.barriers)
+    if k and int(terms.degree.max()) > max_degree:
+        raise ValueError(f"a barrier has relative degree {int(terms.degree.max())} > max_degree {max_degree}")
+    L = torch.zeros(n, k, max_degree + 1, dtype=torch.float64)
+    L[..., : terms.L.shape[-1]] = terms.L
+    default = torch.ones(n, k, max_degree, dtype=torch.float64)
+    group = torch.full((n, k), -1, dtype=torch.long)
+    for i, bar in enumerate(constraints.barriers):
+        if bar.gains is not None:
+            default[:, i, : len(bar.gains)] = torch.tensor(list(bar.gains), dtype=torch.float64)
+        name = gain_group(bar.name)
+        if name in groups:
+            group[:, i] = groups.index(name)
+    return {
+        "A": terms.A.double(),
+        "L": L,
+        "degree": terms.degree.expand(n, k).clone(),
+        "group": group,
+        "default": default,
+        "mask": torch.ones(n, k, dtype=torch.bool),
+    }

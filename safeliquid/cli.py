@@ -1,0 +1,327 @@
+"""The ``safeliquid`` command line: collect, train, eval, rollout, demo, bench.
+
+Every command takes ``--env``, ``--seed`` and, where a policy is built,
+``--cell`` and ``--safety``; ``safeliquid <command> --help`` lists all options
+with their defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ENV_DEFAULT = "safeliquid/Navigate-v0"
+
+
+def _env_id(value: str) -> str:
+    from safeliquid.envs import check_env_id
+
+    try:
+        return check_env_id(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _controller(args: argparse.Namespace, env: Any) -> tuple[Any, str]:
+    """A policy controller (``--policy``; ``--shipped``) or the expert (``--expert``), checked against ``env``."""
+    from safeliquid.train.rollout import ExpertController, PolicyController
+
+    if args.expert:
+        from safeliquid.envs.experts import make_expert
+
+        return ExpertController(make_expert(args.env)), "expert"
+    policy = _load(args)
+    check_policy_fits(policy, env)
+    if getattr(args, "run_safety", None):
+        policy.run_safety = args.run_safety
+    return PolicyController(policy), f"{policy.config.cell}/{policy.run_safety}"
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from safeliquid import load_policy
+    from safeliquid.policies import shipped
+
+    path = args.policy or shipped(args.env)
+    return load_policy(path)
+
+
+def check_policy_fits(policy: Any, env: Any) -> None:
+    """Raise before the first step if the policy was built for other spaces than ``env``'s."""
+    c = policy.config
+    obs, act = env.observation_space.shape, env.action_space.shape
+    if (c.obs_dim,) != obs or (c.act_dim,) != act:
+        raise SystemExit(
+            f"error: the policy was trained on {c.env_id} (observation ({c.obs_dim},), action ({c.act_dim},)); "
+            f"this environment has observation {obs} and action {act}"
+        )
+
+
+def _make_env(args: argparse.Namespace, render: bool = False) -> Any:
+    import gymnasium as gym
+
+    import safeliquid.envs  # noqa: F401 - registers the environments
+
+    kw: dict[str, Any] = {}
+    for name in ("obs_noise", "disturbance"):
+        if getattr(args, name, 0.0):
+            kw[name] = getattr(args, name)
+    if render:
+        kw["render_mode"] = "rgb_array"
+    return gym.make(args.env, **kw)
+
+
+def _evaluate(args: argparse.Namespace, env: Any, episodes: int, label: str = "") -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from safeliquid.metrics import aggregate
+    from safeliquid.train.rollout import run_episode
+
+    ctrl, name = _controller(args, env)
+    results = [
+        run_episode(env, ctrl, args.seed + i)[0]
+        for i in tqdm(range(episodes), desc=f"eval {label or name}", leave=False)
+    ]
+    return {"controller": label or name, **aggregate(results)}
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Metrics of several controllers side by side (one column each)."""
+    keys = [
+        ("success_rate", "success rate", "{:.3f}"),
+        ("failure_rate", "failure rate (episodes with a violation)", "{:.3f}"),
+        ("cost_rate", "cost rate (per step)", "{:.4f}"),
+        ("EpCost", "EpCost (mean)", "{:.2f}"),
+        ("violating_steps", "violating steps (total)", "{}"),
+        ("deepest_violation", "deepest violation (min h < 0)", "{:.4f}"),
+        ("min_barrier", "minimum barrier value", "{:.4f}"),
+        ("EpRet", "EpRet (mean)", "{:.2f}"),
+        ("EpLen", "EpLen (mean)", "{:.1f}"),
+        ("mean_intervention", "mean intervention |u - u_raw|", "{:.3f}"),
+        ("max_intervention", "max intervention", "{:.3f}"),
+        ("slack_steps", "steps with QP slack", "{}"),
+        ("solver_failures", "solver failures", "{}"),
+        ("mean_step_ms", "compute per step (ms, mean)", "{:.3f}"),
+        ("p99_step_ms", "compute per step (ms, worst p99)", "{:.3f}"),
+    ]
+    head = "| metric | " + " | ".join(r["controller"] for r in rows) + " |"
+    lines = [head, "|---|" + "---|" * len(rows)]
+    for key, label, fmt in keys:
+        cells = []
+        for r in rows:
+            value = fmt.format(r[key])
+            if f"{key}_ci" in r:
+                lo, hi = r[f"{key}_ci"]
+                value += f" [{lo:.3f}, {hi:.3f}]"
+            cells.append(value)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# -- commands -------------------------------------------------------------------------------------
+def cmd_collect(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from safeliquid.train.data import collect, save_episodes
+
+    seeds = [args.seed + i for i in range(args.episodes)]
+    with tqdm(total=len(seeds), desc="expert demos") as bar:
+        episodes = collect(args.env, seeds, args.workers, progress=bar)
+    save_episodes(episodes, args.out, {"env_id": args.env, "seed": args.seed})
+    steps = sum(len(e.obs) for e in episodes)
+    ok = np.mean([e.success for e in episodes])
+    print(f"{len(episodes)} episodes, {steps} steps, expert success {ok:.3f} -> {args.out}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from safeliquid.train.imitation import TrainConfig, train
+
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
+    cfg.env_id = args.env
+    t0 = time.perf_counter()
+    last = train(cfg, resume=not args.fresh)
+    print(json.dumps({k: v for k, v in last.items()}, indent=1, default=float))
+    print(f"done in {time.perf_counter() - t0:.0f} s; best checkpoint: {Path(cfg.out) / 'best.pt'}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    env = _make_env(args)
+    rows = [_evaluate(args, env, args.episodes)]
+    env.close()
+    table = markdown_table(rows)
+    print(table)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(rows, indent=2, default=float))
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(table + "\n")
+
+
+def cmd_rollout(args: argparse.Namespace) -> None:
+    from safeliquid.train.plots import plot_rollout, write_gif
+    from safeliquid.train.rollout import run_episode
+
+    env = _make_env(args, render=True)
+    ctrl, name = _controller(args, env)
+    metrics, trace = run_episode(env, ctrl, args.seed, trace=True, render_every=args.frame_every)
+    out = Path(args.out)
+    assert trace is not None
+    gif = write_gif(trace.frames, out / f"rollout.{args.format}", args.frame_every * env.unwrapped.dt)
+    png = plot_rollout(trace, env, out / "rollout.png", f"{args.env} seed {args.seed} — {name}")
+    env.close()
+    print(
+        f"{name}: success {metrics.success}, EpCost {metrics.ep_cost:.0f}, min h {metrics.min_barrier:.4f} "
+        f"-> {gif}, {png}"
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    """The shipped Navigate policy with and without its barrier layer, side by side; a GIF and plots."""
+    from safeliquid.train.plots import plot_rollout, write_gif
+    from safeliquid.train.rollout import run_episode
+
+    t0 = time.perf_counter()
+    out = Path(args.out)
+    env = _make_env(args)
+    rows = []
+    for mode, label in (("barrier", "LTC + BarrierNet"), ("none", "LTC, barrier layer off")):
+        args.run_safety = mode
+        rows.append(_evaluate(args, env, args.episodes, label))
+    env.close()
+    table = markdown_table(rows)
+    print(f"\n{args.env}: shipped policy, {args.episodes} held-out seeded episodes (seeds {args.seed}...)\n")
+    print(table)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.md").write_text(table + "\n")
+    (out / "metrics.json").write_text(json.dumps(rows, indent=2, default=float))
+    env = _make_env(args, render=True)
+    for mode in ("barrier", "none"):
+        args.run_safety = mode
+        ctrl, name = _controller(args, env)
+        _, trace = run_episode(env, ctrl, args.seed, trace=True, render_every=2)
+        assert trace is not None
+        write_gif(trace.frames, out / f"rollout_{mode}.gif", 2 * env.unwrapped.dt)
+        plot_rollout(trace, env, out / f"rollout_{mode}.png", f"{args.env} seed {args.seed} — {name}")
+    env.close()
+    print(f"\nwrote {out}/metrics.md, metrics.json, rollout_barrier.gif/.png, rollout_none.gif/.png")
+    print(f"demo took {time.perf_counter() - t0:.0f} s")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    """Control-step latency of a policy at batch 1 (policy + barrier layer), median and p99."""
+    import torch
+
+    torch.set_num_threads(1)
+    env = _make_env(args)
+    policy = _load(args)
+    check_policy_fits(policy, env)
+    obs, _ = env.reset(seed=args.seed)
+    base = env.unwrapped
+    policy.reset()
+    times = []
+    for i in range(args.steps):
+        state = base.safety_state()
+        t0 = time.perf_counter()
+        action = policy.act(obs, state, base.constraints)
+        times.append(time.perf_counter() - t0)
+        obs, _, term, trunc, _ = env.step(action)
+        if term or trunc:
+            obs, _ = env.reset(seed=args.seed + i + 1)
+            policy.reset()
+    us = np.asarray(times[20:]) * 1e6
+    print(f"{args.env} {policy.config.cell}/{policy.run_safety}: control step median {np.median(us):.0f} µs, "
+          f"p99 {np.percentile(us, 99):.0f} µs over {len(us)} steps (batch 1, 1 thread)")  # fmt: skip
+
+
+# -- parser ---------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from safeliquid.policies import SAFETY_MODES
+    from safeliquid.train.imitation import TrainConfig
+
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(prog="safeliquid", description=__doc__.splitlines()[0], formatter_class=fmt)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, seed: int = 0) -> None:
+        p.add_argument("--env", type=_env_id, default=ENV_DEFAULT, help="environment id")
+        p.add_argument("--seed", type=int, default=seed, help="first episode seed")
+
+    def who(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--policy", help="policy checkpoint (default: the shipped one for --env)")
+        p.add_argument("--expert", action="store_true", help="run the environment's expert instead of a policy")
+        p.add_argument("--run-safety", choices=SAFETY_MODES, help="override the policy's safety mode at run time")
+        p.add_argument("--obs-noise", type=float, default=0.0, help="observation noise std")
+        p.add_argument("--disturbance", type=float, default=0.0, help="disturbance std (relative to the bound)")
+
+    p = sub.add_parser("collect", help="expert demonstrations", formatter_class=fmt)
+    common(p)
+    p.add_argument("--episodes", type=int, default=100, help="episodes")
+    p.add_argument("--workers", type=int, default=2, help="worker processes")
+    p.add_argument("--out", default="runs/demos.pt", help="output file")
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("train", help="imitation + DAgger through the barrier layer", formatter_class=fmt)
+    common(p)
+    d = TrainConfig()
+    p.add_argument("--cell", default=d.cell, help="ltc, cfc, lstm, gru, mlp, ctrnn or node")
+    p.add_argument("--safety", choices=SAFETY_MODES, default=d.safety, help="safety mode")
+    for name in ("units", "demos", "dagger_rounds", "dagger_episodes", "updates", "batch_episodes", "eval_every",
+                 "eval_episodes", "workers"):  # fmt: skip
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name), help=name.replace("_", " "))
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    p.add_argument("--dagger-beta", type=float, default=d.dagger_beta, help="P(expert drives) in DAgger rounds")
+    p.add_argument("--out", default=d.out, help="run folder (resumed if it holds last.pt)")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing last.pt in --out")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="seeded closed-loop evaluation, JSON and markdown", formatter_class=fmt)
+    common(p, seed=1_000_000)
+    who(p)
+    p.add_argument("--episodes", type=int, default=50, help="episodes")
+    p.add_argument("--json", help="write the metrics here")
+    p.add_argument("--markdown", help="write the table here")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("rollout", help="one episode as a GIF and plots", formatter_class=fmt)
+    common(p, seed=1_000_000)
+    who(p)
+    p.add_argument("--out", default="runs/rollout", help="output folder")
+    p.add_argument("--format", choices=("gif", "mp4"), default="gif", help="video format (mp4 needs imageio-ffmpeg)")
+    p.add_argument("--frame-every", type=int, default=2, help="keep every n-th frame")
+    p.set_defaults(func=cmd_rollout)
+
+    p = sub.add_parser("demo", help="the shipped Navigate policy with and without its barrier layer",
+                       formatter_class=fmt)  # fmt: skip
+    common(p, seed=1_000_000)
+    who(p)
+    p.add_argument("--episodes", type=int, default=50, help="episodes per configuration")
+    p.add_argument("--out", default="runs/demo", help="output folder")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="control-step latency of a policy (batch 1, 1 thread)", formatter_class=fmt)
+    common(p, seed=1_000_000)
+    p.add_argument("--policy", help="policy checkpoint (default: the shipped one for --env)")
+    p.add_argument("--steps", type=int, default=2000, help="control steps to time")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as err:  # user errors: one line, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

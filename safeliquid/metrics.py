@@ -1,0 +1,150 @@
+"""Safety and task metrics: one definition used by training, evaluation, the CLI and the benchmarks.
+
+Per episode (:class:`EpisodeMetrics`, built by :class:`EpisodeRecorder` from the
+steps of one rollout) and aggregated over episodes (:func:`aggregate`, with 95%
+confidence intervals). Names follow safety-gymnasium / OmniSafe where they
+overlap: ``EpRet``, ``EpCost`` (sum of ``info["cost"]``), ``EpLen``, cost rate
+(total cost / total steps); the failure rate (share of episodes with any
+violation) and the intervention ``|u_safe - u_raw|`` follow safe-control-gym.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class EpisodeMetrics:
+    """One episode. ``min_barrier`` is the smallest ``h`` seen (>= 0 safe); ``deepest_violation`` is
+    ``min(0, min_barrier)``; ``violating_steps`` counts steps with ``cost > 0``."""
+
+    success: bool
+    ep_ret: float
+    ep_len: int
+    ep_cost: float
+    violating_steps: int
+    deepest_violation: float
+    min_barrier: float
+    mean_intervention: float
+    max_intervention: float
+    slack_steps: int
+    solver_failures: int
+    mean_step_ms: float
+    p99_step_ms: float
+
+    def to_dict(self) -> dict[str, float | int | bool]:
+        return asdict(self)
+
+
+@dataclass
+class EpisodeRecorder:
+    """Collects what :class:`EpisodeMetrics` needs, one :meth:`step` per control step."""
+
+    rewards: list[float] = field(default_factory=list)
+    costs: list[float] = field(default_factory=list)
+    barriers: list[float] = field(default_factory=list)
+    interventions: list[float] = field(default_factory=list)
+    slack: list[bool] = field(default_factory=list)
+    failures: list[bool] = field(default_factory=list)
+    step_s: list[float] = field(default_factory=list)
+    success: bool = False
+
+    def step(
+        self,
+        reward: float,
+        info: dict,
+        intervention: float = 0.0,
+        slack: float = 0.0,
+        solver_failed: bool = False,
+        compute_s: float = 0.0,
+    ) -> None:
+        """Record one step from the environment's ``info`` (``cost``, ``barrier_min_h``, ``is_success``)
+        and the safety layer's report (``intervention``, ``slack``, whether the solve failed)."""
+        for key in ("cost", "barrier_min_h"):
+            if key not in info:
+                raise KeyError(f"info must carry {key!r} (a safeliquid environment provides it); got {sorted(info)}")
+        self.rewards.append(float(reward))
+        self.costs.append(float(info["cost"]))
+        self.barriers.append(float(info["barrier_min_h"]))
+        self.interventions.append(float(intervention))
+        self.slack.append(slack > 0)
+        self.failures.append(bool(solver_failed))
+        self.step_s.append(float(compute_s))
+        self.success = bool(info.get("is_success", False))
+
+    def finish(self) -> EpisodeMetrics:
+        if not self.rewards:
+            raise ValueError("an episode needs at least one step")
+        min_h = float(np.min(self.barriers))
+        ms = np.asarray(self.step_s) * 1e3
+        return EpisodeMetrics(
+            success=self.success,
+            ep_ret=float(np.sum(self.rewards)),
+            ep_len=len(self.rewards),
+            ep_cost=float(np.sum(self.costs)),
+            violating_steps=int(np.sum(np.asarray(self.costs) > 0)),
+            deepest_violation=min(0.0, min_h),
+            min_barrier=min_h,
+            mean_intervention=float(np.mean(self.interventions)),
+            max_intervention=float(np.max(self.interventions)),
+            slack_steps=int(np.sum(self.slack)),
+            solver_failures=int(np.sum(self.failures)),
+            mean_step_ms=float(ms.mean()),
+            p99_step_ms=float(np.percentile(ms, 99)),
+        )
+
+
+def proportion_ci(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion (sensible at 0 and 1, unlike the normal approximation)."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def mean_ci(values: np.ndarray, z: float = 1.96) -> tuple[float, float]:
+    """Normal-approximation interval of a mean."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return (float(values.mean()), float(values.mean())) if len(values) else (math.nan, math.nan)
+    half = z * values.std(ddof=1) / math.sqrt(len(values))
+    return (float(values.mean() - half), float(values.mean() + half))
+
+
+def aggregate(episodes: list[EpisodeMetrics]) -> dict[str, float | int | tuple[float, float]]:
+    """Over episodes: ``success_rate``, ``failure_rate`` (any violation), ``cost_rate`` (cost per step),
+    means of the per-episode quantities, extremes of the safety ones, and 95% intervals (``*_ci``)."""
+    if not episodes:
+        raise ValueError("aggregate needs at least one episode")
+    n = len(episodes)
+    success = sum(e.success for e in episodes)
+    failed = sum(e.violating_steps > 0 for e in episodes)
+    steps = sum(e.ep_len for e in episodes)
+    costs = np.array([e.ep_cost for e in episodes])
+    per_step_cost = np.array([e.ep_cost / e.ep_len for e in episodes])
+    return {
+        "episodes": n,
+        "success_rate": success / n,
+        "success_rate_ci": proportion_ci(success, n),
+        "failure_rate": failed / n,
+        "failure_rate_ci": proportion_ci(failed, n),
+        "cost_rate": float(costs.sum() / steps),
+        "cost_rate_ci": mean_ci(per_step_cost),
+        "EpRet": float(np.mean([e.ep_ret for e in episodes])),
+        "EpCost": float(costs.mean()),
+        "EpLen": float(np.mean([e.ep_len for e in episodes])),
+        "violating_steps": int(sum(e.violating_steps for e in episodes)),
+        "deepest_violation": float(min(e.deepest_violation for e in episodes)),
+        "min_barrier": float(min(e.min_barrier for e in episodes)),
+        "mean_intervention": float(np.mean([e.mean_intervention for e in episodes])),
+        "max_intervention": float(max(e.max_intervention for e in episodes)),
+        "slack_steps": int(sum(e.slack_steps for e in episodes)),
+        "solver_failures": int(sum(e.solver_failures for e in episodes)),
+        "mean_step_ms": float(np.mean([e.mean_step_ms for e in episodes])),
+        "p99_step_ms": float(max(e.p99_step_ms for e in episodes)),  # the worst episode's p99
+    }

@@ -1,0 +1,272 @@
+"""End-to-end imitation with DAgger: BPTT through the cell and through the CBF-QP at every step.
+
+Reads top to bottom: config, data, model, loop, log. The loss compares the
+*safe* action (after the QP, for ``safety="barrier"``) with the expert's, so the
+gradients reach the learned class-K gains and the cell's parameters through the
+QP's KKT conditions. DAgger rounds let the learner drive while the expert labels.
+Every ``eval_every`` updates a closed-loop evaluation in PyBullet runs; the best
+checkpoint by (violating steps, then success rate, then return) is kept as
+``best.pt``; ``last.pt`` holds everything needed to resume after a kill.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from safeliquid.checkpoint import atomic_save, read, save_policy
+from safeliquid.metrics import aggregate
+from safeliquid.train.data import Episode, collect, load_episodes, make_batch, save_episodes
+from safeliquid.train.rollout import PolicyController, run_episode
+
+EVAL_SEED = 1_000_000  # evaluation seeds start here, far from training seeds
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a run (stored in ``config.json`` and in each checkpoint)."""
+
+    env_id: str = "safeliquid/Navigate-v0"
+    cell: str = "ltc"
+    units: int = 19
+    safety: str = "barrier"
+    seed: int = 0
+    demos: int = 100  # expert-driven episodes
+    dagger_rounds: int = 2  # rounds where the learner drives (the expert labels)
+    dagger_episodes: int = 40  # episodes per round
+    dagger_beta: float = 0.3  # probability that the expert drives a step in DAgger rounds
+    updates: int = 600  # total gradient updates, spread evenly over the 1 + dagger_rounds data rounds
+    batch_episodes: int = 16
+    lr: float = 3e-3
+    eval_every: int = 100
+    eval_episodes: int = 20
+    workers: int = 2
+    out: str = "runs/train"
+    env_kwargs: dict = field(default_factory=dict)
+
+
+def _policy_config(cfg: TrainConfig, env: gym.Env, episodes: list[Episode]) -> Any:
+    from safeliquid.policies import PolicyConfig, gain_group
+
+    base = env.unwrapped
+    groups = sorted({gain_group(n) for e in episodes for n in e.names})
+    scan = (4, base.n_rays) if hasattr(base, "n_rays") else None
+    return PolicyConfig(
+        env_id=cfg.env_id,
+        obs_dim=env.observation_space.shape[0],
+        act_dim=env.action_space.shape[0],
+        action_bound=[float(b) for b in env.action_space.high],
+        dt=float(base.dt),
+        gain_groups=groups,
+        cell=cfg.cell,
+        units=cfg.units,
+        safety=cfg.safety,
+        scan=scan,
+        seed=cfg.seed,
+    )
+
+
+def loss_on(policy: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean squared action error (scaled by the action bound) over real steps; for ``barrier`` on the QP's output."""
+    u_ref, mult, _ = policy(batch["obs"])
+    B, T, m = u_ref.shape
+    if policy.config.safety == "barrier":
+        flat_mult = None if mult is None else mult.reshape(B * T, *mult.shape[2:])
+        u, slack = policy.project(u_ref.reshape(B * T, m), flat_mult, batch["rows"])
+        u = u.reshape(B, T, m)
+    else:
+        u, slack = u_ref, torch.zeros(0)
+    err = ((u - batch["expert"]) / policy.bound).square().sum(-1)
+    mask = batch["step_mask"]
+    loss = (err * mask).sum() / mask.sum()
+    stats = {"loss": float(loss.detach())}
+    if mult is not None:
+        real = mult[mask]
+        stats["gain_mult_mean"], stats["gain_mult_min"] = float(real.mean()), float(real.min())
+        stats["gain_mult_max"] = float(real.max())
+    if slack.numel():
+        stats["train_slack_rows"] = float((slack > 1e-9).sum())
+    return loss, stats
+
+
+def evaluate_policy(policy: Any, env_id: str, episodes: int, first_seed: int = EVAL_SEED,
+                    env_kwargs: dict | None = None) -> dict[str, Any]:  # fmt: skip
+    """Closed-loop rollouts on seeds ``first_seed ...``: the aggregated metrics of :mod:`safeliquid.metrics`."""
+    env = gym.make(env_id, **(env_kwargs or {}))
+    ctrl = PolicyController(policy)
+    results = [run_episode(env, ctrl, first_seed + i)[0] for i in range(episodes)]
+    env.close()
+    return aggregate(results)
+
+
+def _score(metrics: dict[str, Any]) -> tuple[float, float, float]:
+    """Smaller is better: violating steps, then failed episodes, then return."""
+    return (float(metrics["violating_steps"]), -float(metrics["success_rate"]), -float(metrics["EpRet"]))
+
+
+def train(cfg: TrainConfig, resume: bool = True) -> dict[str, Any]:
+    """Run (or resume) a training run in ``cfg.out``; returns the final evaluation's metrics."""
+    from safeliquid.policies import LiquidBarrierPolicy
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    import safeliquid.envs  # noqa: F401 - registers the environments
+
+    # -- state: fresh, or resumed from last.pt ---------------------------------------------------
+    state: dict[str, Any] | None = (
+        read(out / "last.pt", "training state") if resume and (out / "last.pt").exists() else None
+    )
+    if state is not None and state["train_config"] != asdict(cfg):
+        changed = sorted(k for k, v in asdict(cfg).items() if state["train_config"].get(k) != v)
+        raise ValueError(f"{out}/last.pt was written with a different config (changed: {changed}); use a new --out")
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+    # -- data --------------------------------------------------------------------------------------
+    data_path = out / "data.pt"
+    episodes: list[Episode] = []
+    rounds_done = 0
+    if data_path.exists() and state is not None:
+        episodes, meta = load_episodes(str(data_path))
+        rounds_done = int(meta.get("rounds", 0))
+    if rounds_done == 0:
+        with tqdm(total=cfg.demos, desc="expert demos", leave=False) as bar:
+            seeds = [cfg.seed * 100_000 + i for i in range(cfg.demos)]
+            episodes = collect(cfg.env_id, seeds, cfg.workers, env_kwargs=cfg.env_kwargs, progress=bar)
+        rounds_done = 1
+        save_episodes(episodes, str(data_path), {"rounds": rounds_done})
+
+    # -- model -------------------------------------------------------------------------------------
+    env = gym.make(cfg.env_id, **cfg.env_kwargs)
+    pcfg = _policy_config(cfg, env, episodes)
+    env.close()
+    policy = LiquidBarrierPolicy(pcfg)
+    obs = np.concatenate([e.obs for e in episodes])
+    policy.set_normalization(obs.mean(0), obs.std(0))
+    optim = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    update, best, wall0 = 0, None, 0.0
+    if state is not None:
+        policy.load_state_dict(state["policy"])
+        optim.load_state_dict(state["optim"])
+        update, best, wall0 = state["update"], state["best"], state["wall"]
+    per_round = max(1, cfg.updates // (1 + cfg.dagger_rounds))
+
+    # -- log ---------------------------------------------------------------------------------------
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out / "tb"), purge_step=update if update else None)
+    csv_path = out / "progress.csv"
+    if state is None and csv_path.exists():
+        csv_path.unlink()
+    if csv_path.exists():  # keep the rows up to the resumed update
+        with open(csv_path) as fh:
+            kept = [r for r in csv.DictReader(fh) if int(r["update"]) <= update]
+        _write_csv(csv_path, kept)
+
+    # -- loop --------------------------------------------------------------------------------------
+    t_start = time.perf_counter() - wall0
+    samples, t_samples = 0, time.perf_counter()
+    last: dict[str, Any] = {}
+    bar = tqdm(total=cfg.updates, initial=update, desc=f"train {cfg.cell}/{cfg.safety}")
+    while update < cfg.updates:
+        due_round = min(cfg.dagger_rounds, update // per_round)
+        if rounds_done <= due_round:  # a DAgger round: the learner drives, the expert labels
+            policy.eval()
+            seeds = [cfg.seed * 100_000 + 50_000 + rounds_done * 1000 + i for i in range(cfg.dagger_episodes)]
+            with tqdm(total=len(seeds), desc=f"DAgger round {rounds_done}", leave=False) as dbar:
+                episodes += collect(cfg.env_id, seeds, cfg.workers, policy, cfg.dagger_beta, cfg.env_kwargs, dbar)
+            rounds_done += 1
+            save_episodes(episodes, str(data_path), {"rounds": rounds_done})
+        policy.train()
+        rng = np.random.default_rng(cfg.seed * 1_000_003 + update)
+        pick = rng.choice(len(episodes), size=min(cfg.batch_episodes, len(episodes)), replace=False)
+        batch = make_batch([episodes[i] for i in pick], pcfg.gain_groups)
+        loss, stats = loss_on(policy, batch)
+        optim.zero_grad()
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0))
+        if not np.isfinite(grad_norm):
+            raise FloatingPointError(f"non-finite gradient at update {update}; lower --lr (was {cfg.lr})")
+        optim.step()
+        update += 1
+        samples += int(batch["step_mask"].sum())
+        bar.update(1)
+        bar.set_postfix(loss=f"{stats['loss']:.4f}")
+        for key, value in stats.items():
+            writer.add_scalar(f"train/{key}", value, update)
+        if update % cfg.eval_every == 0 or update == cfg.updates:
+            policy.eval()
+            metrics = evaluate_policy(policy, cfg.env_id, cfg.eval_episodes, env_kwargs=cfg.env_kwargs)
+            now = time.perf_counter()
+            row = {
+                "update": update,
+                "loss": stats["loss"],
+                "demo_episodes": len(episodes),
+                "wall_s": now - t_start,
+                "samples_per_s": samples / max(now - t_samples, 1e-9),
+                **{k: v for k, v in metrics.items() if not isinstance(v, tuple)},
+                **{k: v for k, v in stats.items() if k != "loss"},
+            }
+            samples, t_samples = 0, now
+            for key, value in row.items():
+                writer.add_scalar(f"eval/{key}", value, update)
+            _append_csv(csv_path, row)
+            save_policy(policy, out / "last_policy.pt", {"update": update, "metrics": _plain(metrics)})
+            if best is None or _score(metrics) < tuple(best):
+                best = list(_score(metrics))
+                save_policy(policy, out / "best.pt", {"update": update, "metrics": _plain(metrics)})
+            atomic_save(
+                {
+                    "train_config": asdict(cfg),
+                    "policy": policy.state_dict(),
+                    "optim": optim.state_dict(),
+                    "update": update,
+                    "best": best,
+                    "wall": now - t_start,
+                },
+                out / "last.pt",
+            )
+            last = row
+            tqdm.write(
+                f"update {update}: loss {stats['loss']:.4f}  success {metrics['success_rate']:.2f}  "
+                f"violating steps {metrics['violating_steps']}  min h {metrics['min_barrier']:.3f}"
+            )
+    bar.close()
+    writer.close()
+    return last
+
+
+def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in metrics.items()}
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        path.unlink(missing_ok=True)
+        return
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    rows = []
+    if path.exists():
+        with open(path) as fh:
+            rows = list(csv.DictReader(fh))
+    rows.append({k: row[k] for k in row})
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)

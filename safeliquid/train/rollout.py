@@ -1,0 +1,109 @@
+"""Closed-loop rollouts of a controller (a policy or an expert) with the metrics and a trace for plots."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+
+from safeliquid.metrics import EpisodeMetrics, EpisodeRecorder
+
+
+class Controller(Protocol):
+    """``reset(env)`` at each episode start; ``__call__(obs, env) -> action``; ``report`` after each call:
+    ``intervention`` (float), ``slack`` (float, > 0 if the QP had to relax a row), ``failed`` (bool)."""
+
+    report: dict[str, Any]
+
+    def reset(self, env: gym.Env) -> None: ...
+
+    def __call__(self, obs: np.ndarray, env: gym.Env) -> np.ndarray: ...
+
+
+class PolicyController:
+    """Drive with a :class:`~safeliquid.policies.LiquidBarrierPolicy` (its state and constraints from the env)."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy, self.report = policy, {}
+
+    def reset(self, env: gym.Env) -> None:
+        self.policy.reset()
+
+    def __call__(self, obs: np.ndarray, env: gym.Env) -> np.ndarray:
+        u = self.policy.act(obs, env.unwrapped.safety_state(), env.unwrapped.constraints)
+        r = self.policy.last_report
+        self.report = {
+            "intervention": float(np.ravel(r["intervention"])[0]),
+            "slack": float(np.ravel(r["slack"])[0]),
+            "failed": bool(np.ravel(r["failed"])[0]),
+        }
+        return u
+
+
+class ExpertController:
+    """Drive with an environment expert (its filter's record as the report)."""
+
+    def __init__(self, expert: Any) -> None:
+        self.expert, self.report = expert, {}
+
+    def reset(self, env: gym.Env) -> None:
+        self.expert.reset(env)
+
+    def __call__(self, obs: np.ndarray, env: gym.Env) -> np.ndarray:
+        u = self.expert(env)
+        rec = self.expert.last_record
+        self.report = {
+            "intervention": float(rec.intervention[0]),
+            "slack": float(rec.slack.max()) if rec.slack.numel() else 0.0,
+            "failed": bool(rec.status[0] == 2),
+        }
+        return u
+
+
+@dataclass
+class Trace:
+    """Per-step arrays of one episode for plots: ``state (T+1, n)``, ``barrier (T+1, K)``,
+    ``intervention (T,)``, ``action (T, m)``; ``names`` of the barriers; ``frames`` if rendered."""
+
+    state: list[np.ndarray] = field(default_factory=list)
+    barrier: list[np.ndarray] = field(default_factory=list)
+    intervention: list[float] = field(default_factory=list)
+    action: list[np.ndarray] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    frames: list[np.ndarray] = field(default_factory=list)
+
+
+def run_episode(
+    env: gym.Env, controller: Controller, seed: int, trace: bool = False, render_every: int = 0
+) -> tuple[EpisodeMetrics, Trace | None]:
+    """One seeded episode to its end (termination or the time limit); the control step's compute time
+    (``controller(...)``) is timed per step. ``render_every > 0`` keeps every n-th frame in the trace."""
+    obs, _ = env.reset(seed=seed)
+    controller.reset(env)
+    base = env.unwrapped
+    rec, tr = EpisodeRecorder(), Trace(names=list(base.constraints.names)) if trace or render_every else None
+    if tr is not None:
+        tr.state.append(base.safety_state())
+        tr.barrier.append(base.barrier_values())
+        if render_every:
+            tr.frames.append(env.render())
+    done, k = False, 0
+    while not done:
+        t0 = time.perf_counter()
+        action = controller(obs, env)
+        compute = time.perf_counter() - t0
+        obs, reward, terminated, truncated, info = env.step(action)
+        r = controller.report
+        rec.step(reward, info, r.get("intervention", 0.0), r.get("slack", 0.0), r.get("failed", False), compute)
+        done, k = terminated or truncated, k + 1
+        if tr is not None:
+            tr.state.append(base.safety_state())
+            tr.barrier.append(base.barrier_values())
+            tr.intervention.append(r.get("intervention", 0.0))
+            tr.action.append(np.asarray(action))
+            if render_every and (k % render_every == 0 or done):
+                tr.frames.append(env.render())
+    return rec.finish(), tr

@@ -1,0 +1,268 @@
+"""Training end to end (tiny), gradients through the QP, resume, checkpoints, metrics and the CLI."""
+
+import json
+from dataclasses import replace
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import safeliquid.envs  # noqa: F401 - registers the environments
+import torch
+from safeliquid.policies import LiquidBarrierPolicy, scene_rows
+
+from safeliquid import cli, load_policy
+from safeliquid.checkpoint import CheckpointError, save_policy
+from safeliquid.metrics import EpisodeRecorder, aggregate, proportion_ci
+from safeliquid.train import data as data_mod
+from safeliquid.train import imitation
+from safeliquid.train.data import collect, make_batch
+
+NAV = "safeliquid/Navigate-v0"
+TINY = imitation.TrainConfig(
+    demos=4, dagger_rounds=1, dagger_episodes=2, updates=12, batch_episodes=4, eval_every=6, eval_episodes=1,
+    workers=0, lr=1e-2,
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def demos():
+    torch.set_num_threads(1)
+    return collect(NAV, [0, 1, 2], workers=0)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("run")
+    last = imitation.train(replace(TINY, out=str(out)))
+    return out, last
+
+
+def _policy(demos, safety="barrier", cell="ltc"):
+    env = gym.make(NAV)
+    cfg = imitation._policy_config(replace(TINY, safety=safety, cell=cell), env, demos)
+    env.close()
+    policy = LiquidBarrierPolicy(cfg)
+    obs = np.concatenate([e.obs for e in demos])
+    policy.set_normalization(obs.mean(0), obs.std(0))
+    return policy
+
+
+def test_demonstrations_carry_the_constraint_layer_inputs(demos):
+    e = demos[0]
+    assert e.success and e.cost == 0.0  # the expert drove
+    T, K = len(e.obs), len(e.names)
+    assert e.A.shape == (T, K, 2) and e.L.shape == (T, K, 3) and e.expert.shape == (T, 2)
+    assert (e.L[:, :, 0] > 0).all()  # h >= 0 along an expert episode
+
+
+def test_gradients_reach_the_gains_and_the_ltc_through_the_qp(demos):
+    policy = _policy(demos)
+    batch = make_batch(demos, policy.config.gain_groups)
+    u_ref, mult, _ = policy(batch["obs"])
+    B, T, m = u_ref.shape
+    u, _ = policy.project(u_ref.reshape(B * T, m), mult.reshape(B * T, *mult.shape[2:]), batch["rows"])
+    active = (u - u_ref.reshape(B * T, m)).norm(dim=-1) > 1e-6
+    loss = (u.reshape(B, T, m) - batch["expert"]).square().sum(-1)[batch["step_mask"]].mean()
+    mult.retain_grad()
+    loss.backward()
+    assert mult.grad is not None and float(mult.grad.abs().sum()) > 0, "no gradient reached the class-K gains"
+    cell_grads = [p.grad for p in policy.cell.parameters() if p.grad is not None]
+    assert cell_grads and sum(float(g.abs().sum()) for g in cell_grads) > 0
+    assert bool(active.any()), "the QP was never active, so the gain gradient test would be vacuous"
+
+
+def test_batch_one_fast_path_equals_the_batched_torch_path(demos):
+    policy = _policy(demos)
+    env = gym.make(NAV).unwrapped
+    obs, _ = env.reset(seed=3)
+    fast, slow = [], []
+    policy.reset()
+    for _ in range(15):
+        state = env.safety_state()
+        fast.append(policy.act(obs, state, env.constraints))
+        obs, *_ = env.step(fast[-1])
+    env.reset(seed=3)
+    policy.reset()
+    obs, _ = env.reset(seed=3)
+    for _ in range(15):
+        state = env.safety_state()
+        slow.append(policy.act(obs[None], state[None], env.constraints)[0])  # batched: the torch path
+        obs, *_ = env.step(slow[-1])
+    np.testing.assert_allclose(np.array(fast), np.array(slow), atol=2e-4)
+
+
+@pytest.mark.parametrize("cell", ["cfc", "lstm", "gru", "mlp", "ctrnn", "node"])
+def test_every_cell_composes_with_the_layer(demos, cell):
+    policy = _policy(demos, cell=cell)
+    loss, stats = imitation.loss_on(policy, make_batch(demos[:2], policy.config.gain_groups))
+    loss.backward()
+    assert np.isfinite(stats["loss"]) and "gain_mult_mean" in stats
+
+
+@pytest.mark.parametrize("safety", ["filter", "none"])
+def test_filter_and_none_modes(demos, safety):
+    policy = _policy(demos, safety=safety)
+    assert policy.n_gain == 0
+    env = gym.make(NAV).unwrapped
+    obs, _ = env.reset(seed=0)
+    policy.reset()
+    action = policy.act(obs, env.safety_state(), env.constraints)
+    assert action.shape == (2,) and np.all(np.abs(action) <= 5.0)
+
+
+def test_training_lowers_the_loss_and_its_checkpoint_reloads_to_identical_actions(trained, demos):
+    out, _ = trained
+    rows = (out / "progress.csv").read_text().splitlines()
+    assert len(rows) == 3 and "violating_steps" in rows[0] and "samples_per_s" in rows[0]
+    policy = load_policy(out / "best.pt")
+    fresh = _policy(demos)
+    batch = make_batch(demos, policy.config.gain_groups)
+    with torch.no_grad():
+        trained_loss, _ = imitation.loss_on(policy, batch)
+        initial_loss, _ = imitation.loss_on(fresh, batch)
+    assert float(trained_loss) < 0.7 * float(initial_loss)
+    again = load_policy(out / "best.pt")
+    env = gym.make(NAV).unwrapped
+    obs, _ = env.reset(seed=9)
+    for p in (policy, again):
+        p.reset()
+    for _ in range(10):
+        a, b = policy.act(obs, env.safety_state(), env.constraints), again.act(obs, env.safety_state(), env.constraints)
+        np.testing.assert_array_equal(a, b)
+        obs, *_ = env.step(a)
+    assert (out / "tb").is_dir() and any((out / "tb").iterdir())
+
+
+def test_resume_after_a_kill_gives_the_same_run(tmp_path, monkeypatch):
+    cfg = replace(TINY, dagger_rounds=0, updates=8, eval_every=4, out=str(tmp_path / "full"))
+    imitation.train(cfg)
+    full = load_policy(tmp_path / "full" / "last_policy.pt")
+
+    killed = replace(cfg, out=str(tmp_path / "killed"))
+    real = imitation.loss_on
+    calls = {"n": 0}
+
+    def dying(policy, batch):
+        calls["n"] += 1
+        if calls["n"] == 7:  # after the checkpoint at update 4
+            raise KeyboardInterrupt
+        return real(policy, batch)
+
+    monkeypatch.setattr(imitation, "loss_on", dying)
+    with pytest.raises(KeyboardInterrupt):
+        imitation.train(killed)
+    monkeypatch.setattr(imitation, "loss_on", real)
+    state = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)
+    assert state["update"] == 4
+    imitation.train(killed)  # resumes from update 4
+    resumed = load_policy(tmp_path / "killed" / "last_policy.pt")
+    for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    rows = (tmp_path / "killed" / "progress.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["4", "8"]
+    with pytest.raises(ValueError, match="different config"):
+        imitation.train(replace(killed, lr=0.5))
+
+
+def test_checkpoint_errors_name_the_file_and_the_problem(trained, tmp_path):
+    out, _ = trained
+    good = (out / "best.pt").read_bytes()
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_policy(tmp_path / "missing.pt")
+    (tmp_path / "cut.pt").write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match=r"cut\.pt could not be read .*corrupt, truncated"):
+        load_policy(tmp_path / "cut.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match=r"junk\.pt could not be read"):
+        load_policy(tmp_path / "junk.pt")
+    policy = load_policy(out / "best.pt")
+    obj = torch.load(out / "best.pt", weights_only=True)
+    obj["version"] = 99
+    torch.save(obj, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match="format version 99; this safeliquid reads version 1"):
+        load_policy(tmp_path / "future.pt")
+    with torch.no_grad():
+        next(policy.parameters()).fill_(float("nan"))
+    save_policy(policy, tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match="contains NaN"):
+        load_policy(tmp_path / "nan.pt")
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic saves leave no temporaries
+
+
+def test_metrics_on_hand_built_episodes():
+    rec = EpisodeRecorder()
+    rec.step(1.0, {"cost": 0.0, "barrier_min_h": 0.5}, intervention=0.0, compute_s=0.001)
+    rec.step(2.0, {"cost": 1.0, "barrier_min_h": -0.2}, intervention=2.0, slack=0.1, compute_s=0.003)
+    rec.step(0.5, {"cost": 0.0, "barrier_min_h": 0.1, "is_success": True}, intervention=1.0, solver_failed=True)
+    e = rec.finish()
+    assert (e.ep_ret, e.ep_len, e.ep_cost, e.violating_steps) == (3.5, 3, 1.0, 1)
+    assert e.deepest_violation == pytest.approx(-0.2) and e.min_barrier == pytest.approx(-0.2)
+    assert e.mean_intervention == pytest.approx(1.0) and e.max_intervention == 2.0
+    assert (e.slack_steps, e.solver_failures, e.success) == (1, 1, True)
+    clean = EpisodeRecorder()
+    for _ in range(5):
+        clean.step(0.0, {"cost": 0.0, "barrier_min_h": 1.0})
+    agg = aggregate([e, clean.finish()])
+    assert agg["success_rate"] == 0.5 and agg["failure_rate"] == 0.5
+    assert agg["cost_rate"] == pytest.approx(1 / 8) and agg["EpCost"] == 0.5
+    lo, hi = agg["success_rate_ci"]
+    assert 0 < lo < 0.5 < hi < 1
+    assert proportion_ci(0, 50)[0] == 0.0 and 0 < proportion_ci(0, 50)[1] < 0.1
+    with pytest.raises(KeyError, match="info must carry 'cost'"):
+        EpisodeRecorder().step(0.0, {})
+
+
+def test_cli_commands_on_tiny_settings(trained, tmp_path, capsys):
+    out, _ = trained
+    policy = str(out / "best.pt")
+    assert cli.main(["collect", "--episodes", "2", "--workers", "2", "--out", str(tmp_path / "d.pt")]) == 0
+    episodes, meta = data_mod.load_episodes(str(tmp_path / "d.pt"))
+    assert len(episodes) == 2 and meta["env_id"] == NAV
+    args = ["--episodes", "2", "--policy", policy]
+    assert cli.main(["eval", *args, "--json", str(tmp_path / "e.json"), "--markdown", str(tmp_path / "e.md")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())[0]["episodes"] == 2
+    assert cli.main(["eval", "--episodes", "1", "--expert", "--obs-noise", "0.05"]) == 0
+    assert cli.main(["rollout", "--policy", policy, "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "rollout.gif").stat().st_size > 0 and (tmp_path / "r" / "rollout.png").exists()
+    assert cli.main(["demo", *args, "--out", str(tmp_path / "demo")]) == 0
+    table = (tmp_path / "demo" / "metrics.md").read_text()
+    assert "LTC + BarrierNet" in table and "barrier layer off" in table
+    assert cli.main(["bench", "--policy", policy, "--steps", "40"]) == 0
+    train_out = tmp_path / "t"
+    assert cli.main(["train", "--demos", "2", "--dagger-rounds", "0", "--updates", "2", "--eval-every", "2",
+                     "--eval-episodes", "1", "--workers", "0", "--out", str(train_out)]) == 0  # fmt: skip
+    assert (train_out / "best.pt").exists()
+    printed = capsys.readouterr().out
+    assert "success rate" in printed and "control step median" in printed
+
+
+def test_cli_bad_input_is_named(trained, capsys):
+    out, _ = trained
+    with pytest.raises(SystemExit):
+        cli.main(["eval", "--env", "safeliquid/Nope-v0"])
+    assert "unknown environment id 'safeliquid/Nope-v0'; known: safeliquid/Navigate-v0" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match=r"trained on safeliquid/Navigate-v0 \(observation \(20,\), action \(2,\)\)"):
+        cli.main(["eval", "--env", "safeliquid/CartPoleRail-v0", "--policy", str(out / "best.pt"), "--episodes", "1"])
+    assert cli.main(["eval", "--policy", str(out / "nope.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_scene_rows_match_the_layer_rows():
+    env = gym.make(NAV).unwrapped
+    env.reset(seed=4)
+    x = torch.tensor(env.safety_state()).unsqueeze(0)
+    rows = scene_rows(env.constraints, x, ["obstacle"])
+    G, b, _ = env.constraints.rows(x)  # default gains
+    from safeliquid.safety.constraints import rhs
+
+    torch.testing.assert_close(-rows["A"], G)
+    torch.testing.assert_close(rhs(rows["L"], rows["degree"], rows["default"]), b)
