@@ -7,8 +7,9 @@ client for ``M`` (``calculateMassMatrix``) and ``c`` (``calculateInverseDynamics
 at zero acceleration); the barriers place control points with pytorch_kinematics
 reading the same URDF, so they are differentiable in torch.
 
-Constraints (state ``[q (7), q_dot (7)]``): five control points along the arm
-(upper arm, elbow, forearm, wrist, end effector) keep ``|p - c| >= r + link_radius + margin`` from the sphere;
+Constraints (state ``[q (7), q_dot (7)]``): six control points along the arm
+(upper arm, elbow, forearm, mid-forearm, wrist, end effector) keep
+``|p - c| >= r + link_radius + margin`` from the sphere;
 every joint stays inside its URDF limits (less ``joint_margin``); torques stay
 within the iiwa 14 R820 ratings (176, 176, 110, 110, 110, 40, 40 N m), which are
 stricter than the URDF's placeholder 300 N m.
@@ -35,12 +36,14 @@ from safeliquid.safety import ConstraintSet, Manipulator, sphere_obstacle, state
 URDF = "kuka_iiwa/model.urdf"
 TORQUE_LIMITS = np.array([176.0, 176.0, 110.0, 110.0, 110.0, 40.0, 40.0])
 # Control points: (link index, offset in the link frame). Link i is moved by joint i (0-based).
-# Spaced ~0.2 m along the arm, so that with ``link_radius`` 0.08 and ``margin`` 0.03 the sphere
-# cannot reach a link between two points (>= 0.05 m radius) without first breaking a barrier.
+# Spaced <= 0.2 m along the arm (0.11 m along the forearm, whose housing is widest), so that with
+# ``link_radius`` 0.09 and ``margin`` 0.03 the sphere cannot touch a link between two points without
+# first breaking a barrier (checked on 200 expert episodes: no contact without a barrier violation).
 CONTROL_POINTS = {
     "upper_arm": (2, (0.0, 0.0, 0.0)),
     "elbow": (3, (0.0, 0.0, 0.0)),
     "forearm": (4, (0.0, 0.0, 0.0)),
+    "forearm_mid": (4, (0.0, 0.0, 0.1077)),  # halfway to the wrist: link 5's housing is the bulkiest
     "wrist": (5, (0.0, 0.0, 0.0)),
     "ee": (6, (0.0, 0.0, 0.1)),
 }
@@ -166,7 +169,7 @@ class ArmReachEnv(SafeBulletEnv):
     def __init__(
         self,
         render_mode: str | None = None,
-        link_radius: float = 0.08,
+        link_radius: float = 0.09,
         margin: float = 0.03,
         joint_margin: float = 0.05,
         **options: float,
@@ -251,7 +254,11 @@ class ArmReachEnv(SafeBulletEnv):
             lo, hi = self.q_low[j] + self.joint_margin, self.q_high[j] - self.joint_margin
             barriers += state_box(f"joint{j + 1}", j, lo, hi, gains=self.joint_gains)
         samples = torch.as_tensor(np.concatenate([q_start, np.zeros(7)])[None] + rng.normal(0, 0.1, (4, 14)))
-        self.constraints = ConstraintSet(self.model, barriers, samples, -self.action_bound, self.action_bound)
+        # The model predicts a period to ~1e-3 rad (RK4 against PyBullet's 200 Hz semi-implicit Euler);
+        # 2e-4 m^2 of the sphere barriers is ~0.5 mm of clearance, enough to cover it.
+        self.constraints = ConstraintSet(
+            self.model, barriers, samples, -self.action_bound, self.action_bound, sample_margin=2e-4
+        )
 
     def safety_state(self) -> np.ndarray:
         """``[q (7), q_dot (7)]``: the state of :attr:`model` and :attr:`constraints`."""

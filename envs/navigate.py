@@ -131,8 +131,18 @@ class NavigateEnv(SafeBulletEnv):
             for b in cylinder_obstacle(f"obstacle{i}", position([0, 1]), [cx, cy], r + self.robot_radius, self.margin)
         ]
         samples = torch.as_tensor(rng.uniform(-4, 4, (16, 4)), dtype=torch.float64)
+        # PyBullet's semi-implicit Euler over N substeps moves the disc a dt^2 / (2N) further than the
+        # model's exact zero-order hold; at the largest barrier radius that is this much of h.
+        shift = np.linalg.norm(self.action_bound) / self.mass * self.dt**2 / (2 * self.physics_substeps)
+        reach = 0.5 + self.robot_radius + self.margin
         self.constraints = ConstraintSet(
-            self.model, barriers, samples, -self.action_bound, self.action_bound, fast_terms=self._terms
+            self.model,
+            barriers,
+            samples,
+            -self.action_bound,
+            self.action_bound,
+            fast_terms=self._terms,
+            sample_margin=2 * reach * shift + shift**2,
         )
 
     def _terms(self, x: Any) -> tuple[Any, Any]:

@@ -174,7 +174,6 @@ def test_barriers_agree_with_pybullet_closest_points_arm():
     """Each control point's distance to the sphere, from PyBullet's closest-point query of a tiny probe
     sphere placed at the point, against the barrier in numpy and in torch (pytorch_kinematics)."""
     env = make(ARM)
-    probe = env.sim.call(p.createCollisionShape, p.GEOM_SPHERE, radius=1e-3)
     for seed in range(3):
         env.reset(seed=seed)
         probe = env.sim.call(p.createCollisionShape, p.GEOM_SPHERE, radius=1e-3)
@@ -194,8 +193,9 @@ def test_barriers_agree_with_pybullet_closest_points_arm():
             )
             d_pb = hit[8] + 1e-3  # from the sphere's surface to the probe's centre
             assert abs(d_pb - (np.sqrt(h[k] + reach**2) - env.obstacle[3])) < 1e-5
-        q = env.safety_state()[:7]
-        np.testing.assert_allclose(h[5::2], q - env.q_low - env.joint_margin)
+        q, points = env.safety_state()[:7], len(env._points_now())
+        np.testing.assert_allclose(h[points::2], q - env.q_low - env.joint_margin)
+        np.testing.assert_allclose(h[points + 1 :: 2], env.q_high - env.joint_margin - q)
 
 
 def _drive_at_nearest_obstacle(env, steps=120):
@@ -245,3 +245,23 @@ def test_experts_succeed_without_violations(env_id, seeds):
             done = term or trunc
         assert info["is_success"] and cost == 0.0, (env_id, seed)
     env.close()
+
+
+def test_navigate_expert_replans_from_where_the_learner_drove():
+    """In DAgger the learner drives; the expert's labels must lead to the goal from there, not back to its
+    old path (which may lie behind an obstacle)."""
+    env = make(NAV)
+    expert = make_expert(NAV)
+    env.reset(seed=4)
+    expert.reset(env)
+    rng = np.random.default_rng(0)
+    while True:  # a free spot well off the planned path
+        spot = rng.uniform(-3, 3, 2)
+        gap = np.linalg.norm(env.obstacles[:, :2] - spot, axis=1) - env.obstacles[:, 2]
+        if gap.min() > 0.6 and np.linalg.norm(expert.path - spot, axis=1).min() > 1.0:
+            break
+    for j in (0, 1):
+        env.sim.call(p.resetJointState, env._robot, j, float(spot[j]), 0.0)
+    expert(env)
+    assert np.linalg.norm(expert.path[0] - spot) < 0.1
+    np.testing.assert_allclose(expert.path[-1], env.goal)

@@ -13,7 +13,7 @@ from safeliquid.safety import Barrier, ConstraintSet, DoubleIntegrator, SafetyFi
 F64 = torch.float64
 
 
-def rollout(model_name, adversarial, dt, gains, sampled_data, episodes=1000, steps=60, seed=0):
+def rollout(model_name, adversarial, dt, gains, sampled_data, episodes=1000, steps=60, seed=0, margin=None):
     """Returns (lowest barrier value over every sample, steps the QP reported infeasible)."""
     g = torch.Generator().manual_seed(seed)
     if model_name == "double_integrator":
@@ -31,7 +31,7 @@ def rollout(model_name, adversarial, dt, gains, sampled_data, episodes=1000, ste
     x = torch.cat([p0, rest], 1)
     obstacle = Barrier("obstacle", lambda s: (s[:, :2] - c).square().sum(1) - radius**2, gains=list(gains))
     cs = ConstraintSet(model, [obstacle], x, u_min=-umax, u_max=umax)
-    filt = SafetyFilter(cs, dt=dt if sampled_data else None)
+    filt = SafetyFilter(cs, dt=dt if sampled_data else None, margin=margin)
     lowest, infeasible = float("inf"), 0
     for _ in range(steps):
         to_obstacle = c - x[:, :2]
@@ -44,6 +44,7 @@ def rollout(model_name, adversarial, dt, gains, sampled_data, episodes=1000, ste
             err = torch.atan2(torch.sin(err), torch.cos(err))
             u_raw = torch.stack([umax[0].expand(episodes), (4 * err).clamp(-umax[1], umax[1])], 1)
         u, record = filt.filter(x, u_raw)
+        assert bool((u.abs() <= umax + 1e-9).all()), "the filter left the input bounds"
         infeasible += int((record.status != 0).sum())
         for _ in range(4):  # the plant: finer integration than the filter's one-step prediction
             x = model.step(x, u, dt / 4)
@@ -68,3 +69,12 @@ def test_the_sampled_data_correction_is_what_keeps_samples_safe(model_name):
     assert continuous < -1e-6  # the problem is real
     assert infeasible == 0
     assert sampled >= 0.0, sampled
+
+
+@pytest.mark.parametrize("model_name", ["double_integrator", "unicycle"])
+def test_a_margin_keeps_every_sample_that_far_above_the_boundary(model_name):
+    """``margin``: room for a plant that differs from the model; samples then stay >= margin."""
+    margin = 0.02
+    lowest, infeasible = rollout(model_name, True, dt=0.1, gains=(1.0, 1.0), sampled_data=True, margin=margin)
+    assert infeasible == 0
+    assert lowest >= margin - 1e-6, lowest

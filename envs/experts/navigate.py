@@ -51,22 +51,42 @@ def plan(start: np.ndarray, goal: np.ndarray, obstacles: np.ndarray, inflate: fl
 
 
 class NavigateExpert(FilteredExpert):
-    """Plan once per episode (obstacles grown by the robot radius, margin and ``clearance``),
-    then ``u = k_p (w - p) - k_d v`` towards the path point ``lookahead`` metres ahead."""
+    """Plan (obstacles grown by the robot radius, margin and ``clearance``), then
+    ``u = k_p (w - p) - k_d v`` towards the path point ``lookahead`` metres ahead.
 
-    def __init__(self, clearance: float = 0.15, lookahead: float = 0.6, kp: float = 6.0, kd: float = 4.0) -> None:
+    The plan is redone from the current position whenever the robot is more than
+    ``replan`` metres off it, which happens when someone else drives (DAgger): the
+    labels then lead to the goal from where the learner is, not back to the old path.
+    """
+
+    def __init__(
+        self,
+        clearance: float = 0.15,
+        lookahead: float = 0.6,
+        kp: float = 6.0,
+        kd: float = 4.0,
+        replan: float = 0.25,
+    ) -> None:
         super().__init__()
-        self.clearance, self.lookahead, self.kp, self.kd = clearance, lookahead, kp, kd
+        self.clearance, self.lookahead, self.kp, self.kd, self.replan = clearance, lookahead, kp, kd, replan
         self.path = np.zeros((1, 2))
 
     def reset(self, env: NavigateEnv) -> None:
         super().reset(env)
-        env = env.unwrapped
-        start = env.safety_state()[:2]
-        self.path = plan(start, env.goal, env.obstacles, env.robot_radius + env.margin + self.clearance)
+        self._plan(env.unwrapped, env.unwrapped.safety_state()[:2])
+
+    def _plan(self, env: NavigateEnv, start: np.ndarray) -> None:
+        # Grow the obstacles by less than the full clearance if the robot is already closer, so that
+        # the start is not walled in (the barrier itself still keeps robot radius + margin).
+        gap = float(np.min(np.linalg.norm(env.obstacles[:, :2] - start, axis=1) - env.obstacles[:, 2]))
+        floor = env.robot_radius + env.margin
+        inflate = max(floor, min(floor + self.clearance, gap - 0.05))
+        self.path = plan(start, env.goal, env.obstacles, inflate)
 
     def reference(self, env: NavigateEnv, state: np.ndarray) -> np.ndarray:
         p, v = state[:2], state[2:]
+        if np.min(np.linalg.norm(self.path - p, axis=1)) > self.replan:
+            self._plan(env.unwrapped, p)
         nearest = int(np.argmin(np.linalg.norm(self.path - p, axis=1)))
         ahead = self.path[nearest:]
         along = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(ahead, axis=0), axis=1))])

@@ -25,6 +25,11 @@ class ConstraintSet:
     for :meth:`terms` (autograd costs milliseconds per control step on small
     models). It is checked against the autograd result on ``samples`` here and
     rejected, naming the first disagreeing constraint, if they differ.
+
+    ``sample_margin`` (barrier units, >= 0): how far the model's one-period prediction
+    of a barrier may be from the plant's (an environment sets it from its integrator);
+    sampled-data corrections (:class:`SafetyFilter`, the policies' run-time layer)
+    demand this much more than ``h(x+) >= 0`` at the next sample.
     """
 
     def __init__(
@@ -35,8 +40,12 @@ class ConstraintSet:
         u_min: Tensor | Sequence[float] | None = None,
         u_max: Tensor | Sequence[float] | None = None,
         fast_terms: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
+        sample_margin: float = 0.0,
     ) -> None:
         check_tensor("samples", samples, ("B", model.state_dim))
+        if not (np.isfinite(sample_margin) and sample_margin >= 0):
+            raise ValueError(f"sample_margin must be a finite number >= 0 (barrier units), got {sample_margin}")
+        self.sample_margin = float(sample_margin)
         model.check(samples)
         names = [b.name for b in barriers]
         if len(set(names)) != len(names):
@@ -131,6 +140,13 @@ class ConstraintSet:
                 pass
         t = self.terms(torch.as_tensor(x, dtype=torch.float64))
         return t.A.numpy(), t.L.numpy()
+
+    def values_numpy(self, x: np.ndarray) -> np.ndarray:
+        """Barrier values ``(B, K)`` at a numpy state ``(B, n)`` (from the fast terms when they take numpy)."""
+        if self.fast_terms is not None:
+            return self.terms_numpy(x)[1][..., 0]
+        with torch.no_grad():
+            return self.values(torch.as_tensor(x, dtype=torch.float64)).numpy()
 
     def terms(self, x: Tensor) -> HocbfTerms:
         """The gain-free pieces of every HOCBF row at ``x (B, n)``, for barriers with linear class-K functions.

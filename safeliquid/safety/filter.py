@@ -51,7 +51,9 @@ def _solve(
     dt: float | None = None,
     gamma: float = 1.0,
     tries: int = 6,
+    margin: float = 0.0,
 ) -> tuple[Tensor, FilterRecord]:
+    """The filter's QP for ``x (B, n)``, ``u_ref (B, m)``; ``margin``: see :class:`SafetyFilter`."""
     G, b, hx = constraints.rows(x, gains)
     sol = _qp(constraints, G, b, u_ref, h_diag)
     if dt is not None:
@@ -63,17 +65,17 @@ def _solve(
         model = constraints.model
         degree = torch.tensor([bar.relative_degree or 1 for bar in constraints.barriers], dtype=b.dtype)
         per_margin = dt**degree / torch.exp(torch.lgamma(degree + 1))  # dt^r / r!
-        margin = torch.zeros_like(b)
+        tighten = torch.zeros_like(b)
         for _ in range(tries):
             with torch.no_grad():
                 h_next = constraints.values(model.step(x, sol.u.detach(), dt))
                 # A hair above the bound, so that rounding at h = 0 cannot land on the unsafe side.
-                target = (1.0 - gamma) * hx.clamp_min(0.0) + _ROUNDING[b.dtype] * (1.0 + hx.abs())
+                target = (1.0 - gamma) * hx.clamp_min(0.0) + _ROUNDING[b.dtype] * (1.0 + hx.abs()) + margin
                 deficit = (target - h_next).clamp_min(0.0)
             if not bool((deficit > 0).any()):
                 break
-            margin = margin + 1.5 * deficit / per_margin
-            sol = _qp(constraints, G, b - margin, u_ref, h_diag)
+            tighten = tighten + 1.5 * deficit / per_margin
+            sol = _qp(constraints, G, b - tighten, u_ref, h_diag)
     tight = sol.lam.detach() > 1e-9 if sol.lam is not None else torch.zeros_like(b, dtype=torch.bool)
     record = FilterRecord(
         barrier=hx,
@@ -109,13 +111,26 @@ class SafetyFilter:
     sample; the filter predicts it with the model and tightens the rows until the
     discrete-time condition ``h(x+) >= (1 - gamma) h(x)`` holds (see ``_solve``).
     ``None`` enforces the continuous-time condition only.
+
+    ``margin``: robustness to model error, in barrier units: the predicted barrier at
+    the next sample must reach ``margin`` above the discrete-time bound, so that a
+    simulator (or robot) that differs from the model by less than ``margin`` per
+    step still keeps ``h >= 0``. Needs ``dt``; ``None`` takes the constraint set's
+    ``sample_margin`` when ``dt`` is given (else 0).
     """
 
-    def __init__(self, constraints: ConstraintSet, dt: float | None = None, gamma: float = 1.0) -> None:
+    def __init__(
+        self, constraints: ConstraintSet, dt: float | None = None, gamma: float = 1.0, margin: float | None = None
+    ) -> None:
+        if margin is None:
+            margin = constraints.sample_margin if dt is not None else 0.0
         if dt is not None and not dt > 0:
             raise ValueError(f"dt must be positive, got {dt}")
         if not 0 < gamma <= 1:
             raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+        if not margin >= 0 or (margin > 0 and dt is None):
+            raise ValueError(f"margin must be >= 0 and needs dt, got margin={margin}, dt={dt}")
+        self.margin = margin
         self.constraints = constraints
         self.model = constraints.model
         self.dt, self.gamma = dt, gamma
@@ -124,7 +139,7 @@ class SafetyFilter:
         check_tensor("x", x, ("B", self.model.state_dim))
         check_tensor("u_raw", u_raw, (x.shape[0], self.model.control_dim))
         with torch.no_grad():
-            u, record = _solve(self.constraints, x, u_raw, None, None, self.dt, self.gamma)
+            u, record = _solve(self.constraints, x, u_raw, None, None, self.dt, self.gamma, margin=self.margin)
         return u.detach(), record
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -44,6 +45,14 @@ class ControlAffine:
         k3 = self.xdot(x + 0.5 * dt * k2, u)
         k4 = self.xdot(x + dt * k3, u)
         return x + dt / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+    def step_numpy(self, x: np.ndarray, u: np.ndarray, dt: float) -> np.ndarray:
+        """:meth:`step` on numpy arrays ``(B, n), (B, m) -> (B, n)`` (float64); models with a closed
+        form override it for the batch-1 control loop."""
+        with torch.no_grad():
+            return self.step(
+                torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(u, dtype=torch.float64), dt
+            ).numpy()
 
     def check(self, x: Tensor) -> None:
         """Validate the model on sample states ``x (B, n)``: shapes and finiteness of ``f`` and ``g``."""
@@ -88,6 +97,11 @@ class DoubleIntegrator(ControlAffine):
         g = x.new_zeros(x.shape[0], 2 * d, d)
         g[:, d:, :] = torch.eye(d, dtype=x.dtype, device=x.device) / self.mass
         return g
+
+    def step_numpy(self, x: np.ndarray, u: np.ndarray, dt: float) -> np.ndarray:
+        """Exact zero-order-hold step: ``p + v dt + a dt^2 / 2``, ``v + a dt`` with ``a = u / mass``."""
+        d, a = self.dim, u / self.mass
+        return np.concatenate([x[:, :d] + x[:, d:] * dt + 0.5 * a * dt * dt, x[:, d:] + a * dt], 1)
 
 
 class Unicycle(ControlAffine):
