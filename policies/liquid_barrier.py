@@ -18,6 +18,7 @@ sampled-data correction filters its action), ``none``.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -33,6 +34,8 @@ from safeliquid.safety.constraints import rhs
 
 SAFETY_MODES = ("barrier", "filter", "none")
 PAD_RHS = 1.0  # right-hand side of padding rows: 0 u <= 1 is never active
+SAMPLED_DATA_TRIES = 6  # re-solves of the run-time sampled-data correction (as SafetyFilter)
+_ROUNDING = 1e-10  # aim a hair above h = 0, so that rounding cannot land on the unsafe side
 
 
 def gain_group(name: str) -> str:
@@ -151,11 +154,21 @@ class LiquidBarrierPolicy(nn.Module):
         return u_ref, mult, h
 
     # -- the constraint layer -----------------------------------------------------------------
-    def project(self, u_ref: Tensor, mult: Tensor | None, rows: dict[str, Tensor], with_status: bool = False) -> Any:
+    def project(
+        self,
+        u_ref: Tensor,
+        mult: Tensor | None,
+        rows: dict[str, Tensor],
+        with_status: bool = False,
+        backend: str = "native",
+        tighten: Tensor | None = None,
+    ) -> Any:
         """The CBF-QP on flattened samples: ``u_ref (N, m)``, ``mult (N, groups, R)``, ``rows`` from
         :func:`scene_rows` (``A (N, K, m)``, ``L (N, K, R+1)``, ``degree``/``group`` ``(N, K)``,
         ``default (N, K, R)``, ``mask (N, K)``) -> ``(u (N, m), slack (N, K))`` (and the QP status
-        ``(N,)`` if ``with_status``). Differentiable in ``u_ref`` and ``mult``."""
+        ``(N,)`` if ``with_status``). Differentiable in ``u_ref`` and ``mult``. ``backend``: see
+        :func:`safeliquid.qp.solve_qp` (``qpth`` for comparisons). ``tighten (N, K)``: subtracted from the
+        rows' right-hand sides (the run-time sampled-data correction)."""
         A, L, mask = rows["A"], rows["L"], rows["mask"]
         if A.shape[1] == 0:
             u = torch.maximum(torch.minimum(u_ref, self.bound), -self.bound)
@@ -168,13 +181,15 @@ class LiquidBarrierPolicy(nn.Module):
             learned = (rows["group"] >= 0).unsqueeze(-1)
             gains = torch.where(learned, gains * per_barrier, gains)
         b = rhs(L, rows["degree"], gains)
+        if tighten is not None:
+            b = b - tighten
         b = torch.where(mask, b, torch.full_like(b, PAD_RHS))
         G = -A * mask.unsqueeze(-1)
         n, m = u_ref.shape
         dtype = torch.float64
         Q = torch.eye(m, dtype=dtype).expand(n, m, m)
         bound = self.bound.to(dtype)
-        sol = solve_qp(Q, -u_ref.to(dtype), G.to(dtype), b.to(dtype), -bound, bound)
+        sol = solve_qp(Q, -u_ref.to(dtype), G.to(dtype), b.to(dtype), -bound, bound, backend=backend)
         out = (sol.u.to(u_ref.dtype), sol.slack)
         return (*out, sol.status) if with_status else out
 
@@ -227,7 +242,7 @@ class LiquidBarrierPolicy(nn.Module):
                 slack, failed = record.slack, record.status == 2
             else:
                 rows = scene_rows(constraints, x, self.config.gain_groups)
-                u, slack, status = self.project(u_ref, mult, rows, with_status=True)
+                u, slack, status = self._project_sampled(u_ref, mult, rows, x, constraints)
                 failed = status == 2
         u_ref_np, out = u_ref.numpy(), u.float().numpy()
         self.last_report = {
@@ -237,6 +252,28 @@ class LiquidBarrierPolicy(nn.Module):
             "failed": failed.numpy(),
         }
         return out[0] if single else out
+
+    def _project_sampled(
+        self, u_ref: Tensor, mult: Tensor | None, rows: dict[str, Tensor], x: Tensor, constraints: ConstraintSet
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`project` at run time, with the sampled-data correction of :class:`SafetyFilter`: rows whose
+        model-predicted barrier at the next sample falls below ``constraints.sample_margin`` are tightened
+        and the QP re-solved (the learned gains shape the rows; this keeps ``h >= 0`` between samples)."""
+        u, slack, status = self.project(u_ref, mult, rows, with_status=True)
+        if not rows["A"].shape[1]:
+            return u, slack, status
+        degree = rows["degree"].to(torch.float64)
+        per = self.config.dt**degree / torch.exp(torch.lgamma(degree + 1))
+        target = _ROUNDING * (1.0 + rows["L"][..., 0].abs()) + constraints.sample_margin
+        tighten = torch.zeros_like(target)
+        for _ in range(SAMPLED_DATA_TRIES):
+            h_next = constraints.values(constraints.model.step(x, u.double(), self.config.dt))
+            deficit = (target - h_next).clamp_min(0.0)
+            if not bool((deficit > 0).any()):
+                break
+            tighten = tighten + 1.5 * deficit / per
+            u, slack, status = self.project(u_ref, mult, rows, with_status=True, tighten=tighten)
+        return u, slack, status
 
     # -- the batch-1 control loop ---------------------------------------------------------------
     def _numpy_weights(self) -> dict[str, np.ndarray]:
@@ -294,11 +331,27 @@ class LiquidBarrierPolicy(nn.Module):
             b = _rhs_np(L, degree, gains)
         else:
             b = np.zeros(0)
-        lam = np.zeros((1, k + 2 * m))
-        u, slack, status, *_ = _kernel.solve_batch(
-            np.eye(m)[None], -u_ref[None], -A[None, :, :].reshape(1, k, m), b[None], -w["bound"][None],
-            w["bound"][None], 1e4, 1e-10, 1e-12, 50, lam,
-        )  # fmt: skip
+
+        def solve(rhs_b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            lam = np.zeros((1, k + 2 * m))
+            u, slack, status, *_ = _kernel.solve_batch(
+                np.eye(m)[None], -u_ref[None], -A[None, :, :].reshape(1, k, m), rhs_b[None], -w["bound"][None],
+                w["bound"][None], 1e4, 1e-10, 1e-12, 50, lam,
+            )  # fmt: skip
+            return u, slack, status
+
+        u, slack, status = solve(b)
+        if k:  # the sampled-data correction of SafetyFilter, on the learned rows
+            per = self.config.dt**degree / np.array([math.factorial(int(r)) for r in degree])
+            target = _ROUNDING * (1.0 + np.abs(L[:, 0])) + constraints.sample_margin
+            tighten = np.zeros(k)
+            for _ in range(SAMPLED_DATA_TRIES):
+                x_next = constraints.model.step_numpy(state.reshape(1, -1), u, self.config.dt)
+                deficit = np.maximum(target - constraints.values_numpy(x_next)[0], 0.0)
+                if not (deficit > 0).any():
+                    break
+                tighten += 1.5 * deficit / per
+                u, slack, status = solve(b - tighten)
         out = u[0].astype(np.float32)
         self.last_report = {
             "u_ref": u_ref.astype(np.float32),

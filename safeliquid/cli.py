@@ -276,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "eval_episodes", "workers"):  # fmt: skip
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name), help=name.replace("_", " "))
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    p.add_argument("--lr-final", type=float, default=d.lr_final, help="final learning rate / --lr (cosine decay)")
     p.add_argument("--dagger-beta", type=float, default=d.dagger_beta, help="P(expert drives) in DAgger rounds")
     p.add_argument("--out", default=d.out, help="run folder (resumed if it holds last.pt)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing last.pt in --out")

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+SLACK_TOL = 1e-6  # a row counts as relaxed (slack step) above this; the QP's own tolerance is ~1e-10
+
 
 @dataclass
 class EpisodeMetrics:
@@ -70,7 +72,7 @@ class EpisodeRecorder:
         self.costs.append(float(info["cost"]))
         self.barriers.append(float(info["barrier_min_h"]))
         self.interventions.append(float(intervention))
-        self.slack.append(slack > 0)
+        self.slack.append(slack > SLACK_TOL)
         self.failures.append(bool(solver_failed))
         self.step_s.append(float(compute_s))
         self.success = bool(info.get("is_success", False))
@@ -107,13 +109,13 @@ def proportion_ci(successes: int, n: int, z: float = 1.96) -> tuple[float, float
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def mean_ci(values: np.ndarray, z: float = 1.96) -> tuple[float, float]:
-    """Normal-approximation interval of a mean."""
+def mean_ci(values: np.ndarray, z: float = 1.96, lo: float = -math.inf, hi: float = math.inf) -> tuple[float, float]:
+    """Normal-approximation interval of a mean, clipped to the values' range ``[lo, hi]``."""
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
         return (float(values.mean()), float(values.mean())) if len(values) else (math.nan, math.nan)
     half = z * values.std(ddof=1) / math.sqrt(len(values))
-    return (float(values.mean() - half), float(values.mean() + half))
+    return (max(lo, float(values.mean() - half)), min(hi, float(values.mean() + half)))
 
 
 def aggregate(episodes: list[EpisodeMetrics]) -> dict[str, float | int | tuple[float, float]]:
@@ -134,7 +136,7 @@ def aggregate(episodes: list[EpisodeMetrics]) -> dict[str, float | int | tuple[f
         "failure_rate": failed / n,
         "failure_rate_ci": proportion_ci(failed, n),
         "cost_rate": float(costs.sum() / steps),
-        "cost_rate_ci": mean_ci(per_step_cost),
+        "cost_rate_ci": mean_ci(per_step_cost, lo=0.0, hi=1.0),
         "EpRet": float(np.mean([e.ep_ret for e in episodes])),
         "EpCost": float(costs.mean()),
         "EpLen": float(np.mean([e.ep_len for e in episodes])),

@@ -1,5 +1,6 @@
 """Training end to end (tiny), gradients through the QP, resume, checkpoints, metrics and the CLI."""
 
+import itertools
 import json
 from dataclasses import replace
 
@@ -98,6 +99,65 @@ def test_batch_one_fast_path_equals_the_batched_torch_path(demos):
         slow.append(policy.act(obs[None], state[None], env.constraints)[0])  # batched: the torch path
         obs, *_ = env.step(slow[-1])
     np.testing.assert_allclose(np.array(fast), np.array(slow), atol=2e-4)
+
+
+def _approaching_states(env, count=40, seed=0):
+    """States just outside an obstacle's barrier, moving at it at up to 1.5 m/s."""
+    rng = np.random.default_rng(seed)
+    states = []
+    for _ in range(count):
+        cx, cy, r = env.obstacles[rng.integers(len(env.obstacles))]
+        reach = r + env.robot_radius + env.margin
+        angle = rng.uniform(0, 2 * np.pi)
+        direction = np.array([np.cos(angle), np.sin(angle)])
+        pos = np.array([cx, cy]) + (reach + rng.uniform(0.01, 0.3)) * direction
+        states.append(np.concatenate([pos, -rng.uniform(0.3, 1.5) * direction]))
+    return states
+
+
+@pytest.mark.parametrize("tries", [None, 0], ids=["corrected", "continuous-only"])
+def test_run_time_layer_keeps_the_next_sample_above_the_margin(demos, monkeypatch, tries):
+    """At run time the barrier layer adds SafetyFilter's sampled-data correction: the model's prediction of
+    every barrier at the next sample stays >= the constraint set's sample margin. Without it (0 tries) the
+    continuous condition alone lets some of these samples fall below: the check is not vacuous."""
+    from safeliquid.policies import liquid_barrier
+
+    if tries is not None:
+        monkeypatch.setattr(liquid_barrier, "SAMPLED_DATA_TRIES", tries)
+    policy = _policy(demos)
+    env = gym.make(NAV).unwrapped
+    obs, _ = env.reset(seed=5)
+    cons, dt = env.constraints, env.dt
+    assert cons.sample_margin > 0
+    lowest_fast, lowest_torch, feasible = np.inf, np.inf, 0
+    for state in _approaching_states(env):
+        policy.reset()
+        u = policy.act(obs, state, cons)
+        if float(policy.last_report["slack"][0]) > 1e-6:
+            continue  # too fast to stop within the force limit: no action can keep the bound
+        feasible += 1
+        policy.reset()
+        u_torch = policy.act(obs[None], state[None], cons)[0]
+        np.testing.assert_allclose(u, u_torch, atol=2e-4)
+        for action, name in ((u, "fast"), (u_torch, "torch")):
+            h_next = cons.values_numpy(cons.model.step_numpy(state[None], action[None].astype(np.float64), dt))
+            if name == "fast":
+                lowest_fast = min(lowest_fast, float(h_next.min()))
+            else:
+                lowest_torch = min(lowest_torch, float(h_next.min()))
+    assert feasible >= 20
+    if tries is None:
+        assert lowest_fast >= cons.sample_margin - 1e-6 and lowest_torch >= cons.sample_margin - 1e-5
+    else:
+        assert lowest_fast < cons.sample_margin
+
+
+def test_learning_rate_decays_from_lr_to_lr_times_lr_final():
+    cfg = replace(TINY, lr=1e-2, lr_final=0.1, updates=100)
+    rates = [imitation.learning_rate(cfg, k) for k in range(101)]
+    assert rates[0] == pytest.approx(1e-2) and rates[-1] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in itertools.pairwise(rates))
+    assert all(isinstance(r, float) for r in rates)  # numpy scalars would break weights_only checkpoint loads
 
 
 @pytest.mark.parametrize("cell", ["cfc", "lstm", "gru", "mlp", "ctrnn", "node"])
@@ -202,7 +262,9 @@ def test_metrics_on_hand_built_episodes():
     rec = EpisodeRecorder()
     rec.step(1.0, {"cost": 0.0, "barrier_min_h": 0.5}, intervention=0.0, compute_s=0.001)
     rec.step(2.0, {"cost": 1.0, "barrier_min_h": -0.2}, intervention=2.0, slack=0.1, compute_s=0.003)
-    rec.step(0.5, {"cost": 0.0, "barrier_min_h": 0.1, "is_success": True}, intervention=1.0, solver_failed=True)
+    rec.step(
+        0.5, {"cost": 0.0, "barrier_min_h": 0.1, "is_success": True}, intervention=1.0, solver_failed=True, slack=1e-10
+    )  # fmt: skip - the QP's rounding, not a relaxed row
     e = rec.finish()
     assert (e.ep_ret, e.ep_len, e.ep_cost, e.violating_steps) == (3.5, 3, 1.0, 1)
     assert e.deepest_violation == pytest.approx(-0.2) and e.min_barrier == pytest.approx(-0.2)
@@ -217,6 +279,7 @@ def test_metrics_on_hand_built_episodes():
     lo, hi = agg["success_rate_ci"]
     assert 0 < lo < 0.5 < hi < 1
     assert proportion_ci(0, 50)[0] == 0.0 and 0 < proportion_ci(0, 50)[1] < 0.1
+    assert agg["cost_rate_ci"][0] >= 0.0  # a rate's interval stays inside [0, 1]
     with pytest.raises(KeyError, match="info must carry 'cost'"):
         EpisodeRecorder().step(0.0, {})
 

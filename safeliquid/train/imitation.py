@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ class TrainConfig:
     updates: int = 600  # total gradient updates, spread evenly over the 1 + dagger_rounds data rounds
     batch_episodes: int = 16
     lr: float = 3e-3
+    lr_final: float = 0.1  # the learning rate decays (cosine) to lr * lr_final at the last update
     eval_every: int = 100
     eval_episodes: int = 20
     workers: int = 2
@@ -75,13 +77,16 @@ def _policy_config(cfg: TrainConfig, env: gym.Env, episodes: list[Episode]) -> A
     )
 
 
-def loss_on(policy: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean squared action error (scaled by the action bound) over real steps; for ``barrier`` on the QP's output."""
+def loss_on(
+    policy: Any, batch: dict[str, torch.Tensor], backend: str = "native"
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean squared action error (scaled by the action bound) over real steps; for ``barrier`` on the QP's output
+    (solved by ``backend``, see :func:`safeliquid.qp.solve_qp`)."""
     u_ref, mult, _ = policy(batch["obs"])
     B, T, m = u_ref.shape
     if policy.config.safety == "barrier":
         flat_mult = None if mult is None else mult.reshape(B * T, *mult.shape[2:])
-        u, slack = policy.project(u_ref.reshape(B * T, m), flat_mult, batch["rows"])
+        u, slack = policy.project(u_ref.reshape(B * T, m), flat_mult, batch["rows"], backend=backend)
         u = u.reshape(B, T, m)
     else:
         u, slack = u_ref, torch.zeros(0)
@@ -90,12 +95,18 @@ def loss_on(policy: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, 
     loss = (err * mask).sum() / mask.sum()
     stats = {"loss": float(loss.detach())}
     if mult is not None:
-        real = mult[mask]
+        real = mult.detach()[mask]
         stats["gain_mult_mean"], stats["gain_mult_min"] = float(real.mean()), float(real.min())
         stats["gain_mult_max"] = float(real.max())
     if slack.numel():
         stats["train_slack_rows"] = float((slack > 1e-9).sum())
     return loss, stats
+
+
+def learning_rate(cfg: TrainConfig, update: int) -> float:
+    """Cosine decay from ``lr`` to ``lr * lr_final`` over ``updates`` (a function of the update: resume-safe)."""
+    cos = 0.5 * (1.0 + math.cos(math.pi * min(update, cfg.updates) / max(cfg.updates, 1)))
+    return cfg.lr * (cfg.lr_final + (1.0 - cfg.lr_final) * cos)
 
 
 def evaluate_policy(policy: Any, env_id: str, episodes: int, first_seed: int = EVAL_SEED,
@@ -192,6 +203,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict[str, Any]:
         batch = make_batch([episodes[i] for i in pick], pcfg.gain_groups)
         loss, stats = loss_on(policy, batch)
         optim.zero_grad()
+        for group in optim.param_groups:
+            group["lr"] = learning_rate(cfg, update)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0))
         if not np.isfinite(grad_norm):
