@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) examples/quickstart_cells.py
+	$(VENV)/bin/safeliquid demo
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -29,6 +29,9 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_cells.py
 	$(PY) benchmarks/bench_adjoint.py
 	$(PY) benchmarks/bench_qp.py
+	$(PY) benchmarks/bench_envs.py
+	$(PY) benchmarks/bench_experts.py
+	$(PY) benchmarks/bench_policy.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

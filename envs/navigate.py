@@ -15,6 +15,7 @@ sensors. ``privileged=True`` appends position and every obstacle's
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,21 @@ import torch
 from safeliquid.envs._base import SafeBulletEnv
 
 from safeliquid.safety import ConstraintSet, DoubleIntegrator, cylinder_obstacle, position
+
+
+def disc_terms(x: Any, centers: np.ndarray, reach: np.ndarray, mass: float) -> tuple[Any, Any]:
+    """Closed-form HOCBF pieces of the disc barriers ``h = |p - c|^2 - R^2`` under ``p'' = u / mass``:
+    ``L_f h = 2 d.v``, ``L_f^2 h = 2 |v|^2``, ``L_g L_f h = 2 d / mass`` with ``d = p - c``.
+    ``x (B, 4)`` a torch tensor or a numpy array (the same type comes back); ``centers (K, 2)``, ``reach (K,)``."""
+    xp = np if isinstance(x, np.ndarray) else torch
+    if xp is torch:
+        centers, reach = torch.as_tensor(centers, dtype=x.dtype), torch.as_tensor(reach, dtype=x.dtype)
+    d = x[:, None, :2] - centers  # (B, K, 2)
+    v = x[:, None, 2:]
+    h = (d * d).sum(-1) - reach * reach
+    lf = 2 * (d * v).sum(-1)
+    lf2 = 2 * (v * v).sum(-1) + 0 * h
+    return 2 * d / mass, xp.stack([h, lf, lf2], -1)
 
 
 class NavigateEnv(SafeBulletEnv):
@@ -135,31 +151,17 @@ class NavigateEnv(SafeBulletEnv):
         # model's exact zero-order hold; at the largest barrier radius that is this much of h.
         shift = np.linalg.norm(self.action_bound) / self.mass * self.dt**2 / (2 * self.physics_substeps)
         reach = 0.5 + self.robot_radius + self.margin
+        reach_k = self.obstacles[:, 2] + self.robot_radius + self.margin
         self.constraints = ConstraintSet(
             self.model,
             barriers,
             samples,
             -self.action_bound,
             self.action_bound,
-            fast_terms=self._terms,
+            # Bound to this scene's obstacles: a ConstraintSet kept from an earlier episode stays right.
+            fast_terms=partial(disc_terms, centers=self.obstacles[:, :2].copy(), reach=reach_k, mass=self.model.mass),
             sample_margin=2 * reach * shift + shift**2,
         )
-
-    def _terms(self, x: Any) -> tuple[Any, Any]:
-        """Closed-form HOCBF pieces of the disc barriers ``h = |p - c|^2 - R^2`` under ``p'' = u / mass``:
-        ``L_f h = 2 d.v``, ``L_f^2 h = 2 |v|^2``, ``L_g L_f h = 2 d / mass`` with ``d = p - c``.
-        ``x (B, 4)`` a torch tensor or a numpy array (the same type comes back)."""
-        xp = np if isinstance(x, np.ndarray) else torch
-        centers = self.obstacles[:, :2]
-        reach = self.obstacles[:, 2] + self.robot_radius + self.margin
-        if xp is torch:
-            centers, reach = torch.as_tensor(centers, dtype=x.dtype), torch.as_tensor(reach, dtype=x.dtype)
-        d = x[:, None, :2] - centers  # (B, K, 2)
-        v = x[:, None, 2:]
-        h = (d * d).sum(-1) - reach * reach
-        lf = 2 * (d * v).sum(-1)
-        lf2 = 2 * (v * v).sum(-1) + 0 * h
-        return 2 * d / self.model.mass, xp.stack([h, lf, lf2], -1)
 
     def safety_state(self) -> np.ndarray:
         """``[px, py, vx, vy]``: the state of :attr:`model` and :attr:`constraints`."""

@@ -109,13 +109,16 @@ def proportion_ci(successes: int, n: int, z: float = 1.96) -> tuple[float, float
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def mean_ci(values: np.ndarray, z: float = 1.96, lo: float = -math.inf, hi: float = math.inf) -> tuple[float, float]:
-    """Normal-approximation interval of a mean, clipped to the values' range ``[lo, hi]``."""
-    values = np.asarray(values, dtype=float)
-    if len(values) < 2:
-        return (float(values.mean()), float(values.mean())) if len(values) else (math.nan, math.nan)
-    half = z * values.std(ddof=1) / math.sqrt(len(values))
-    return (max(lo, float(values.mean() - half)), min(hi, float(values.mean() + half)))
+def ratio_ci(num: np.ndarray, den: np.ndarray, z: float = 1.96) -> tuple[float, float]:
+    """Interval of the pooled rate ``sum(num) / sum(den)`` over episodes (delta method), clipped to [0, 1]:
+    the cost rate weights every step equally, so its interval must be about the same quantity."""
+    n = len(num)
+    rate = float(num.sum() / den.sum())
+    if n < 2:
+        return (rate, rate)
+    resid = num - rate * den
+    half = z * math.sqrt(float((resid**2).sum()) / (n * (n - 1))) / float(den.mean())
+    return (max(0.0, rate - half), min(1.0, rate + half))
 
 
 def aggregate(episodes: list[EpisodeMetrics]) -> dict[str, float | int | tuple[float, float]]:
@@ -128,7 +131,6 @@ def aggregate(episodes: list[EpisodeMetrics]) -> dict[str, float | int | tuple[f
     failed = sum(e.violating_steps > 0 for e in episodes)
     steps = sum(e.ep_len for e in episodes)
     costs = np.array([e.ep_cost for e in episodes])
-    per_step_cost = np.array([e.ep_cost / e.ep_len for e in episodes])
     return {
         "episodes": n,
         "success_rate": success / n,
@@ -136,7 +138,7 @@ def aggregate(episodes: list[EpisodeMetrics]) -> dict[str, float | int | tuple[f
         "failure_rate": failed / n,
         "failure_rate_ci": proportion_ci(failed, n),
         "cost_rate": float(costs.sum() / steps),
-        "cost_rate_ci": mean_ci(per_step_cost, lo=0.0, hi=1.0),
+        "cost_rate_ci": ratio_ci(costs, np.array([e.ep_len for e in episodes], dtype=float)),
         "EpRet": float(np.mean([e.ep_ret for e in episodes])),
         "EpCost": float(costs.mean()),
         "EpLen": float(np.mean([e.ep_len for e in episodes])),

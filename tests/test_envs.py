@@ -265,3 +265,18 @@ def test_navigate_expert_replans_from_where_the_learner_drove():
     expert(env)
     assert np.linalg.norm(expert.path[0] - spot) < 0.1
     np.testing.assert_allclose(expert.path[-1], env.goal)
+
+
+def test_a_constraint_set_kept_from_an_earlier_episode_stays_right():
+    """Callers may hold ``constraints`` across a reset (e.g. states collected for a benchmark); the closed-form
+    terms must stay those of their own scene, as the autograd ones do."""
+    env = make(NAV)
+    env.reset(seed=0)
+    old, old_obstacles = env.constraints, env.obstacles.copy()
+    x = torch.tensor(env.safety_state()).unsqueeze(0)
+    env.reset(seed=1)
+    assert env.obstacles.shape != old_obstacles.shape or not np.allclose(env.obstacles, old_obstacles)
+    fast = old.terms(x)
+    old.fast_terms, slow = None, old.terms(x)
+    torch.testing.assert_close(fast.L, slow.L)
+    torch.testing.assert_close(fast.A, slow.A)
