@@ -128,6 +128,8 @@ class LiquidBarrierPolicy(nn.Module):
         self.last_report: dict[str, Any] = {}
         self._filter: SafetyFilter | None = None
         self._filter_for: ConstraintSet | None = None
+        self._scene_for: ConstraintSet | None = None  # the scene whose per-barrier gain data is cached
+        self._scene: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     # -- the network ---------------------------------------------------------------------------
     def set_normalization(self, mean: np.ndarray, std: np.ndarray) -> None:
@@ -207,13 +209,13 @@ class LiquidBarrierPolicy(nn.Module):
         ``state`` (the constraint set's state, ``(n,)`` or ``(B, n)``) and ``constraints`` are
         needed unless ``safety == "none"``; a batch shares one constraint set.
         """
-        o = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
-        single = o.dim() == 1
-        o = o.reshape(1, -1) if single else o
-        if o.shape[-1] != self.config.obs_dim:
-            raise ValueError(f"observation must have {self.config.obs_dim} entries, got shape {tuple(o.shape)}")
-        if not bool(torch.isfinite(o).all()):
+        obs_np = np.asarray(obs, dtype=np.float32) if not isinstance(obs, Tensor) else obs.detach().float().numpy()
+        single = obs_np.ndim == 1
+        if obs_np.shape[-1] != self.config.obs_dim or obs_np.ndim > 2:
+            raise ValueError(f"observation must have {self.config.obs_dim} entries, got shape {obs_np.shape}")
+        if not np.isfinite(obs_np).all():
             raise ValueError("observation contains NaN or inf")
+        o = torch.from_numpy(obs_np.reshape(1, -1) if single else obs_np)
         if self._h is not None and self._h.shape[0] != o.shape[0]:
             raise ValueError(f"batch changed from {self._h.shape[0]} to {o.shape[0]} without reset()")
         mode = self.run_safety
@@ -222,7 +224,7 @@ class LiquidBarrierPolicy(nn.Module):
                 f"run_safety must be one of {SAFETY_MODES} ('barrier' only if trained with it), got {mode!r}"
             )
         if single and mode == "barrier" and state is not None and constraints is not None:
-            return self._act_one(o[0].numpy().astype(np.float64), np.asarray(state, np.float64), constraints)
+            return self._act_one(obs_np.astype(np.float64), np.asarray(state, np.float64), constraints)
         z = self.encoder((o - self.obs_mean) / self.obs_std)
         y, self._h = self.cell(z, self._h, self.config.dt)  # the cell's own step (batch-1 fast path)
         u_ref, mult = self._outputs(y)
@@ -327,7 +329,11 @@ class LiquidBarrierPolicy(nn.Module):
         if k:
             groups = self.config.gain_groups
             mult = self.config.gain_range ** np.tanh(yv[m:].reshape(len(groups), -1))
-            gains, degree = _defaults_and_groups(constraints, groups, self.config.max_degree, mult)
+            if self._scene is None or self._scene_for is not constraints:  # once per scene, not per step
+                self._scene = _defaults_and_groups(constraints, groups, self.config.max_degree)
+                self._scene_for = constraints
+            default, group, degree = self._scene
+            gains = default * np.where((group >= 0)[:, None], mult[np.maximum(group, 0)], 1.0)
             b = _rhs_np(L, degree, gains)
         else:
             b = np.zeros(0)
@@ -363,20 +369,21 @@ class LiquidBarrierPolicy(nn.Module):
 
 
 def _defaults_and_groups(
-    constraints: ConstraintSet, groups: list[str], max_degree: int, mult: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-barrier gains ``(K, R)`` (defaults times the group's multipliers) and degrees ``(K,)``."""
+    constraints: ConstraintSet, groups: list[str], max_degree: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-barrier default gains ``(K, R)``, gain-group index ``(K,)`` (-1: not learned) and degree ``(K,)``."""
     k = len(constraints.barriers)
     gains = np.ones((k, max_degree))
+    group = np.full(k, -1, dtype=np.int64)
     degree = np.empty(k, dtype=np.int64)
     for i, bar in enumerate(constraints.barriers):
         if bar.gains is not None:
             gains[i, : len(bar.gains)] = bar.gains
         name = gain_group(bar.name)
         if name in groups:
-            gains[i] *= mult[groups.index(name)]
+            group[i] = groups.index(name)
         degree[i] = bar.relative_degree or 1
-    return gains, degree
+    return gains, group, degree
 
 
 def _rhs_np(L: np.ndarray, degree: np.ndarray, gains: np.ndarray) -> np.ndarray:
