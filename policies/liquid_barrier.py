@@ -211,7 +211,7 @@ class LiquidBarrierPolicy(nn.Module):
         """
         obs_np = np.asarray(obs, dtype=np.float32) if not isinstance(obs, Tensor) else obs.detach().float().numpy()
         single = obs_np.ndim == 1
-        if obs_np.shape[-1] != self.config.obs_dim or obs_np.ndim > 2:
+        if obs_np.ndim not in (1, 2) or obs_np.shape[-1] != self.config.obs_dim:
             raise ValueError(f"observation must have {self.config.obs_dim} entries, got shape {obs_np.shape}")
         if not np.isfinite(obs_np).all():
             raise ValueError("observation contains NaN or inf")
