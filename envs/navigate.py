@@ -54,6 +54,7 @@ class NavigateEnv(SafeBulletEnv):
     physics_substeps = 5  # 100 Hz physics under a 20 Hz controller
     gravity = (0.0, 0.0, 0.0)
     goal_tolerance = 0.2
+    obstacle_radius = (0.2, 0.5)  # drawn uniformly per obstacle (m)
     arena = 3.5  # obstacles in [-arena, arena]^2; start and goal in [-3, 3]^2
 
     def __init__(
@@ -92,7 +93,7 @@ class NavigateEnv(SafeBulletEnv):
             goal = rng.uniform(-3, 3, 2)
         obstacles: list[np.ndarray] = []
         while len(obstacles) < count:
-            c, r = rng.uniform(-self.arena, self.arena, 2), rng.uniform(0.2, 0.5)
+            c, r = rng.uniform(-self.arena, self.arena, 2), rng.uniform(*self.obstacle_radius)
             clear = r + self.robot_radius + self.margin + 0.15
             if np.linalg.norm(c - start) < clear or np.linalg.norm(c - goal) < clear:
                 continue
@@ -150,7 +151,7 @@ class NavigateEnv(SafeBulletEnv):
         # PyBullet's semi-implicit Euler over N substeps moves the disc a dt^2 / (2N) further than the
         # model's exact zero-order hold; at the largest barrier radius that is this much of h.
         shift = np.linalg.norm(self.action_bound) / self.mass * self.dt**2 / (2 * self.physics_substeps)
-        reach = 0.5 + self.robot_radius + self.margin
+        reach = self.obstacle_radius[1] + self.robot_radius + self.margin
         reach_k = self.obstacles[:, 2] + self.robot_radius + self.margin
         self.constraints = ConstraintSet(
             self.model,

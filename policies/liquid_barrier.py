@@ -31,6 +31,7 @@ from safeliquid.nn import Sequence, make_cell
 from safeliquid.qp import solve_qp
 from safeliquid.safety import ConstraintSet, SafetyFilter
 from safeliquid.safety.constraints import rhs
+from safeliquid.safety.filter import next_tightening
 
 SAFETY_MODES = ("barrier", "filter", "none")
 PAD_RHS = 1.0  # right-hand side of padding rows: 0 u <= 1 is never active
@@ -264,16 +265,13 @@ class LiquidBarrierPolicy(nn.Module):
         u, slack, status = self.project(u_ref, mult, rows, with_status=True)
         if not rows["A"].shape[1]:
             return u, slack, status
-        degree = rows["degree"].to(torch.float64)
-        per = self.config.dt**degree / torch.exp(torch.lgamma(degree + 1))
         target = _ROUNDING * (1.0 + rows["L"][..., 0].abs()) + constraints.sample_margin
         tighten = torch.zeros_like(target)
         for _ in range(SAMPLED_DATA_TRIES):
-            h_next = constraints.values(constraints.model.step(x, u.double(), self.config.dt))
-            deficit = (target - h_next).clamp_min(0.0)
-            if not bool((deficit > 0).any()):
+            step = next_tightening(constraints, x, u, self.config.dt, target, tighten)
+            if step is None:
                 break
-            tighten = tighten + 1.5 * deficit / per
+            tighten = step
             u, slack, status = self.project(u_ref, mult, rows, with_status=True, tighten=tighten)
         return u, slack, status
 
@@ -375,15 +373,13 @@ def _defaults_and_groups(
     k = len(constraints.barriers)
     gains = np.ones((k, max_degree))
     group = np.full(k, -1, dtype=np.int64)
-    degree = np.empty(k, dtype=np.int64)
     for i, bar in enumerate(constraints.barriers):
         if bar.gains is not None:
             gains[i, : len(bar.gains)] = bar.gains
         name = gain_group(bar.name)
         if name in groups:
             group[i] = groups.index(name)
-        degree[i] = bar.relative_degree or 1
-    return gains, group, degree
+    return gains, group, constraints.degrees.numpy()
 
 
 def _rhs_np(L: np.ndarray, degree: np.ndarray, gains: np.ndarray) -> np.ndarray:
@@ -405,19 +401,12 @@ def scene_rows(constraints: ConstraintSet, x: Tensor, groups: list[str], max_deg
         raise ValueError(f"a barrier has relative degree {int(terms.degree.max())} > max_degree {max_degree}")
     L = torch.zeros(n, k, max_degree + 1, dtype=torch.float64)
     L[..., : terms.L.shape[-1]] = terms.L
-    default = torch.ones(n, k, max_degree, dtype=torch.float64)
-    group = torch.full((n, k), -1, dtype=torch.long)
-    for i, bar in enumerate(constraints.barriers):
-        if bar.gains is not None:
-            default[:, i, : len(bar.gains)] = torch.tensor(list(bar.gains), dtype=torch.float64)
-        name = gain_group(bar.name)
-        if name in groups:
-            group[:, i] = groups.index(name)
+    default, group, _ = _defaults_and_groups(constraints, groups, max_degree)
     return {
         "A": terms.A.double(),
         "L": L,
         "degree": terms.degree.expand(n, k).clone(),
-        "group": group,
-        "default": default,
+        "group": torch.from_numpy(group).expand(n, k).clone(),
+        "default": torch.from_numpy(default).expand(n, k, max_degree).clone(),
         "mask": torch.ones(n, k, dtype=torch.bool),
     }

@@ -16,12 +16,7 @@ from safeliquid.safety import SafetyFilterWrapper
 NAV, CART, ARM = ENV_IDS
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(env_id, **kw):

@@ -141,6 +141,11 @@ class ConstraintSet:
         t = self.terms(torch.as_tensor(x, dtype=torch.float64))
         return t.A.numpy(), t.L.numpy()
 
+    @property
+    def degrees(self) -> Tensor:
+        """Relative degree of every barrier, ``(K,)`` long."""
+        return self._degree
+
     def values_numpy(self, x: np.ndarray) -> np.ndarray:
         """Barrier values ``(B, K)`` at a numpy state ``(B, n)`` (from the fast terms when they take numpy)."""
         if self.fast_terms is not None:
@@ -163,11 +168,10 @@ class ConstraintSet:
         for bar in self.barriers:
             if bar.class_k != "linear":
                 raise ValueError(f"constraint {bar.name!r}: terms() needs the linear class-K, got {bar.class_k!r}")
-        top = max((bar.relative_degree or 1) for bar in self.barriers) if self.barriers else 1
         batch, k_count, m = x.shape[0], len(self.barriers), self.model.control_dim
         if k_count == 0:
             return HocbfTerms(x.new_zeros(batch, 0, m), x.new_zeros(batch, 0, 2), torch.zeros(0, dtype=torch.long))
-        degree = torch.tensor([bar.relative_degree or 1 for bar in self.barriers], dtype=torch.long)
+        degree, top = self._degree, int(self._degree.max())
         # One block of states per barrier, so each Lie-derivative order is a single backward pass
         # for all barriers (the blocks are independent) instead of one per barrier.
         with torch.enable_grad():

@@ -62,19 +62,14 @@ def _solve(
         # for every row whose prediction breaks the discrete-time CBF condition
         # h(x+) >= (1 - gamma) h(x), tighten that row by the margin that closes the
         # deficit (an extra e on psi_r raises h(x+) by about e dt^r / r!), and re-solve.
-        model = constraints.model
-        degree = torch.tensor([bar.relative_degree or 1 for bar in constraints.barriers], dtype=b.dtype)
-        per_margin = dt**degree / torch.exp(torch.lgamma(degree + 1))  # dt^r / r!
+        # A hair above the bound, so that rounding at h = 0 cannot land on the unsafe side.
+        target = (1.0 - gamma) * hx.clamp_min(0.0) + _ROUNDING[b.dtype] * (1.0 + hx.abs()) + margin
         tighten = torch.zeros_like(b)
         for _ in range(tries):
-            with torch.no_grad():
-                h_next = constraints.values(model.step(x, sol.u.detach(), dt))
-                # A hair above the bound, so that rounding at h = 0 cannot land on the unsafe side.
-                target = (1.0 - gamma) * hx.clamp_min(0.0) + _ROUNDING[b.dtype] * (1.0 + hx.abs()) + margin
-                deficit = (target - h_next).clamp_min(0.0)
-            if not bool((deficit > 0).any()):
+            step = next_tightening(constraints, x, sol.u.detach(), dt, target, tighten)
+            if step is None:
                 break
-            tighten = tighten + 1.5 * deficit / per_margin
+            tighten = step
             sol = _qp(constraints, G, b - tighten, u_ref, h_diag)
     tight = sol.lam.detach() > 1e-9 if sol.lam is not None else torch.zeros_like(b, dtype=torch.bool)
     record = FilterRecord(
@@ -86,6 +81,22 @@ def _solve(
         names=constraints.names,
     )
     return sol.u, record
+
+
+def next_tightening(
+    constraints: ConstraintSet, x: Tensor, u: Tensor, dt: float, target: Tensor, tighten: Tensor
+) -> Tensor | None:
+    """One step of the sampled-data correction: predict ``h`` at the next sample with ``u (B, m)`` held
+    from ``x (B, n)``; if some barrier falls below ``target (B, K)``, return ``tighten (B, K)`` (subtracted
+    from the rows' right-hand sides) grown by what closes the deficit, else ``None``. An extra ``e`` on
+    ``psi_r`` raises ``h(x+)`` by about ``e dt^r / r!``."""
+    with torch.no_grad():
+        h_next = constraints.values(constraints.model.step(x, u.to(x.dtype), dt))
+        deficit = (target - h_next).clamp_min(0.0)
+    if not bool((deficit > 0).any()):
+        return None
+    degree = constraints.degrees.to(target.dtype)
+    return tighten + 1.5 * deficit / (dt**degree / torch.exp(torch.lgamma(degree + 1)))
 
 
 def _qp(constraints: ConstraintSet, G: Tensor, b: Tensor, u_ref: Tensor, h_diag: Tensor | None) -> QPSolution:
