@@ -1,5 +1,7 @@
 """The native QP against cvxpy (Clarabel, high accuracy) and finite differences."""
 
+import math
+
 import cvxpy as cp
 import numpy as np
 import pytest
@@ -139,6 +141,23 @@ def test_infeasible_with_hard_bounds_returns_least_violation_inside_bounds():
     assert int(sol.status[0]) == INFEASIBLE
     torch.testing.assert_close(sol.u, torch.tensor([[1.0, 0.0]], dtype=F64))
     assert float(sol.slack[0, 0]) == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("scale", [1e6, 1e8, 1e20])
+def test_badly_scaled_data_never_leave_the_input_box(scale):
+    # |q| and |h| far beyond any sane control problem: the dual iteration can stop with u outside the
+    # bounds, so u is clipped (and a miss beyond 1e-6 reported as a failure).
+    gen = torch.Generator().manual_seed(int(math.log10(scale)))
+    B, n, m = 100, 3, 5
+    q = torch.randn(B, n, generator=gen, dtype=F64) * scale
+    G, h = torch.randn(B, m, n, generator=gen, dtype=F64), torch.randn(B, m, generator=gen, dtype=F64) * scale
+    lb, ub = -torch.ones(B, n, dtype=F64), torch.ones(B, n, dtype=F64)
+    sol = solve_qp(torch.eye(n, dtype=F64).expand(B, n, n), q, G, h, lb, ub)
+    assert torch.isfinite(sol.u).all()
+    assert ((sol.u >= lb) & (sol.u <= ub)).all()
+    provably_infeasible = (h < -G.abs().sum(-1)).any(-1)  # G u >= -sum|G| inside the box
+    assert provably_infeasible.any()
+    assert (sol.status[provably_infeasible] != OPTIMAL).all()
 
 
 def test_redundant_and_degenerate_constraints_never_give_nan():

@@ -286,7 +286,20 @@ def solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam):
             if s > 1e3 * tol * (1.0 + hmax):
                 infeasible = True
         u[b] = -x
-        status[b] = 2 if not ok else (1 if infeasible else 0)
+        # Bounds are hard rows, yet on badly scaled data (|h| or |q| >~ 1e5) the dual iteration can stop
+        # with u outside them. u is clipped into the box; a miss beyond 1e-6 relative (1e-3 in float32)
+        # is a failure.
+        btol = max(1e-6, 100.0 * tol)
+        out_of_box = False
+        for p in range(lb.shape[1]):
+            if u[b, p] < lb[b, p] - btol * (1.0 + abs(lb[b, p])):
+                out_of_box = True
+            u[b, p] = max(u[b, p], lb[b, p])
+        for p in range(ub.shape[1]):
+            if u[b, p] > ub[b, p] + btol * (1.0 + abs(ub[b, p])):
+                out_of_box = True
+            u[b, p] = min(u[b, p], ub[b, p])
+        status[b] = 2 if (not ok or out_of_box) else (1 if infeasible else 0)
     return u, slack, status, most, Lq_all, W_all
 
 
