@@ -51,6 +51,9 @@ class PolicyConfig:
 
     ``scan``: ``(start, length)`` of a range scan inside the observation, encoded by a
     circular convolution, or ``None``. ``gain_groups``: barrier groups with learned gains.
+    ``cell_dt``: the cell's ODE time per control step (``None``: ``dt``, physical seconds). A
+    continuous-time cell initialised with time constants of ~0.1-1 time units lags a 50 Hz loop by
+    many steps when it integrates physical time; ``cell_dt=1`` is ncps' convention of one time unit per step.
     """
 
     env_id: str
@@ -69,6 +72,7 @@ class PolicyConfig:
     seed: int = 0
     obs_mean: list[float] = field(default_factory=list)
     obs_std: list[float] = field(default_factory=list)
+    cell_dt: float | None = None
 
     def __post_init__(self) -> None:
         if self.safety not in SAFETY_MODES:
@@ -77,6 +81,13 @@ class PolicyConfig:
             raise ValueError(f"action_bound needs {self.act_dim} entries, got {len(self.action_bound)}")
         if self.scan is not None:
             self.scan = (int(self.scan[0]), int(self.scan[1]))
+        if self.cell_dt is not None and not self.cell_dt > 0:
+            raise ValueError(f"cell_dt must be > 0 (ODE time per control step) or None, got {self.cell_dt}")
+
+    @property
+    def cell_time(self) -> float:
+        """ODE time the cell integrates per control step."""
+        return self.dt if self.cell_dt is None else float(self.cell_dt)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,7 +163,7 @@ class LiquidBarrierPolicy(nn.Module):
     def forward(self, obs: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor]:
         """``obs (B, T, obs_dim)`` -> ``u_ref (B, T, m)``, gain multipliers ``(B, T, groups, R)`` or None, ``h_T``."""
         z = self.encoder((obs - self.obs_mean) / self.obs_std)
-        y, h = self.sequence(z, h0, self.config.dt)
+        y, h = self.sequence(z, h0, self.config.cell_time)
         u_ref, mult = self._outputs(y)
         return u_ref, mult, h
 
@@ -227,7 +238,7 @@ class LiquidBarrierPolicy(nn.Module):
         if single and mode == "barrier" and state is not None and constraints is not None:
             return self._act_one(obs_np.astype(np.float64), np.asarray(state, np.float64), constraints)
         z = self.encoder((o - self.obs_mean) / self.obs_std)
-        y, self._h = self.cell(z, self._h, self.config.dt)  # the cell's own step (batch-1 fast path)
+        y, self._h = self.cell(z, self._h, self.config.cell_time)  # the cell's own step (batch-1 fast path)
         u_ref, mult = self._outputs(y)
         slack = torch.zeros(o.shape[0], 0)
         failed = torch.zeros(o.shape[0], dtype=torch.bool)
@@ -315,7 +326,7 @@ class LiquidBarrierPolicy(nn.Module):
         w = self._numpy_weights()
         z = torch.from_numpy(self._encode_np(o, w)).to(self.obs_mean.dtype).unsqueeze(0)
         h = self._h if self._h is not None else self.cell.initial_state(1, dtype=z.dtype)
-        y, self._h = self.cell(z, h, self.config.dt)
+        y, self._h = self.cell(z, h, self.config.cell_time)
         yv = y[0].double().numpy()
         if "head.weight" in w:
             yv = w["head.weight"] @ yv + w["head.bias"]

@@ -276,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("units", "demos", "dagger_rounds", "dagger_episodes", "updates", "batch_episodes", "eval_every",
                  "eval_episodes", "workers"):  # fmt: skip
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name), help=name.replace("_", " "))
+    p.add_argument("--cell-dt", type=float, default=d.cell_dt, help="ODE time per control step (0: the env's dt)")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     p.add_argument("--lr-final", type=float, default=d.lr_final, help="final learning rate / --lr (cosine decay)")
     p.add_argument("--dagger-beta", type=float, default=d.dagger_beta, help="P(expert drives) in DAgger rounds")

@@ -42,9 +42,9 @@ def trained(tmp_path_factory):
     return out, last
 
 
-def _policy(demos, safety="barrier", cell="ltc"):
+def _policy(demos, safety="barrier", cell="ltc", cell_dt=0.0):
     env = gym.make(NAV)
-    cfg = imitation._policy_config(replace(TINY, safety=safety, cell=cell), env, demos)
+    cfg = imitation._policy_config(replace(TINY, safety=safety, cell=cell, cell_dt=cell_dt), env, demos)
     env.close()
     policy = LiquidBarrierPolicy(cfg)
     obs = np.concatenate([e.obs for e in demos])
@@ -76,8 +76,9 @@ def test_gradients_reach_the_gains_and_the_ltc_through_the_qp(demos):
     assert bool(active.any()), "the QP was never active, so the gain gradient test would be vacuous"
 
 
-def test_batch_one_fast_path_equals_the_batched_torch_path(demos):
-    policy = _policy(demos)
+@pytest.mark.parametrize("cell_dt", [0.0, 3.0], ids=["physical-time", "cell_dt=3"])
+def test_batch_one_fast_path_equals_the_batched_torch_path(demos, cell_dt):
+    policy = _policy(demos, cell_dt=cell_dt)
     env = gym.make(NAV).unwrapped
     obs, _ = env.reset(seed=3)
     fast, slow = [], []
@@ -94,6 +95,20 @@ def test_batch_one_fast_path_equals_the_batched_torch_path(demos):
         slow.append(policy.act(obs[None], state[None], env.constraints)[0])  # batched: the torch path
         obs, *_ = env.step(slow[-1])
     np.testing.assert_allclose(np.array(fast), np.array(slow), atol=2e-4)
+
+
+def test_cell_dt_sets_the_ode_time_per_step_in_training_and_at_run_time(demos):
+    slow, fast = _policy(demos, safety="none"), _policy(demos, safety="none", cell_dt=3.0)
+    assert slow.config.cell_time == slow.config.dt and fast.config.cell_time == 3.0
+    obs = torch.from_numpy(demos[0].obs[:20])
+    with torch.no_grad():
+        u_seq, u_slow = fast(obs[None])[0][0], slow(obs[None])[0][0]  # the training path: whole sequences
+    fast.reset()
+    u_run = torch.stack([torch.from_numpy(fast.act(o.numpy())) for o in obs])  # run time, step by step
+    torch.testing.assert_close(u_run, u_seq, atol=1e-5, rtol=0)
+    assert float((u_slow - u_seq).abs().max()) > 1e-3, "cell_dt did not change the cell's dynamics"
+    with pytest.raises(ValueError, match="cell_dt must be > 0"):
+        replace(fast.config, cell_dt=-1.0)
 
 
 def _approaching_states(env, count=40, seed=0):

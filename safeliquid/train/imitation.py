@@ -39,6 +39,7 @@ class TrainConfig:
     env_id: str = "safeliquid/Navigate-v0"
     cell: str = "ltc"
     units: int = 19
+    cell_dt: float = 0.0  # the cell's ODE time per control step; 0: the environment's dt (seconds)
     safety: str = "barrier"
     seed: int = 0
     demos: int = 200  # expert-driven episodes
@@ -71,6 +72,7 @@ def _policy_config(cfg: TrainConfig, env: gym.Env, episodes: list[Episode]) -> A
         gain_groups=groups,
         cell=cfg.cell,
         units=cfg.units,
+        cell_dt=cfg.cell_dt or None,
         safety=cfg.safety,
         scan=scan,
         seed=cfg.seed,
