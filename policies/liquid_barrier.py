@@ -51,6 +51,9 @@ class PolicyConfig:
 
     ``scan``: ``(start, length)`` of a range scan inside the observation, encoded by a
     circular convolution, or ``None``. ``gain_groups``: barrier groups with learned gains.
+    ``accel_bound``: if set, the network commands joint accelerations ``a`` (bounded by it) and
+    ``u_ref`` is their inverse dynamics through the model (``M(q) a + c(q, q')`` for an arm): for fully
+    actuated second-order models, state ``[q, q']``.
     ``cell_dt``: the cell's ODE time per control step (``None``: ``dt``, physical seconds). A
     continuous-time cell initialised with time constants of ~0.1-1 time units lags a 50 Hz loop by
     many steps when it integrates physical time; ``cell_dt=1`` is ncps' convention of one time unit per step.
@@ -73,6 +76,7 @@ class PolicyConfig:
     obs_mean: list[float] = field(default_factory=list)
     obs_std: list[float] = field(default_factory=list)
     cell_dt: float | None = None
+    accel_bound: list[float] | None = None
 
     def __post_init__(self) -> None:
         if self.safety not in SAFETY_MODES:
@@ -81,6 +85,10 @@ class PolicyConfig:
             raise ValueError(f"action_bound needs {self.act_dim} entries, got {len(self.action_bound)}")
         if self.scan is not None:
             self.scan = (int(self.scan[0]), int(self.scan[1]))
+        if self.accel_bound is not None and (
+            len(self.accel_bound) != self.act_dim or not all(b > 0 for b in self.accel_bound)
+        ):
+            raise ValueError(f"accel_bound needs {self.act_dim} positive entries, got {self.accel_bound}")
         if self.cell_dt is not None and not self.cell_dt > 0:
             raise ValueError(f"cell_dt must be > 0 (ODE time per control step) or None, got {self.cell_dt}")
 
@@ -135,6 +143,8 @@ class LiquidBarrierPolicy(nn.Module):
         self.register_buffer("obs_mean", torch.tensor(mean, dtype=torch.float32))
         self.register_buffer("obs_std", torch.tensor(std, dtype=torch.float32))
         self.register_buffer("bound", torch.tensor(c.action_bound, dtype=torch.float32))
+        accel = c.accel_bound or [1.0] * c.act_dim
+        self.register_buffer("accel_bound", torch.tensor(accel, dtype=torch.float64), persistent=False)
         self._h: Tensor | None = None
         self.run_safety = c.safety  # the safety mode at run time; set "none" to switch the layer off
         self.last_report: dict[str, Any] = {}
@@ -151,20 +161,30 @@ class LiquidBarrierPolicy(nn.Module):
         self.config.obs_mean = self.obs_mean.tolist()
         self.config.obs_std = self.obs_std.tolist()
 
-    def _outputs(self, y: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Cell outputs ``(..., outputs)`` -> ``u_ref (..., m)`` and gain multipliers ``(..., groups, R)``."""
+    def _outputs(self, y: Tensor, dyn: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
+        """Cell outputs ``(..., outputs)`` -> ``u_ref (..., m)`` and gain multipliers ``(..., groups, R)``.
+        ``dyn``: the model's ``f (..., n)`` and ``g (..., n, m)`` at the states (needed with ``accel_bound``)."""
         y = self.head(y)
-        u_ref = self.bound * torch.tanh(y[..., : self.config.act_dim])
+        if self.config.accel_bound is None:
+            u_ref = self.bound * torch.tanh(y[..., : self.config.act_dim])
+        else:
+            if dyn is None:
+                raise ValueError("a policy with accel_bound needs the model's f and g at the states (dyn=)")
+            accel = self.accel_bound * torch.tanh(y[..., : self.config.act_dim].double())
+            u_ref = inverse_dynamics(dyn[0], dyn[1], accel).to(y.dtype)
         if not self.n_gain:
             return u_ref, None
         raw = y[..., self.config.act_dim :].reshape(*y.shape[:-1], len(self.config.gain_groups), -1)
         return u_ref, self.config.gain_range ** torch.tanh(raw)
 
-    def forward(self, obs: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor]:
-        """``obs (B, T, obs_dim)`` -> ``u_ref (B, T, m)``, gain multipliers ``(B, T, groups, R)`` or None, ``h_T``."""
+    def forward(
+        self, obs: Tensor, h0: Tensor | None = None, dyn: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """``obs (B, T, obs_dim)`` -> ``u_ref (B, T, m)``, gain multipliers ``(B, T, groups, R)`` or None, ``h_T``.
+        ``dyn``: ``f (B, T, n)`` and ``g (B, T, n, m)`` of the model along the sequence (for ``accel_bound``)."""
         z = self.encoder((obs - self.obs_mean) / self.obs_std)
         y, h = self.sequence(z, h0, self.config.cell_time)
-        u_ref, mult = self._outputs(y)
+        u_ref, mult = self._outputs(y, dyn)
         return u_ref, mult, h
 
     # -- the constraint layer -----------------------------------------------------------------
@@ -237,17 +257,26 @@ class LiquidBarrierPolicy(nn.Module):
             )
         if single and mode == "barrier" and state is not None and constraints is not None:
             return self._act_one(obs_np.astype(np.float64), np.asarray(state, np.float64), constraints)
+        needs_model = mode != "none" or self.config.accel_bound is not None
+        if needs_model and (state is None or constraints is None):
+            raise ValueError(
+                f"a policy with safety={mode!r}{' and accel_bound' if self.config.accel_bound else ''} "
+                "needs state= and constraints="
+            )
+        x = None if state is None else torch.as_tensor(np.asarray(state), dtype=torch.float64).reshape(o.shape[0], -1)
+        dyn = None
+        if self.config.accel_bound is not None:
+            assert x is not None and constraints is not None
+            dyn = (constraints.model.f(x), constraints.model.g(x))
         z = self.encoder((o - self.obs_mean) / self.obs_std)
         y, self._h = self.cell(z, self._h, self.config.cell_time)  # the cell's own step (batch-1 fast path)
-        u_ref, mult = self._outputs(y)
+        u_ref, mult = self._outputs(y, dyn)
         slack = torch.zeros(o.shape[0], 0)
         failed = torch.zeros(o.shape[0], dtype=torch.bool)
         if mode == "none":
             u = torch.maximum(torch.minimum(u_ref, self.bound), -self.bound)
         else:
-            if state is None or constraints is None:
-                raise ValueError(f"a policy with safety={mode!r} needs state= and constraints=")
-            x = torch.as_tensor(np.asarray(state), dtype=torch.float64).reshape(o.shape[0], -1)
+            assert x is not None and constraints is not None
             if mode == "filter":
                 if self._filter_for is not constraints:
                     self._filter, self._filter_for = SafetyFilter(constraints, dt=self.config.dt), constraints
@@ -331,7 +360,13 @@ class LiquidBarrierPolicy(nn.Module):
         if "head.weight" in w:
             yv = w["head.weight"] @ yv + w["head.bias"]
         m = self.config.act_dim
-        u_ref = w["bound"] * np.tanh(yv[:m])
+        if self.config.accel_bound is None:
+            u_ref = w["bound"] * np.tanh(yv[:m])
+        else:
+            with torch.no_grad():
+                x1 = torch.from_numpy(state.reshape(1, -1))
+                f1, g1 = constraints.model.f(x1)[0].numpy(), constraints.model.g(x1)[0].numpy()
+            u_ref = np.linalg.solve(g1[-m:], self.accel_bound.numpy() * np.tanh(yv[:m]) - f1[-m:])
         A, L = constraints.terms_numpy(state.reshape(1, -1))
         A, L = A[0], L[0]
         k = A.shape[0]
@@ -375,6 +410,14 @@ class LiquidBarrierPolicy(nn.Module):
             "failed": np.array([status[0] == 2]),
         }
         return out
+
+
+def inverse_dynamics(f: Tensor, g: Tensor, accel: Tensor) -> Tensor:
+    """The control giving the last ``m`` state entries the accelerations ``accel``: ``f (..., n)``,
+    ``g (..., n, m)``, ``accel (..., m)`` -> ``u (..., m)`` with ``f_acc + g_acc u = accel``
+    (``M a + c`` for an arm)."""
+    m = accel.shape[-1]
+    return torch.linalg.solve(g[..., -m:, :], (accel - f[..., -m:]).unsqueeze(-1)).squeeze(-1)
 
 
 def _defaults_and_groups(

@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import os
 from dataclasses import replace
 
 import gymnasium as gym
@@ -42,9 +43,10 @@ def trained(tmp_path_factory):
     return out, last
 
 
-def _policy(demos, safety="barrier", cell="ltc", cell_dt=0.0):
+def _policy(demos, safety="barrier", cell="ltc", cell_dt=0.0, accel_bound=0.0):
     env = gym.make(NAV)
-    cfg = imitation._policy_config(replace(TINY, safety=safety, cell=cell, cell_dt=cell_dt), env, demos)
+    tiny = replace(TINY, safety=safety, cell=cell, cell_dt=cell_dt, accel_bound=accel_bound)
+    cfg = imitation._policy_config(tiny, env, demos)
     env.close()
     policy = LiquidBarrierPolicy(cfg)
     obs = np.concatenate([e.obs for e in demos])
@@ -76,9 +78,11 @@ def test_gradients_reach_the_gains_and_the_ltc_through_the_qp(demos):
     assert bool(active.any()), "the QP was never active, so the gain gradient test would be vacuous"
 
 
-@pytest.mark.parametrize("cell_dt", [0.0, 3.0], ids=["physical-time", "cell_dt=3"])
-def test_batch_one_fast_path_equals_the_batched_torch_path(demos, cell_dt):
-    policy = _policy(demos, cell_dt=cell_dt)
+@pytest.mark.parametrize(
+    "cell_dt,accel_bound", [(0.0, 0.0), (3.0, 0.0), (3.0, 4.0)], ids=["physical-time", "cell_dt=3", "accel-prior"]
+)
+def test_batch_one_fast_path_equals_the_batched_torch_path(demos, cell_dt, accel_bound):
+    policy = _policy(demos, cell_dt=cell_dt, accel_bound=accel_bound)
     env = gym.make(NAV).unwrapped
     obs, _ = env.reset(seed=3)
     fast, slow = [], []
@@ -109,6 +113,25 @@ def test_cell_dt_sets_the_ode_time_per_step_in_training_and_at_run_time(demos):
     assert float((u_slow - u_seq).abs().max()) > 1e-3, "cell_dt did not change the cell's dynamics"
     with pytest.raises(ValueError, match="cell_dt must be > 0"):
         replace(fast.config, cell_dt=-1.0)
+
+
+def test_acceleration_prior_is_inverse_dynamics_and_trains_in_acceleration_space(demos):
+    policy = _policy(demos, accel_bound=4.0)
+    batch = make_batch(demos, policy.config.gain_groups)
+    f, g = batch["dyn"]
+    assert f.shape[:2] == batch["obs"].shape[:2] and g.shape[-2:] == (4, 2)
+    u_ref, _, _ = policy(batch["obs"], dyn=batch["dyn"])
+    accel = f[..., 2:] + (g[..., 2:, :] @ u_ref.detach().double().unsqueeze(-1)).squeeze(-1)  # what u_ref does
+    peak = float(accel[batch["step_mask"]].abs().max())
+    assert 0.1 < peak <= 4.0 + 1e-5
+    loss, _ = imitation.loss_on(policy, batch)
+    loss.backward()
+    assert torch.isfinite(loss) and sum(float(p.grad.abs().sum()) for p in policy.cell.parameters()) > 0
+    with pytest.raises(ValueError, match="needs the model's f and g"):
+        policy(batch["obs"])
+    with pytest.raises(ValueError, match="fully actuated second-order model"):
+        imitation._policy_config(replace(TINY, env_id="safeliquid/CartPoleRail-v0", accel_bound=4.0),
+                                 gym.make("safeliquid/CartPoleRail-v0"), demos)  # fmt: skip
 
 
 def _approaching_states(env, count=40, seed=0):
@@ -245,6 +268,9 @@ def test_resume_after_a_kill_gives_the_same_run(tmp_path, monkeypatch):
 
 def test_checkpoint_errors_name_the_file_and_the_problem(trained, tmp_path):
     out, _ = trained
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "best.pt").stat().st_mode & 0o777 == 0o666 & ~umask  # shareable, as any file the user writes
     good = (out / "best.pt").read_bytes()
     with pytest.raises(CheckpointError, match="does not exist"):
         load_policy(tmp_path / "missing.pt")

@@ -25,7 +25,8 @@ from safeliquid.checkpoint import atomic_save, read
 class Episode:
     """One demonstration. ``obs (T, o)``, ``expert (T, m)`` float32; ``A (T, K, m)``, ``L (T, K, R+1)``
     float64; ``degree (K,)``, ``default (K, R)``; ``names`` of the K barriers; ``seed``; ``success``/``cost``
-    of the driven episode."""
+    of the driven episode; the model's ``f (T, n)`` and ``g (T, n, m)`` along it (float64; ``None`` in
+    files written before they were recorded)."""
 
     obs: np.ndarray
     expert: np.ndarray
@@ -37,6 +38,8 @@ class Episode:
     seed: int
     success: bool
     cost: float
+    f: np.ndarray | None = None
+    g: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
@@ -59,7 +62,7 @@ def collect_episode(env: gym.Env, expert: Any, seed: int, learner: Any = None, b
     rng = np.random.default_rng(seed + 7919)
     base = env.unwrapped
     names = list(base.constraints.names)
-    rows_out: dict[str, list] = {"obs": [], "expert": [], "A": [], "L": []}
+    rows_out: dict[str, list] = {"obs": [], "expert": [], "A": [], "L": [], "f": [], "g": []}
     done, cost, info = False, 0.0, {}
     while not done:
         x = torch.as_tensor(base.safety_state(), dtype=torch.float64).unsqueeze(0)
@@ -74,6 +77,9 @@ def collect_episode(env: gym.Env, expert: Any, seed: int, learner: Any = None, b
         rows_out["expert"].append(label)
         rows_out["A"].append(rows["A"][0].numpy())
         rows_out["L"].append(rows["L"][0].numpy())
+        with torch.no_grad():
+            rows_out["f"].append(base.model.f(x)[0].numpy())
+            rows_out["g"].append(base.model.g(x)[0].numpy())
         obs, _, terminated, truncated, info = env.step(action)
         cost += info["cost"]
         done = terminated or truncated
@@ -88,6 +94,8 @@ def collect_episode(env: gym.Env, expert: Any, seed: int, learner: Any = None, b
         seed=seed,
         success=bool(info.get("is_success", False)),
         cost=float(cost),
+        f=np.asarray(rows_out["f"]),
+        g=np.asarray(rows_out["g"]),
     )
 
 
@@ -152,8 +160,9 @@ def load_episodes(path: str) -> tuple[list[Episode], dict]:
 
 
 def make_batch(episodes: list[Episode], groups: list[str]) -> dict[str, torch.Tensor]:
-    """Pad episodes to one batch: ``obs (B, T, o)``, ``expert (B, T, m)``, ``step_mask (B, T)`` and the
-    rows of :meth:`LiquidBarrierPolicy.project` flattened to ``(B*T, ...)`` (K padded, ``mask`` marks real rows)."""
+    """Pad episodes to one batch: ``obs (B, T, o)``, ``expert (B, T, m)``, ``step_mask (B, T)``, the
+    rows of :meth:`LiquidBarrierPolicy.project` flattened to ``(B*T, ...)`` (K padded, ``mask`` marks real rows)
+    and, when every episode has them, ``dyn``: the model's ``f (B, T, n)`` and ``g (B, T, n, m)``."""
     from safeliquid.policies import gain_group
 
     B, T = len(episodes), max(len(e.obs) for e in episodes)
@@ -184,4 +193,14 @@ def make_batch(episodes: list[Episode], groups: list[str]) -> dict[str, torch.Te
             mask[i, :t, :k] = True
     rows = {"A": A, "L": L, "degree": degree, "default": default, "group": group, "mask": mask}
     rows = {key: v.reshape(B * T, *v.shape[2:]) for key, v in rows.items()}
-    return {"obs": obs, "expert": expert, "step_mask": step_mask, "rows": rows}
+    batch = {"obs": obs, "expert": expert, "step_mask": step_mask, "rows": rows}
+    if all(e.f is not None and e.g is not None for e in episodes):
+        n = episodes[0].f.shape[1]  # type: ignore[union-attr]
+        f = torch.zeros(B, T, n, dtype=torch.float64)
+        g = torch.zeros(B, T, n, m, dtype=torch.float64)
+        g[:, :, n - m :] = torch.eye(m, dtype=torch.float64)  # padding steps: an invertible g_acc
+        for i, e in enumerate(episodes):
+            f[i, : len(e.obs)] = torch.from_numpy(e.f)
+            g[i, : len(e.obs)] = torch.from_numpy(e.g)
+        batch["dyn"] = (f, g)
+    return batch

@@ -40,6 +40,7 @@ class TrainConfig:
     cell: str = "ltc"
     units: int = 19
     cell_dt: float = 0.0  # the cell's ODE time per control step; 0: the environment's dt (seconds)
+    accel_bound: float = 0.0  # > 0: the network commands accelerations (|a| <= this), u_ref by inverse dynamics
     safety: str = "barrier"
     seed: int = 0
     demos: int = 200  # expert-driven episodes
@@ -61,6 +62,14 @@ def _policy_config(cfg: TrainConfig, env: gym.Env, episodes: list[Episode]) -> A
     from safeliquid.policies import PolicyConfig, gain_group
 
     base = env.unwrapped
+    m = env.action_space.shape[0]
+    if cfg.accel_bound and getattr(base, "model", None) is None:
+        env.reset(seed=cfg.seed)  # the model is built with the scene
+    if cfg.accel_bound and base.model.state_dim != 2 * m:
+        raise ValueError(
+            f"accel_bound needs a fully actuated second-order model (state [q, q'] with {m} + {m} entries); "
+            f"{cfg.env_id}'s model has state {base.model.state_dim} and {m} actions"
+        )
     groups = sorted({gain_group(n) for e in episodes for n in e.names})
     scan = (4, base.n_rays) if hasattr(base, "n_rays") else None
     return PolicyConfig(
@@ -73,6 +82,7 @@ def _policy_config(cfg: TrainConfig, env: gym.Env, episodes: list[Episode]) -> A
         cell=cfg.cell,
         units=cfg.units,
         cell_dt=cfg.cell_dt or None,
+        accel_bound=[float(cfg.accel_bound)] * m if cfg.accel_bound else None,
         safety=cfg.safety,
         scan=scan,
         seed=cfg.seed,
@@ -82,9 +92,13 @@ def _policy_config(cfg: TrainConfig, env: gym.Env, episodes: list[Episode]) -> A
 def loss_on(
     policy: Any, batch: dict[str, torch.Tensor], backend: str = "native"
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean squared action error (scaled by the action bound) over real steps; for ``barrier`` on the QP's output
+    """Mean squared action error (scaled by the action bound; with ``accel_bound``, the error in the
+    accelerations it causes, scaled by that bound) over real steps; for ``barrier`` on the QP's output
     (solved by ``backend``, see :func:`safeliquid.qp.solve_qp`)."""
-    u_ref, mult, _ = policy(batch["obs"])
+    dyn = batch.get("dyn")
+    if policy.config.accel_bound is not None and dyn is None:
+        raise ValueError("a policy with accel_bound trains on demonstrations that carry the model's f and g")
+    u_ref, mult, _ = policy(batch["obs"], dyn=dyn)
     B, T, m = u_ref.shape
     if policy.config.safety == "barrier":
         flat_mult = None if mult is None else mult.reshape(B * T, *mult.shape[2:])
@@ -92,7 +106,14 @@ def loss_on(
         u = u.reshape(B, T, m)
     else:
         u, slack = u_ref, torch.zeros(0)
-    err = ((u - batch["expert"]) / policy.bound).square().sum(-1)
+    if dyn is not None and policy.config.accel_bound is not None:
+        # Compare in acceleration space, g_acc (u - u_expert) / accel_bound: torque errors on light distal
+        # joints move the arm as much as large ones on the shoulder.
+        m_ = u.shape[-1]
+        diff = (dyn[1][..., -m_:, :] @ (u - batch["expert"]).double().unsqueeze(-1)).squeeze(-1)
+        err = (diff / policy.accel_bound).square().sum(-1).to(u.dtype)
+    else:
+        err = ((u - batch["expert"]) / policy.bound).square().sum(-1)
     mask = batch["step_mask"]
     loss = (err * mask).sum() / mask.sum()
     stats = {"loss": float(loss.detach())}
