@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
-from safeliquid.policies import LiquidBarrierPolicy, scene_rows
+from safeliquid.policies import SHIPPED_DIR, LiquidBarrierPolicy, scene_rows, shipped
 
 from safeliquid import cli, load_policy
 from safeliquid.checkpoint import CheckpointError, save_policy
+from safeliquid.cli import HELD_OUT_SEED
 from safeliquid.metrics import EpisodeRecorder, aggregate, proportion_ci
 from safeliquid.train import data as data_mod
 from safeliquid.train import imitation
@@ -366,3 +367,20 @@ def test_scene_rows_match_the_layer_rows():
 
     torch.testing.assert_close(-rows["A"], G)
     torch.testing.assert_close(rhs(rows["L"], rows["degree"], rows["default"]), b)
+
+
+@pytest.mark.parametrize("path", sorted(SHIPPED_DIR.glob("*.pt")), ids=lambda p: p.name)
+def test_shipped_policies_load_and_drive_their_environment(path):
+    policy = load_policy(path)
+    assert shipped(policy.config.env_id) == path
+    env = gym.make(policy.config.env_id)
+    obs, _ = env.reset(seed=HELD_OUT_SEED)
+    policy.reset()
+    base = env.unwrapped
+    for _ in range(20):
+        u = policy.act(obs, base.safety_state(), base.constraints)
+        assert np.all(np.abs(u) <= env.action_space.high + 1e-5) and not policy.last_report["failed"][0]
+        obs, _, terminated, truncated, info = env.step(u)
+        assert info["cost"] == 0.0 and not (terminated or truncated)
+    with pytest.raises(FileNotFoundError, match=path.name):
+        shipped("safeliquid/NoSuchEnv-v0")
