@@ -79,17 +79,10 @@ def _make_env(args: argparse.Namespace, render: bool = False) -> Any:
 
 
 def _evaluate(args: argparse.Namespace, env: Any, episodes: int, label: str = "") -> dict[str, Any]:
-    from tqdm import tqdm
-
-    from safeliquid.metrics import aggregate
-    from safeliquid.train.rollout import run_episode
+    from safeliquid.train.rollout import evaluate
 
     ctrl, name = _controller(args, env)
-    results = [
-        run_episode(env, ctrl, args.seed + i)[0]
-        for i in tqdm(range(episodes), desc=f"eval {label or name}", leave=False)
-    ]
-    return {"controller": label or name, **aggregate(results)}
+    return {"controller": label or name, **evaluate(env, ctrl, episodes, args.seed, desc=f"eval {label or name}")}
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

@@ -25,9 +25,8 @@ import torch
 from tqdm import tqdm
 
 from safeliquid.checkpoint import atomic_save, read, save_policy
-from safeliquid.metrics import aggregate
 from safeliquid.train.data import Episode, collect, load_episodes, make_batch, save_episodes
-from safeliquid.train.rollout import PolicyController, run_episode
+from safeliquid.train.rollout import PolicyController, evaluate
 
 EVAL_SEED = 1_000_000  # evaluation seeds start here, far from training seeds
 
@@ -136,10 +135,9 @@ def evaluate_policy(policy: Any, env_id: str, episodes: int, first_seed: int = E
                     env_kwargs: dict | None = None) -> dict[str, Any]:  # fmt: skip
     """Closed-loop rollouts on seeds ``first_seed ...``: the aggregated metrics of :mod:`safeliquid.metrics`."""
     env = gym.make(env_id, **(env_kwargs or {}))
-    ctrl = PolicyController(policy)
-    results = [run_episode(env, ctrl, first_seed + i)[0] for i in range(episodes)]
+    metrics = evaluate(env, PolicyController(policy), episodes, first_seed)
     env.close()
-    return aggregate(results)
+    return metrics
 
 
 def _score(metrics: dict[str, Any]) -> tuple[float, float, float]:

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 
-from safeliquid.metrics import EpisodeMetrics, EpisodeRecorder
+from safeliquid.metrics import EpisodeMetrics, EpisodeRecorder, aggregate
 
 
 class Controller(Protocol):
@@ -107,3 +107,14 @@ def run_episode(
             if render_every and (k % render_every == 0 or done):
                 tr.frames.append(env.render())
     return rec.finish(), tr
+
+
+def evaluate(env: gym.Env, controller: Controller, episodes: int, first_seed: int, desc: str | None = None) -> dict:
+    """``episodes`` closed-loop episodes on seeds ``first_seed ...``: the aggregated metrics of
+    :func:`safeliquid.metrics.aggregate`. ``desc``: label of a tqdm bar (none if ``None``)."""
+    seeds = range(first_seed, first_seed + episodes)
+    if desc is not None:
+        from tqdm import tqdm
+
+        seeds = tqdm(seeds, desc=desc, leave=False)
+    return aggregate([run_episode(env, controller, seed)[0] for seed in seeds])
