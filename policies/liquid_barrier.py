@@ -34,6 +34,7 @@ from safeliquid.safety.constraints import rhs
 from safeliquid.safety.filter import next_tightening
 
 SAFETY_MODES = ("barrier", "filter", "none")
+PRIORS = (None, "accel", "velocity")
 PAD_RHS = 1.0  # right-hand side of padding rows: 0 u <= 1 is never active
 SAMPLED_DATA_TRIES = 6  # re-solves of the run-time sampled-data correction (as SafetyFilter)
 _ROUNDING = 1e-10  # aim a hair above h = 0, so that rounding cannot land on the unsafe side
@@ -51,9 +52,10 @@ class PolicyConfig:
 
     ``scan``: ``(start, length)`` of a range scan inside the observation, encoded by a
     circular convolution, or ``None``. ``gain_groups``: barrier groups with learned gains.
-    ``accel_bound``: if set, the network commands joint accelerations ``a`` (bounded by it) and
-    ``u_ref`` is their inverse dynamics through the model (``M(q) a + c(q, q')`` for an arm): for fully
-    actuated second-order models, state ``[q, q']``.
+    ``prior``: for fully actuated second-order models (state ``[q, q']``), the network's bounded command
+    (``|cmd| <= prior_bound``) is a joint acceleration ``a = cmd`` (``"accel"``) or a joint velocity,
+    ``a = prior_gain (cmd - q')`` (``"velocity"``), and ``u_ref`` is the inverse dynamics of ``a``
+    through the model (``M(q) a + c(q, q')`` for an arm). ``None``: the network outputs ``u_ref``.
     ``cell_dt``: the cell's ODE time per control step (``None``: ``dt``, physical seconds). A
     continuous-time cell initialised with time constants of ~0.1-1 time units lags a 50 Hz loop by
     many steps when it integrates physical time; ``cell_dt=1`` is ncps' convention of one time unit per step.
@@ -76,7 +78,9 @@ class PolicyConfig:
     obs_mean: list[float] = field(default_factory=list)
     obs_std: list[float] = field(default_factory=list)
     cell_dt: float | None = None
-    accel_bound: list[float] | None = None
+    prior: str | None = None
+    prior_bound: list[float] | None = None
+    prior_gain: float = 15.0
 
     def __post_init__(self) -> None:
         if self.safety not in SAFETY_MODES:
@@ -85,10 +89,18 @@ class PolicyConfig:
             raise ValueError(f"action_bound needs {self.act_dim} entries, got {len(self.action_bound)}")
         if self.scan is not None:
             self.scan = (int(self.scan[0]), int(self.scan[1]))
-        if self.accel_bound is not None and (
-            len(self.accel_bound) != self.act_dim or not all(b > 0 for b in self.accel_bound)
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
+        if self.prior is not None and (
+            self.prior_bound is None
+            or len(self.prior_bound) != self.act_dim
+            or not all(b > 0 for b in self.prior_bound)
+            or not self.prior_gain > 0
         ):
-            raise ValueError(f"accel_bound needs {self.act_dim} positive entries, got {self.accel_bound}")
+            raise ValueError(
+                f"prior={self.prior!r} needs prior_bound with {self.act_dim} positive entries and prior_gain > 0, "
+                f"got {self.prior_bound} and {self.prior_gain}"
+            )
         if self.cell_dt is not None and not self.cell_dt > 0:
             raise ValueError(f"cell_dt must be > 0 (ODE time per control step) or None, got {self.cell_dt}")
 
@@ -143,8 +155,11 @@ class LiquidBarrierPolicy(nn.Module):
         self.register_buffer("obs_mean", torch.tensor(mean, dtype=torch.float32))
         self.register_buffer("obs_std", torch.tensor(std, dtype=torch.float32))
         self.register_buffer("bound", torch.tensor(c.action_bound, dtype=torch.float32))
-        accel = c.accel_bound or [1.0] * c.act_dim
-        self.register_buffer("accel_bound", torch.tensor(accel, dtype=torch.float64), persistent=False)
+        prior_bound = torch.tensor(c.prior_bound or [1.0] * c.act_dim, dtype=torch.float64)
+        self.register_buffer("prior_bound", prior_bound, persistent=False)
+        # The acceleration error a unit command error causes: the loss's scale with a prior.
+        scale = prior_bound * (c.prior_gain if c.prior == "velocity" else 1.0)
+        self.register_buffer("accel_scale", scale, persistent=False)
         self._h: Tensor | None = None
         self.run_safety = c.safety  # the safety mode at run time; set "none" to switch the layer off
         self.last_report: dict[str, Any] = {}
@@ -163,15 +178,15 @@ class LiquidBarrierPolicy(nn.Module):
 
     def _outputs(self, y: Tensor, dyn: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
         """Cell outputs ``(..., outputs)`` -> ``u_ref (..., m)`` and gain multipliers ``(..., groups, R)``.
-        ``dyn``: the model's ``f (..., n)`` and ``g (..., n, m)`` at the states (needed with ``accel_bound``)."""
+        ``dyn``: the model's ``f (..., n)`` and ``g (..., n, m)`` at the states (needed with a ``prior``)."""
         y = self.head(y)
-        if self.config.accel_bound is None:
+        if self.config.prior is None:
             u_ref = self.bound * torch.tanh(y[..., : self.config.act_dim])
         else:
             if dyn is None:
-                raise ValueError("a policy with accel_bound needs the model's f and g at the states (dyn=)")
-            accel = self.accel_bound * torch.tanh(y[..., : self.config.act_dim].double())
-            u_ref = inverse_dynamics(dyn[0], dyn[1], accel).to(y.dtype)
+                raise ValueError(f"a policy with prior={self.config.prior!r} needs the model's f and g (dyn=)")
+            cmd = self.prior_bound * torch.tanh(y[..., : self.config.act_dim].double())
+            u_ref = inverse_dynamics(dyn[0], dyn[1], self._accel(cmd, dyn[0])).to(y.dtype)
         if not self.n_gain:
             return u_ref, None
         raw = y[..., self.config.act_dim :].reshape(*y.shape[:-1], len(self.config.gain_groups), -1)
@@ -181,11 +196,18 @@ class LiquidBarrierPolicy(nn.Module):
         self, obs: Tensor, h0: Tensor | None = None, dyn: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, Tensor | None, Tensor]:
         """``obs (B, T, obs_dim)`` -> ``u_ref (B, T, m)``, gain multipliers ``(B, T, groups, R)`` or None, ``h_T``.
-        ``dyn``: ``f (B, T, n)`` and ``g (B, T, n, m)`` of the model along the sequence (for ``accel_bound``)."""
+        ``dyn``: ``f (B, T, n)`` and ``g (B, T, n, m)`` of the model along the sequence (for a ``prior``)."""
         z = self.encoder((obs - self.obs_mean) / self.obs_std)
         y, h = self.sequence(z, h0, self.config.cell_time)
         u_ref, mult = self._outputs(y, dyn)
         return u_ref, mult, h
+
+    def _accel(self, cmd: Any, f: Any) -> Any:
+        """Commanded accelerations ``(..., m)`` from the network's command and the model's ``f (..., n)``
+        (whose first ``m`` entries are the joint velocities); torch or numpy."""
+        if self.config.prior == "velocity":
+            return self.config.prior_gain * (cmd - f[..., : cmd.shape[-1]])
+        return cmd
 
     # -- the constraint layer -----------------------------------------------------------------
     def project(
@@ -257,15 +279,13 @@ class LiquidBarrierPolicy(nn.Module):
             )
         if single and mode == "barrier" and state is not None and constraints is not None:
             return self._act_one(obs_np.astype(np.float64), np.asarray(state, np.float64), constraints)
-        needs_model = mode != "none" or self.config.accel_bound is not None
+        needs_model = mode != "none" or self.config.prior is not None
         if needs_model and (state is None or constraints is None):
-            raise ValueError(
-                f"a policy with safety={mode!r}{' and accel_bound' if self.config.accel_bound else ''} "
-                "needs state= and constraints="
-            )
+            prior = f" and prior={self.config.prior!r}" if self.config.prior else ""
+            raise ValueError(f"a policy with safety={mode!r}{prior} needs state= and constraints=")
         x = None if state is None else torch.as_tensor(np.asarray(state), dtype=torch.float64).reshape(o.shape[0], -1)
         dyn = None
-        if self.config.accel_bound is not None:
+        if self.config.prior is not None:
             assert x is not None and constraints is not None
             dyn = (constraints.model.f(x), constraints.model.g(x))
         z = self.encoder((o - self.obs_mean) / self.obs_std)
@@ -360,13 +380,14 @@ class LiquidBarrierPolicy(nn.Module):
         if "head.weight" in w:
             yv = w["head.weight"] @ yv + w["head.bias"]
         m = self.config.act_dim
-        if self.config.accel_bound is None:
+        if self.config.prior is None:
             u_ref = w["bound"] * np.tanh(yv[:m])
         else:
             with torch.no_grad():
                 x1 = torch.from_numpy(state.reshape(1, -1))
                 f1, g1 = constraints.model.f(x1)[0].numpy(), constraints.model.g(x1)[0].numpy()
-            u_ref = np.linalg.solve(g1[-m:], self.accel_bound.numpy() * np.tanh(yv[:m]) - f1[-m:])
+            accel = self._accel(self.prior_bound.numpy() * np.tanh(yv[:m]), f1)
+            u_ref = np.linalg.solve(g1[-m:], accel - f1[-m:])
         A, L = constraints.terms_numpy(state.reshape(1, -1))
         A, L = A[0], L[0]
         k = A.shape[0]

@@ -270,8 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
                  "eval_episodes", "workers"):  # fmt: skip
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name), help=name.replace("_", " "))
     p.add_argument("--cell-dt", type=float, default=d.cell_dt, help="ODE time per control step (0: the env's dt)")
-    accel_help = "> 0: the network commands accelerations, u_ref by inverse dynamics (fully actuated arms)"
-    p.add_argument("--accel-bound", type=float, default=d.accel_bound, help=accel_help)
+    p.add_argument(
+        "--prior",
+        choices=("none", "accel", "velocity"),
+        default=d.prior,
+        help="the network commands joint accelerations or velocities, u_ref by inverse dynamics",
+    )
+    p.add_argument("--prior-bound", type=float, default=d.prior_bound, help="bound on the commanded quantity")
+    p.add_argument("--prior-gain", type=float, default=d.prior_gain, help="velocity prior: a = gain (v - q')")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     p.add_argument("--lr-final", type=float, default=d.lr_final, help="final learning rate / --lr (cosine decay)")
     p.add_argument("--dagger-beta", type=float, default=d.dagger_beta, help="P(expert drives) in DAgger rounds")

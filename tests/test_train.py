@@ -44,9 +44,9 @@ def trained(tmp_path_factory):
     return out, last
 
 
-def _policy(demos, safety="barrier", cell="ltc", cell_dt=0.0, accel_bound=0.0):
+def _policy(demos, safety="barrier", cell="ltc", cell_dt=0.0, prior="none"):
     env = gym.make(NAV)
-    tiny = replace(TINY, safety=safety, cell=cell, cell_dt=cell_dt, accel_bound=accel_bound)
+    tiny = replace(TINY, safety=safety, cell=cell, cell_dt=cell_dt, prior=prior, prior_bound=4.0, prior_gain=3.0)
     cfg = imitation._policy_config(tiny, env, demos)
     env.close()
     policy = LiquidBarrierPolicy(cfg)
@@ -80,10 +80,12 @@ def test_gradients_reach_the_gains_and_the_ltc_through_the_qp(demos):
 
 
 @pytest.mark.parametrize(
-    "cell_dt,accel_bound", [(0.0, 0.0), (3.0, 0.0), (3.0, 4.0)], ids=["physical-time", "cell_dt=3", "accel-prior"]
+    "cell_dt,prior",
+    [(0.0, "none"), (3.0, "none"), (3.0, "accel"), (3.0, "velocity")],
+    ids=["physical-time", "cell_dt=3", "accel-prior", "velocity-prior"],
 )
-def test_batch_one_fast_path_equals_the_batched_torch_path(demos, cell_dt, accel_bound):
-    policy = _policy(demos, cell_dt=cell_dt, accel_bound=accel_bound)
+def test_batch_one_fast_path_equals_the_batched_torch_path(demos, cell_dt, prior):
+    policy = _policy(demos, cell_dt=cell_dt, prior=prior)
     env = gym.make(NAV).unwrapped
     obs, _ = env.reset(seed=3)
     fast, slow = [], []
@@ -116,14 +118,20 @@ def test_cell_dt_sets_the_ode_time_per_step_in_training_and_at_run_time(demos):
         replace(fast.config, cell_dt=-1.0)
 
 
-def test_acceleration_prior_is_inverse_dynamics_and_trains_in_acceleration_space(demos):
-    policy = _policy(demos, accel_bound=4.0)
+@pytest.mark.parametrize("prior", ["accel", "velocity"])
+def test_priors_are_inverse_dynamics_and_train_in_acceleration_space(demos, prior):
+    policy = _policy(demos, prior=prior)  # prior_bound 4, prior_gain 3
     batch = make_batch(demos, policy.config.gain_groups)
     f, g = batch["dyn"]
     assert f.shape[:2] == batch["obs"].shape[:2] and g.shape[-2:] == (4, 2)
     u_ref, _, _ = policy(batch["obs"], dyn=batch["dyn"])
     accel = f[..., 2:] + (g[..., 2:, :] @ u_ref.detach().double().unsqueeze(-1)).squeeze(-1)  # what u_ref does
-    peak = float(accel[batch["step_mask"]].abs().max())
+    real = batch["step_mask"]
+    if prior == "accel":
+        cmd = accel
+    else:  # a = gain (v - q'): recover the velocity command v, bounded like the acceleration command
+        cmd = accel / 3.0 + f[..., :2]
+    peak = float(cmd[real].abs().max())
     assert 0.1 < peak <= 4.0 + 1e-5
     loss, _ = imitation.loss_on(policy, batch)
     loss.backward()
@@ -131,8 +139,10 @@ def test_acceleration_prior_is_inverse_dynamics_and_trains_in_acceleration_space
     with pytest.raises(ValueError, match="needs the model's f and g"):
         policy(batch["obs"])
     with pytest.raises(ValueError, match="fully actuated second-order model"):
-        imitation._policy_config(replace(TINY, env_id="safeliquid/CartPoleRail-v0", accel_bound=4.0),
+        imitation._policy_config(replace(TINY, env_id="safeliquid/CartPoleRail-v0", prior=prior, prior_bound=4.0),
                                  gym.make("safeliquid/CartPoleRail-v0"), demos)  # fmt: skip
+    with pytest.raises(ValueError, match="needs prior_bound with 2 positive entries"):
+        imitation._policy_config(replace(TINY, prior=prior), gym.make(NAV), demos)
 
 
 def _approaching_states(env, count=40, seed=0):

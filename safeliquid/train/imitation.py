@@ -39,7 +39,9 @@ class TrainConfig:
     cell: str = "ltc"
     units: int = 19
     cell_dt: float = 0.0  # the cell's ODE time per control step; 0: the environment's dt (seconds)
-    accel_bound: float = 0.0  # > 0: the network commands accelerations (|a| <= this), u_ref by inverse dynamics
+    prior: str = "none"  # "accel" / "velocity": the network commands joint accelerations / velocities (|.| <=
+    prior_bound: float = 0.0  # prior_bound), u_ref by inverse dynamics; velocity: a = prior_gain (v - q')
+    prior_gain: float = 15.0
     safety: str = "barrier"
     seed: int = 0
     demos: int = 200  # expert-driven episodes
@@ -62,13 +64,15 @@ def _policy_config(cfg: TrainConfig, env: gym.Env, episodes: list[Episode]) -> A
 
     base = env.unwrapped
     m = env.action_space.shape[0]
-    if cfg.accel_bound and getattr(base, "model", None) is None:
-        env.reset(seed=cfg.seed)  # the model is built with the scene
-    if cfg.accel_bound and base.model.state_dim != 2 * m:
-        raise ValueError(
-            f"accel_bound needs a fully actuated second-order model (state [q, q'] with {m} + {m} entries); "
-            f"{cfg.env_id}'s model has state {base.model.state_dim} and {m} actions"
-        )
+    prior = None if cfg.prior == "none" else cfg.prior
+    if prior is not None:
+        if getattr(base, "model", None) is None:
+            env.reset(seed=cfg.seed)  # the model is built with the scene
+        if base.model.state_dim != 2 * m:
+            raise ValueError(
+                f"prior={prior!r} needs a fully actuated second-order model (state [q, q'] with {m} + {m} "
+                f"entries); {cfg.env_id}'s model has state {base.model.state_dim} and {m} actions"
+            )
     groups = sorted({gain_group(n) for e in episodes for n in e.names})
     scan = (4, base.n_rays) if hasattr(base, "n_rays") else None
     return PolicyConfig(
@@ -81,7 +85,9 @@ def _policy_config(cfg: TrainConfig, env: gym.Env, episodes: list[Episode]) -> A
         cell=cfg.cell,
         units=cfg.units,
         cell_dt=cfg.cell_dt or None,
-        accel_bound=[float(cfg.accel_bound)] * m if cfg.accel_bound else None,
+        prior=prior,
+        prior_bound=[float(cfg.prior_bound)] * m if prior is not None else None,
+        prior_gain=cfg.prior_gain,
         safety=cfg.safety,
         scan=scan,
         seed=cfg.seed,
@@ -91,12 +97,12 @@ def _policy_config(cfg: TrainConfig, env: gym.Env, episodes: list[Episode]) -> A
 def loss_on(
     policy: Any, batch: dict[str, torch.Tensor], backend: str = "native"
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean squared action error (scaled by the action bound; with ``accel_bound``, the error in the
-    accelerations it causes, scaled by that bound) over real steps; for ``barrier`` on the QP's output
-    (solved by ``backend``, see :func:`safeliquid.qp.solve_qp`)."""
+    """Mean squared action error over real steps, scaled by the action bound (with a ``prior``: the error
+    in the accelerations it causes, scaled by the prior's acceleration range); for ``barrier`` on the
+    QP's output (solved by ``backend``, see :func:`safeliquid.qp.solve_qp`)."""
     dyn = batch.get("dyn")
-    if policy.config.accel_bound is not None and dyn is None:
-        raise ValueError("a policy with accel_bound trains on demonstrations that carry the model's f and g")
+    if policy.config.prior is not None and dyn is None:
+        raise ValueError("a policy with a prior trains on demonstrations that carry the model's f and g")
     u_ref, mult, _ = policy(batch["obs"], dyn=dyn)
     B, T, m = u_ref.shape
     if policy.config.safety == "barrier":
@@ -105,12 +111,12 @@ def loss_on(
         u = u.reshape(B, T, m)
     else:
         u, slack = u_ref, torch.zeros(0)
-    if dyn is not None and policy.config.accel_bound is not None:
-        # Compare in acceleration space, g_acc (u - u_expert) / accel_bound: torque errors on light distal
+    if dyn is not None and policy.config.prior is not None:
+        # Compare in acceleration space, g_acc (u - u_expert) / accel_scale: torque errors on light distal
         # joints move the arm as much as large ones on the shoulder.
         m_ = u.shape[-1]
         diff = (dyn[1][..., -m_:, :] @ (u - batch["expert"]).double().unsqueeze(-1)).squeeze(-1)
-        err = (diff / policy.accel_bound).square().sum(-1).to(u.dtype)
+        err = (diff / policy.accel_scale).square().sum(-1).to(u.dtype)
     else:
         err = ((u - batch["expert"]) / policy.bound).square().sum(-1)
     mask = batch["step_mask"]
