@@ -39,6 +39,8 @@ TORQUE_LIMITS = np.array([176.0, 176.0, 110.0, 110.0, 110.0, 40.0, 40.0])
 # Spaced <= 0.2 m along the arm (0.11 m along the forearm, whose housing is widest), so that with
 # ``link_radius`` 0.09 and ``margin`` 0.03 the sphere cannot touch a link between two points without
 # first breaking a barrier (checked on 200 expert episodes: no contact without a barrier violation).
+# Not sufficient in general: a learned policy touched the sphere with link 3, between ``elbow`` and
+# ``forearm``, with every barrier >= 0 (README, "Known gap in ArmReach's constraints").
 CONTROL_POINTS = {
     "upper_arm": (2, (0.0, 0.0, 0.0)),
     "elbow": (3, (0.0, 0.0, 0.0)),
