@@ -8,7 +8,9 @@ Writes ``benchmarks/results/experts.json``.
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -54,7 +56,8 @@ def evaluate(env_id: str, episodes: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=200, help="seeded episodes per environment (default 200)")
-    parser.add_argument("--env", action="append", choices=ENV_IDS, help="environment id (default: all)")
+    parser.add_argument("--env", action="append", choices=ENV_IDS,
+                        help="environment id (default: all); the others' results in experts.json are kept")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(1)
     results = {env_id: evaluate(env_id, args.episodes) for env_id in args.env or ENV_IDS}
@@ -63,6 +66,9 @@ def main() -> None:
             f"{env_id:28s} success {r['success_rate']:.3f}  violating steps {r['violating_steps']:.0f}  "
             f"episode {r['mean_episode_sim_s']:.2f} s simulated, {r['mean_episode_wall_s']:.2f} s wall"
         )
+    kept = Path(__file__).parent / "results" / "experts.json"
+    if args.env and kept.exists():  # a partial run updates its environments, keeps the others
+        results = {**json.loads(kept.read_text()).get("results", {}), **results}
     print("wrote", write("experts", {"results": results}))
 
 

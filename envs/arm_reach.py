@@ -7,8 +7,8 @@ client for ``M`` (``calculateMassMatrix``) and ``c`` (``calculateInverseDynamics
 at zero acceleration); the barriers place control points with pytorch_kinematics
 reading the same URDF, so they are differentiable in torch.
 
-Constraints (state ``[q (7), q_dot (7)]``): six control points along the arm
-(upper arm, elbow, forearm, mid-forearm, wrist, end effector) keep
+Constraints (state ``[q (7), q_dot (7)]``): seven control points along the arm
+(upper arm, elbow, mid-elbow link, forearm, mid-forearm, wrist, end effector) keep
 ``|p - c| >= r + link_radius + margin`` from the sphere;
 every joint stays inside its URDF limits (less ``joint_margin``); torques stay
 within the iiwa 14 R820 ratings (176, 176, 110, 110, 110, 40, 40 N m), which are
@@ -36,14 +36,15 @@ from safeliquid.safety import ConstraintSet, Manipulator, sphere_obstacle, state
 URDF = "kuka_iiwa/model.urdf"
 TORQUE_LIMITS = np.array([176.0, 176.0, 110.0, 110.0, 110.0, 40.0, 40.0])
 # Control points: (link index, offset in the link frame). Link i is moved by joint i (0-based).
-# Spaced <= 0.2 m along the arm (0.11 m along the forearm, whose housing is widest), so that with
-# ``link_radius`` 0.09 and ``margin`` 0.03 the sphere cannot touch a link between two points without
-# first breaking a barrier (checked on 200 expert episodes: no contact without a barrier violation).
-# Not sufficient in general: a learned policy touched the sphere with link 3, between ``elbow`` and
-# ``forearm``, with every barrier >= 0 (README, "Known gap in ArmReach's constraints").
+# Spaced <= 0.22 m along the upper arm and <= 0.11 m from the elbow on (links 3 and 4: the widest
+# housings), so that with ``link_radius`` 0.09 and ``margin`` 0.03 the sphere cannot touch a link between
+# two points without first breaking a barrier. 200 expert episodes never did; but without
+# ``elbow_mid`` a learned policy touched the sphere with link 3 with every barrier >= 0 (seed 1,000,005
+# of the README's velocity-prior run), and with it none of its first 20 evaluation episodes did.
 CONTROL_POINTS = {
     "upper_arm": (2, (0.0, 0.0, 0.0)),
     "elbow": (3, (0.0, 0.0, 0.0)),
+    "elbow_mid": (3, (0.0, 0.0923, 0.0)),  # halfway to the forearm joint (y = 0.1845 in link 3's frame)
     "forearm": (4, (0.0, 0.0, 0.0)),
     "forearm_mid": (4, (0.0, 0.0, 0.1077)),  # halfway to the wrist: link 5's housing is the bulkiest
     "wrist": (5, (0.0, 0.0, 0.0)),
