@@ -202,9 +202,9 @@ class LiquidBarrierPolicy(nn.Module):
         u_ref, mult = self._outputs(y, dyn)
         return u_ref, mult, h
 
-    def _accel(self, cmd: Any, f: Any) -> Any:
-        """Commanded accelerations ``(..., m)`` from the network's command and the model's ``f (..., n)``
-        (whose first ``m`` entries are the joint velocities); torch or numpy."""
+    def _accel(self, cmd: Tensor, f: Tensor) -> Tensor:
+        """Commanded accelerations ``(..., m)`` from the network's command ``(..., m)`` and the model's
+        ``f (..., n)`` (whose first ``m`` entries are the joint velocities)."""
         if self.config.prior == "velocity":
             return self.config.prior_gain * (cmd - f[..., : cmd.shape[-1]])
         return cmd
@@ -383,11 +383,10 @@ class LiquidBarrierPolicy(nn.Module):
         if self.config.prior is None:
             u_ref = w["bound"] * np.tanh(yv[:m])
         else:
-            with torch.no_grad():
-                x1 = torch.from_numpy(state.reshape(1, -1))
-                f1, g1 = constraints.model.f(x1)[0].numpy(), constraints.model.g(x1)[0].numpy()
-            accel = self._accel(self.prior_bound.numpy() * np.tanh(yv[:m]), f1)
-            u_ref = np.linalg.solve(g1[-m:], accel - f1[-m:])
+            x1 = torch.from_numpy(state.reshape(1, -1))
+            f1, g1 = constraints.model.f(x1)[0], constraints.model.g(x1)[0]
+            cmd = self.prior_bound * torch.from_numpy(np.tanh(yv[:m]))
+            u_ref = inverse_dynamics(f1, g1, self._accel(cmd, f1)).numpy()
         A, L = constraints.terms_numpy(state.reshape(1, -1))
         A, L = A[0], L[0]
         k = A.shape[0]

@@ -111,11 +111,10 @@ def loss_on(
         u = u.reshape(B, T, m)
     else:
         u, slack = u_ref, torch.zeros(0)
-    if dyn is not None and policy.config.prior is not None:
+    if policy.config.prior is not None:
         # Compare in acceleration space, g_acc (u - u_expert) / accel_scale: torque errors on light distal
         # joints move the arm as much as large ones on the shoulder.
-        m_ = u.shape[-1]
-        diff = (dyn[1][..., -m_:, :] @ (u - batch["expert"]).double().unsqueeze(-1)).squeeze(-1)
+        diff = (dyn[1][..., -m:, :] @ (u - batch["expert"]).double().unsqueeze(-1)).squeeze(-1)
         err = (diff / policy.accel_scale).square().sum(-1).to(u.dtype)
     else:
         err = ((u - batch["expert"]) / policy.bound).square().sum(-1)
