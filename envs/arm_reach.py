@@ -21,7 +21,8 @@ effector, obstacle centre minus end effector, obstacle radius.
 from __future__ import annotations
 
 import os
-from functools import cached_property
+from functools import cached_property, partial
+from typing import Any
 
 import numpy as np
 import pybullet as p
@@ -90,7 +91,7 @@ class KukaModel(Manipulator):
     def __init__(self, mass_scale: float = 1.0) -> None:
         self.mass_scale = mass_scale
         self._sim: BulletSim | None = None
-        super().__init__(7, self._mass_matrix_of, self._bias_of)
+        super().__init__(7, self._mass_matrix_of, self._bias_of, self._jacobian_of, task_dim=3)
 
     @property
     def sim(self) -> tuple[BulletSim, int]:
@@ -111,6 +112,43 @@ class KukaModel(Manipulator):
         rows = [sim.call(p.calculateMassMatrix, body, qi.tolist()) for qi in q.detach().double()]
         return torch.tensor(np.array(rows), dtype=q.dtype)
 
+    def _jacobian_of(self, q: Tensor) -> Tensor:
+        """The end effector's (control point ``ee``) linear velocity Jacobian ``(B, 3, 7)``."""
+        sim, body = self.sim
+        link, offset = CONTROL_POINTS["ee"]
+        zero = [0.0] * 7
+        rows = [sim.call(p.calculateJacobian, body, link, list(offset), qi.tolist(), zero, zero)[0]
+                for qi in q.detach().double()]  # fmt: skip
+        return torch.tensor(np.array(rows), dtype=q.dtype)
+
+    def point_kinematics(self, q: np.ndarray, qd: np.ndarray, eps: float = 1e-5) -> tuple[np.ndarray, ...]:
+        """The :data:`CONTROL_POINTS` at one state ``q, qd (7,)``: positions ``(P, 3)``, linear Jacobians
+        ``(P, 3, 7)`` and ``J' q' (P, 3)`` (the points' acceleration at zero joint acceleration, by a
+        central difference of ``J`` along ``q'``), all from this model's PyBullet client."""
+        sim, body = self.sim
+        for j in range(7):
+            sim.call(p.resetJointState, body, j, float(q[j]), 0.0)
+        links = [link for link, _ in CONTROL_POINTS.values()]
+        offsets = [list(off) for _, off in CONTROL_POINTS.values()]
+        states = sim.call(p.getLinkStates, body, links, computeForwardKinematics=True)
+        points = np.array(
+            [
+                np.array(st[4]) + np.array(sim.call(p.getMatrixFromQuaternion, st[5])).reshape(3, 3) @ off
+                for st, off in zip(states, offsets, strict=True)
+            ]
+        )
+        zero = [0.0] * 7
+
+        def jac(qq: np.ndarray) -> np.ndarray:
+            return np.array(
+                [sim.call(p.calculateJacobian, body, link, off, qq.tolist(), zero, zero)[0]
+                 for link, off in zip(links, offsets, strict=True)]
+            )  # fmt: skip
+
+        J = jac(q)
+        jdot_qd = (jac(q + eps * qd) - jac(q - eps * qd)) @ qd / (2 * eps)
+        return points, J, jdot_qd
+
     def _bias_of(self, q: Tensor, qd: Tensor) -> Tensor:
         sim, body = self.sim
         zero = [0.0] * 7
@@ -119,6 +157,39 @@ class KukaModel(Manipulator):
             for qi, qdi in zip(q.detach().double(), qd.detach().double(), strict=True)
         ]
         return torch.tensor(np.array(rows), dtype=q.dtype)
+
+
+def arm_terms(x: Any, model: KukaModel, center: np.ndarray, reach: float, low: np.ndarray,
+              high: np.ndarray) -> tuple[Any, Any]:  # fmt: skip
+    """Closed-form HOCBF pieces of ArmReach's barriers (:meth:`ConstraintSet.terms` order: the sphere for
+    each control point, then ``joint{j}.low/high``) at ``x (B, 14)``, a torch tensor or a numpy array (the
+    same type comes back): ``A (B, 21, 7)``, ``L (B, 21, 3)``. With ``d = p - c`` and ``a0 = -M^-1 c(q, q')``,
+    the sphere rows are ``h = |d|^2 - reach^2``, ``L_f h = 2 d.J q'``, ``L_f^2 h = 2 |J q'|^2 + 2 d.(J' q' +
+    J a0)``, ``L_g L_f h = 2 d^T J M^-1``; a joint's are ``q - low``, ``q'``, ``a0`` and ``M^-1`` rows."""
+    xs = x.detach().double().numpy() if isinstance(x, Tensor) else np.asarray(x, np.float64)
+    A_out, L_out = [], []
+    for xi in xs:
+        q, qd = xi[:7], xi[7:]
+        qt = torch.from_numpy(q[None])
+        m_inv = np.linalg.inv(model._mass_matrix_of(qt)[0].numpy())
+        a0 = -m_inv @ model._bias_of(qt, torch.from_numpy(qd[None]))[0].numpy()
+        points, J, jdot_qd = model.point_kinematics(q, qd)
+        d = points - center
+        vel = J @ qd  # (P, 3)
+        sphere_L = np.stack(
+            [(d * d).sum(1) - reach * reach, 2 * (d * vel).sum(1),
+             2 * (vel * vel).sum(1) + 2 * (d * (jdot_qd + J @ a0)).sum(1)], 1
+        )  # fmt: skip
+        sphere_A = 2 * np.einsum("pk,pkj->pj", d, J) @ m_inv
+        sign = np.array([[1.0], [-1.0]])  # low: q - low; high: high - q
+        joint_L = np.stack([np.stack([q - low, qd, a0], 1), np.stack([high - q, -qd, -a0], 1)], 1).reshape(14, 3)
+        joint_A = (sign[None] * m_inv[:, None, :]).reshape(14, 7)
+        A_out.append(np.concatenate([sphere_A, joint_A]))
+        L_out.append(np.concatenate([sphere_L, joint_L]))
+    A, L = np.array(A_out), np.array(L_out)
+    if isinstance(x, Tensor):
+        return torch.from_numpy(A).to(x.dtype), torch.from_numpy(L).to(x.dtype)
+    return A, L
 
 
 class _Kinematics:
@@ -146,10 +217,14 @@ class _Kinematics:
         return out
 
     def _compute(self, x: Tensor) -> Tensor:
-        frames = self.chain.to(dtype=x.dtype).forward_kinematics(x[:, :7], end_only=False)
+        chain = self.chain.to(dtype=x.dtype)
+        # analytical_grad=False: pytorch_kinematics' default backward (a custom autograd Function) is not
+        # differentiable again, so the second Lie derivative would silently lose every term through the
+        # Jacobian's dependence on q (|J q'|^2 and d.J' q'): the HOCBF rows need plain autograd.
+        frames = chain.forward_kinematics_tensor(x[:, :7], analytical_grad=False)  # (frames, B, 4, 4)
         points = []
         for name, off in zip(self.frames, self.offsets.to(x), strict=True):
-            m = frames[name].get_matrix()  # (B, 4, 4)
+            m = frames[chain.frame_to_idx[name]]  # (B, 4, 4)
             points.append(m[:, :3, 3] + m[:, :3, :3] @ off)
         return torch.stack(points, 1)
 
@@ -259,9 +334,20 @@ class ArmReachEnv(SafeBulletEnv):
         samples = torch.as_tensor(np.concatenate([q_start, np.zeros(7)])[None] + rng.normal(0, 0.1, (4, 14)))
         # The model predicts a period to ~1e-3 rad (RK4 against PyBullet's 200 Hz semi-implicit Euler);
         # 2e-4 m^2 of the sphere barriers is ~0.5 mm of clearance, enough to cover it.
-        self.constraints = ConstraintSet(
-            self.model, barriers, samples, -self.action_bound, self.action_bound, sample_margin=2e-4
+        # The closed-form terms read PyBullet's kinematics (the plant's), which agree with pytorch_kinematics'
+        # to ~5e-8 m and give L_f^2 h to ~1e-6: hence the looser check (the pk bug above was off by 5e-4).
+        fast = partial(
+            arm_terms,
+            model=self.model,
+            center=center.copy(),
+            reach=float(radius + reach),
+            low=self.q_low + self.joint_margin,
+            high=self.q_high - self.joint_margin,
         )
+        self.constraints = ConstraintSet(
+            self.model, barriers, samples, -self.action_bound, self.action_bound, fast_terms=fast,
+            sample_margin=2e-4, fast_terms_tol=(1e-5, 1e-5),
+        )  # fmt: skip
 
     def safety_state(self) -> np.ndarray:
         """``[q (7), q_dot (7)]``: the state of :attr:`model` and :attr:`constraints`."""

@@ -151,6 +151,45 @@ def test_model_predicts_the_simulator_arm():
     assert err[:, :7].max() < 3e-3 and err[:, 7:].max() < 2e-2, err.max(0)
 
 
+def test_arm_hocbf_terms_are_the_time_derivatives_of_the_barriers():
+    """``L_f h`` and ``L_f^2 h`` are h's first and second time derivatives along the unforced model, from the
+    closed form and from autograd alike. (pytorch_kinematics' default backward cannot be differentiated
+    twice; through it autograd silently dropped ``2 |J q'|^2 + 2 d.J' q'`` from ``L_f^2 h``.)"""
+    env = make(ARM)
+    env.reset(seed=4)
+    rng = np.random.default_rng(0)
+    x = torch.as_tensor(np.concatenate([env.safety_state()[:7], np.zeros(7)])[None] + rng.normal(0, 1.0, (3, 14)))
+    c, d = env.constraints, 1e-3
+    zero = torch.zeros(3, 7, dtype=torch.float64)
+    before, now, after = (c.values(env.model.step(x, zero, t)) for t in (-d, 0.0, d))
+    first, second = (after - before) / (2 * d), (after - 2 * now + before) / d**2
+    assert float(second[:, :7].abs().max()) > 0.5  # moving fast enough for the velocity terms to matter
+    fast = c.fast_terms
+    assert fast is not None
+    try:
+        for terms in (fast, None):
+            c.fast_terms = terms
+            L = c.terms(x).L
+            torch.testing.assert_close(L[..., 1], first, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(L[..., 2], second, atol=1e-3, rtol=1e-4)
+    finally:
+        c.fast_terms = fast
+
+
+def test_arm_task_jacobian_is_the_derivative_of_the_end_effector_point():
+    env = make(ARM)
+    env.reset(seed=4)
+    x = torch.as_tensor(env.safety_state()).unsqueeze(0)
+    J = env.model.task_jacobian(x)[0]
+    assert J.shape == (3, 7) and env.model.task_dim == 3
+    eps = 1e-6
+    for j in range(7):
+        step = torch.zeros_like(x)
+        step[0, j] = eps
+        column = (env.kinematics(x + step)[0, -1] - env.kinematics(x - step)[0, -1]) / (2 * eps)
+        torch.testing.assert_close(J[:, j], column, atol=1e-6, rtol=0)
+
+
 def test_barriers_agree_with_pybullet_closest_points_navigate():
     env = make(NAV)
     for seed in range(4):
@@ -260,6 +299,22 @@ def test_navigate_expert_replans_from_where_the_learner_drove():
     expert(env)
     assert np.linalg.norm(expert.path[0] - spot) < 0.1
     np.testing.assert_allclose(expert.path[-1], env.goal)
+
+
+def test_arm_expert_sends_a_learner_past_the_sphere_on_to_the_target():
+    """The ArmReach counterpart of the replanning test: an end effector beside the sphere but past its
+    midplane, short of the via point, is sent to the target (the sphere blocks the straight segment)."""
+    from safeliquid.envs.experts.arm import detour_aim
+
+    center, target, keep = np.zeros(3), np.array([0.4, 0.0, 0.0]), 0.25
+    before, after = np.array([-0.3, 0.05, 0.0]), np.array([0.02, 0.2, 0.0])  # segment to target blocked from both
+    aim, done = detour_aim(before, target, center, keep, via_done=False)
+    assert not done and aim[0] == pytest.approx(0.0) and np.linalg.norm(aim - center) == pytest.approx(keep + 0.08)
+    assert aim[1] > 0  # on the side the end effector is on
+    aim, done = detour_aim(after, target, center, keep, via_done=False)
+    np.testing.assert_array_equal(aim, target)
+    aim, done = detour_aim(np.array([-0.01, keep + 0.06, 0.0]), target, center, keep, via_done=False)
+    assert done  # within 0.05 m of the via point: the detour is over from here on
 
 
 def test_a_constraint_set_kept_from_an_earlier_episode_stays_right():

@@ -15,9 +15,32 @@ def _segment_clearance(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
     return float(np.linalg.norm(a + t * ab - c))
 
 
+def detour_aim(
+    ee: np.ndarray, target: np.ndarray, center: np.ndarray, keep: float, via_done: bool
+) -> tuple[np.ndarray, bool]:
+    """Where the end effector ``ee (3,)`` should head, and the updated ``via_done``.
+
+    While the segment to ``target`` passes within ``keep`` of ``center`` and the end effector is still on
+    the start side of the sphere's midplane (normal ``target - center``), a via point ``keep + 0.08``
+    from the centre, on the side the end effector is on; ``via_done`` once it is within 0.05 m of it.
+    Past the midplane the detour is over however the arm got there, so a DAgger learner that overshoots
+    the via point is sent on to the target, not back to the via point.
+    """
+    to_goal = target - center
+    passed = np.dot(ee - center, to_goal) >= 0.0
+    if via_done or passed or _segment_clearance(ee, target, center) >= keep:
+        return target, via_done
+    side = ee - center
+    side = side - np.dot(side, to_goal) / max(np.dot(to_goal, to_goal), 1e-12) * to_goal
+    if np.linalg.norm(side) < 1e-3:
+        side = np.array([0.0, 0.0, 1.0])
+    aim = center + (keep + 0.08) * side / np.linalg.norm(side)
+    return aim, bool(np.linalg.norm(aim - ee) < 0.05)  # beside the sphere: from here the filter keeps clear
+
+
 class ArmReachExpert(FilteredExpert):
     """While the straight line to the target passes within ``detour`` of the barrier's sphere, aim at
-    a via point beside it (on the side the end effector is already on) until reached; the
+    a via point beside it (on the side the end effector is already on; :func:`detour_aim`); the
     desired end-effector velocity ``k (p* - p)`` (capped at ``speed``) becomes joint
     velocities by damped least squares, with a null-space pull towards the home posture,
     and joint torques by computed torque ``tau = M (k_v (qd* - qd)) + c``.
@@ -37,16 +60,7 @@ class ArmReachExpert(FilteredExpert):
         ee = env.end_effector()
         center, radius = env.obstacle[:3], env.obstacle[3]
         keep = radius + env.link_radius + env.margin + self.detour
-        aim = env.target
-        if not self._via_done and _segment_clearance(ee, env.target, center) < keep:
-            side = ee - center
-            to_goal = env.target - center
-            side = side - np.dot(side, to_goal) / max(np.dot(to_goal, to_goal), 1e-12) * to_goal
-            if np.linalg.norm(side) < 1e-3:
-                side = np.array([0.0, 0.0, 1.0])
-            aim = center + (keep + 0.08) * side / np.linalg.norm(side)
-            if np.linalg.norm(aim - ee) < 0.05:
-                self._via_done = True  # beside the sphere: from here the filter keeps the clearance
+        aim, self._via_done = detour_aim(ee, env.target, center, keep, self._via_done)
         error = aim - ee
         v = 4.0 * error
         v *= min(1.0, self.speed / max(np.linalg.norm(v), 1e-9))

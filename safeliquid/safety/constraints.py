@@ -24,7 +24,9 @@ class ConstraintSet:
     ``fast_terms``: an optional closed-form ``x (B, n) -> (A (B, K, m), L (B, K, R+1))``
     for :meth:`terms` (autograd costs milliseconds per control step on small
     models). It is checked against the autograd result on ``samples`` here and
-    rejected, naming the first disagreeing constraint, if they differ.
+    rejected, naming the first disagreeing constraint, if they differ by more than
+    ``fast_terms_tol`` (``(rtol, atol)``; loosen it only for a closed form that reads a
+    simulator's own, less exact kinematics).
 
     ``sample_margin`` (barrier units, >= 0): how far the model's one-period prediction
     of a barrier may be from the plant's (an environment sets it from its integrator);
@@ -41,6 +43,7 @@ class ConstraintSet:
         u_max: Tensor | Sequence[float] | None = None,
         fast_terms: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
         sample_margin: float = 0.0,
+        fast_terms_tol: tuple[float, float] = (1e-6, 1e-8),
     ) -> None:
         check_tensor("samples", samples, ("B", model.state_dim))
         if not (np.isfinite(sample_margin) and sample_margin >= 0):
@@ -73,10 +76,12 @@ class ConstraintSet:
         self._degree = torch.tensor([b.relative_degree or 1 for b in self.barriers], dtype=torch.long)
         self.fast_terms = None
         if fast_terms is not None:
-            self._check_fast_terms(fast_terms, samples)
+            self._check_fast_terms(fast_terms, samples, *fast_terms_tol)
             self.fast_terms = fast_terms
 
-    def _check_fast_terms(self, fast: Callable[[Tensor], tuple[Tensor, Tensor]], samples: Tensor) -> None:
+    def _check_fast_terms(
+        self, fast: Callable[[Tensor], tuple[Tensor, Tensor]], samples: Tensor, rtol: float, atol: float
+    ) -> None:
         ref = self.terms(samples)
         A, L = fast(samples)
         if A.shape != ref.A.shape or L.shape != ref.L.shape:
@@ -86,7 +91,7 @@ class ConstraintSet:
             )
         for k, name in enumerate(self.names):
             for what, got, want in (("A", A[:, k], ref.A[:, k]), ("L", L[:, k], ref.L[:, k])):
-                if not torch.allclose(got.to(want.dtype), want, rtol=1e-6, atol=1e-8):
+                if not torch.allclose(got.to(want.dtype), want, rtol=rtol, atol=atol):
                     raise ValueError(
                         f"constraint {name!r}: fast_terms disagrees with autograd on {what} "
                         f"(max error {float((got - want).abs().max()):.3g})"
@@ -113,6 +118,8 @@ class ConstraintSet:
         """
         if gains is not None and gains.shape != (x.shape[0], self.gain_count):
             raise ValueError(f"gains must have shape ({x.shape[0]}, {self.gain_count}), got {tuple(gains.shape)}")
+        if self.fast_terms is not None and all(bar.class_k == "linear" for bar in self.barriers):
+            return self._rows_from_terms(x, gains)
         Gs, bs, hs = [], [], []
         start = 0
         with torch.enable_grad():
@@ -127,6 +134,21 @@ class ConstraintSet:
                 hs.append(h)
                 start += r
         return torch.stack(Gs, 1), torch.stack(bs, 1), torch.stack(hs, 1)
+
+    def _rows_from_terms(self, x: Tensor, gains: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`rows` from the closed-form :meth:`terms` (linear class-K only): the same rows, no autograd."""
+        t = self.terms(x)
+        k, top = len(self.barriers), t.L.shape[-1] - 1
+        per = x.new_ones(x.shape[0], k, max(top, 1))
+        start = 0
+        for i, bar in enumerate(self.barriers):
+            r = bar.relative_degree or 0
+            if gains is not None:
+                per[:, i, :r] = gains[:, start : start + r]
+            elif bar.gains is not None:
+                per[:, i, :r] = torch.as_tensor(list(bar.gains), dtype=x.dtype)
+            start += r
+        return -t.A, rhs(t.L, t.degree, per), t.L[..., 0]
 
     def terms_numpy(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`terms` for a numpy state ``(B, n)`` -> ``(A (B, K, m), L (B, K, R+1))``: the closed form
