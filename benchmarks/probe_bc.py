@@ -20,6 +20,7 @@ import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
 from safeliquid.policies import LiquidBarrierPolicy
 
+from safeliquid.checkpoint import save_policy
 from safeliquid.train.data import load_episodes, make_batch
 from safeliquid.train.imitation import TrainConfig, _policy_config, evaluate_policy, loss_on
 
@@ -32,16 +33,18 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=19, help="neurons")
     parser.add_argument("--cell-dt", type=float, default=0.0, help="ODE time per control step (0: the env's dt)")
     parser.add_argument("--safety", default="barrier", help="safety mode")
-    parser.add_argument("--prior", default="none", help="none, accel or velocity")
+    parser.add_argument("--prior", default="none", help="none, accel, velocity or task")
     parser.add_argument("--prior-bound", type=float, default=0.0, help="bound on the commanded quantity")
+    parser.add_argument("--task-bound", type=float, default=1.0, help="task prior: bound on the task velocity")
     parser.add_argument("--updates", type=int, default=600, help="gradient updates of 16 episodes")
     parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (cosine decay to a tenth)")
     parser.add_argument("--episodes", type=int, default=10, help="closed-loop episodes")
+    parser.add_argument("--save", help="also write the trained policy's checkpoint here")
     args = parser.parse_args()
     torch.set_num_threads(1)
     episodes, _ = load_episodes(args.demos)
     cfg = TrainConfig(env_id=args.env, cell=args.cell, units=args.units, cell_dt=args.cell_dt, safety=args.safety,
-                      prior=args.prior, prior_bound=args.prior_bound)  # fmt: skip
+                      prior=args.prior, prior_bound=args.prior_bound, task_bound=args.task_bound)  # fmt: skip
     env = gym.make(cfg.env_id)
     pcfg = _policy_config(cfg, env, episodes)
     env.close()
@@ -62,8 +65,10 @@ def main() -> None:
         if update % 100 == 0 or update == args.updates - 1:
             print(f"update {update}: loss {stats['loss']:.4f}", flush=True)
     policy.eval()
+    if args.save:
+        save_policy(policy, args.save, {"probe": vars(args)})
     m = evaluate_policy(policy, cfg.env_id, args.episodes)
-    keys = ("success_rate", "violating_steps", "slack_steps", "EpRet", "mean_intervention")
+    keys = ("success_rate", "violating_steps", "slack_steps", "EpRet", "EpLen", "mean_intervention")
     print(json.dumps({"args": vars(args), "loss": stats["loss"], "train_s": time.perf_counter() - t0,
                       **{k: m[k] for k in keys}}))  # fmt: skip
 

@@ -34,7 +34,8 @@ from safeliquid.safety.constraints import rhs
 from safeliquid.safety.filter import next_tightening
 
 SAFETY_MODES = ("barrier", "filter", "none")
-PRIORS = (None, "accel", "velocity")
+PRIORS = (None, "accel", "velocity", "task")
+DLS_DAMPING = 1e-3  # damped least squares of the task prior (m^2/rad^2), as the ArmReach expert
 PAD_RHS = 1.0  # right-hand side of padding rows: 0 u <= 1 is never active
 SAMPLED_DATA_TRIES = 6  # re-solves of the run-time sampled-data correction (as SafetyFilter)
 _ROUNDING = 1e-10  # aim a hair above h = 0, so that rounding cannot land on the unsafe side
@@ -55,7 +56,11 @@ class PolicyConfig:
     ``prior``: for fully actuated second-order models (state ``[q, q']``), the network's bounded command
     (``|cmd| <= prior_bound``) is a joint acceleration ``a = cmd`` (``"accel"``) or a joint velocity,
     ``a = prior_gain (cmd - q')`` (``"velocity"``), and ``u_ref`` is the inverse dynamics of ``a``
-    through the model (``M(q) a + c(q, q')`` for an arm). ``None``: the network outputs ``u_ref``.
+    through the model (``M(q) a + c(q, q')`` for an arm). ``"task"``: the network commands a task-space
+    velocity ``v`` (``|v| <= task_bound``, ``task_dim`` entries, e.g. an end effector's, m/s) and a joint velocity
+    ``w`` (``|w| <= prior_bound``) kept to the Jacobian's null space, resolved as
+    ``q'* = w + J+ (v - J w)`` (damped least squares, :func:`joint_velocity`) and tracked as the velocity prior.
+    ``None``: the network outputs ``u_ref``.
     ``cell_dt``: the cell's ODE time per control step (``None``: ``dt``, physical seconds). A
     continuous-time cell initialised with time constants of ~0.1-1 time units lags a 50 Hz loop by
     many steps when it integrates physical time; ``cell_dt=1`` is ncps' convention of one time unit per step.
@@ -81,6 +86,8 @@ class PolicyConfig:
     prior: str | None = None
     prior_bound: list[float] | None = None
     prior_gain: float = 15.0
+    task_dim: int = 0
+    task_bound: float = 1.0
 
     def __post_init__(self) -> None:
         if self.safety not in SAFETY_MODES:
@@ -101,6 +108,11 @@ class PolicyConfig:
                 f"prior={self.prior!r} needs prior_bound with {self.act_dim} positive entries and prior_gain > 0, "
                 f"got {self.prior_bound} and {self.prior_gain}"
             )
+        if self.prior == "task" and not (self.task_dim > 0 and self.task_bound > 0):
+            raise ValueError(
+                f"prior='task' needs task_dim > 0 (the model's task space) and task_bound > 0, "
+                f"got {self.task_dim} and {self.task_bound}"
+            )
         if self.cell_dt is not None and not self.cell_dt > 0:
             raise ValueError(f"cell_dt must be > 0 (ODE time per control step) or None, got {self.cell_dt}")
 
@@ -108,6 +120,11 @@ class PolicyConfig:
     def cell_time(self) -> float:
         """ODE time the cell integrates per control step."""
         return self.dt if self.cell_dt is None else float(self.cell_dt)
+
+    @property
+    def n_command(self) -> int:
+        """The network's command outputs (before the gains): ``act_dim``, plus ``task_dim`` with the task prior."""
+        return self.act_dim + (self.task_dim if self.prior == "task" else 0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,7 +162,7 @@ class LiquidBarrierPolicy(nn.Module):
         self.config = c = config
         torch.manual_seed(c.seed)
         self.n_gain = len(c.gain_groups) * c.max_degree if c.safety == "barrier" else 0
-        outputs = c.act_dim + self.n_gain
+        outputs = c.n_command + self.n_gain
         self.encoder = Encoder(c.obs_dim, c.encoder_dim, c.scan)
         self.cell = make_cell(c.cell, c.encoder_dim, units=c.units, outputs=outputs)
         self.head = nn.Identity() if self.cell.output_size == outputs else nn.Linear(self.cell.output_size, outputs)
@@ -158,7 +175,7 @@ class LiquidBarrierPolicy(nn.Module):
         prior_bound = torch.tensor(c.prior_bound or [1.0] * c.act_dim, dtype=torch.float64)
         self.register_buffer("prior_bound", prior_bound, persistent=False)
         # The acceleration error a unit command error causes: the loss's scale with a prior.
-        scale = prior_bound * (c.prior_gain if c.prior == "velocity" else 1.0)
+        scale = prior_bound * (c.prior_gain if c.prior in ("velocity", "task") else 1.0)
         self.register_buffer("accel_scale", scale, persistent=False)
         self._h: Tensor | None = None
         self.run_safety = c.safety  # the safety mode at run time; set "none" to switch the layer off
@@ -176,38 +193,48 @@ class LiquidBarrierPolicy(nn.Module):
         self.config.obs_mean = self.obs_mean.tolist()
         self.config.obs_std = self.obs_std.tolist()
 
-    def _outputs(self, y: Tensor, dyn: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
+    def _outputs(self, y: Tensor, dyn: tuple[Tensor, ...] | None = None) -> tuple[Tensor, Tensor | None]:
         """Cell outputs ``(..., outputs)`` -> ``u_ref (..., m)`` and gain multipliers ``(..., groups, R)``.
-        ``dyn``: the model's ``f (..., n)`` and ``g (..., n, m)`` at the states (needed with a ``prior``)."""
+        ``dyn``: the model's ``f (..., n)`` and ``g (..., n, m)`` at the states (needed with a ``prior``),
+        then its task Jacobian ``J (..., k, m)`` (needed with ``prior="task"``)."""
         y = self.head(y)
-        if self.config.prior is None:
-            u_ref = self.bound * torch.tanh(y[..., : self.config.act_dim])
+        c = self.config
+        if c.prior is None:
+            u_ref = self.bound * torch.tanh(y[..., : c.act_dim])
         else:
-            if dyn is None:
-                raise ValueError(f"a policy with prior={self.config.prior!r} needs the model's f and g (dyn=)")
-            cmd = self.prior_bound * torch.tanh(y[..., : self.config.act_dim].double())
-            u_ref = inverse_dynamics(dyn[0], dyn[1], self._accel(cmd, dyn[0])).to(y.dtype)
+            need = 3 if c.prior == "task" else 2
+            if dyn is None or len(dyn) < need:
+                what = "f, g and task Jacobian J" if need == 3 else "f and g"
+                raise ValueError(f"a policy with prior={c.prior!r} needs the model's {what} (dyn=)")
+            u_ref = inverse_dynamics(dyn[0], dyn[1], self._accel(y[..., : c.n_command].double(), dyn)).to(y.dtype)
         if not self.n_gain:
             return u_ref, None
-        raw = y[..., self.config.act_dim :].reshape(*y.shape[:-1], len(self.config.gain_groups), -1)
-        return u_ref, self.config.gain_range ** torch.tanh(raw)
+        raw = y[..., c.n_command :].reshape(*y.shape[:-1], len(c.gain_groups), -1)
+        return u_ref, c.gain_range ** torch.tanh(raw)
 
     def forward(
-        self, obs: Tensor, h0: Tensor | None = None, dyn: tuple[Tensor, Tensor] | None = None
+        self, obs: Tensor, h0: Tensor | None = None, dyn: tuple[Tensor, ...] | None = None
     ) -> tuple[Tensor, Tensor | None, Tensor]:
         """``obs (B, T, obs_dim)`` -> ``u_ref (B, T, m)``, gain multipliers ``(B, T, groups, R)`` or None, ``h_T``.
-        ``dyn``: ``f (B, T, n)`` and ``g (B, T, n, m)`` of the model along the sequence (for a ``prior``)."""
+        ``dyn``: ``f (B, T, n)`` and ``g (B, T, n, m)`` of the model along the sequence (for a ``prior``),
+        and ``J (B, T, k, m)`` (for ``prior="task"``)."""
         z = self.encoder((obs - self.obs_mean) / self.obs_std)
         y, h = self.sequence(z, h0, self.config.cell_time)
         u_ref, mult = self._outputs(y, dyn)
         return u_ref, mult, h
 
-    def _accel(self, cmd: Tensor, f: Tensor) -> Tensor:
-        """Commanded accelerations ``(..., m)`` from the network's command ``(..., m)`` and the model's
-        ``f (..., n)`` (whose first ``m`` entries are the joint velocities)."""
-        if self.config.prior == "velocity":
-            return self.config.prior_gain * (cmd - f[..., : cmd.shape[-1]])
-        return cmd
+    def _accel(self, raw: Tensor, dyn: tuple[Tensor, ...]) -> Tensor:
+        """Commanded accelerations ``(..., m)`` from the network's raw command ``(..., n_command)`` (float64)
+        and ``dyn`` (see :meth:`_outputs`; ``f``'s first ``m`` entries are the joint velocities)."""
+        c, m = self.config, self.config.act_dim
+        if c.prior == "accel":
+            return self.prior_bound * torch.tanh(raw)
+        if c.prior == "task":
+            v = c.task_bound * torch.tanh(raw[..., : c.task_dim])
+            qd_star = joint_velocity(dyn[2], v, self.prior_bound * torch.tanh(raw[..., c.task_dim :]))
+        else:
+            qd_star = self.prior_bound * torch.tanh(raw)
+        return c.prior_gain * (qd_star - dyn[0][..., :m])
 
     # -- the constraint layer -----------------------------------------------------------------
     def project(
@@ -287,7 +314,7 @@ class LiquidBarrierPolicy(nn.Module):
         dyn = None
         if self.config.prior is not None:
             assert x is not None and constraints is not None
-            dyn = (constraints.model.f(x), constraints.model.g(x))
+            dyn = model_terms(constraints.model, x, self.config.prior)
         z = self.encoder((o - self.obs_mean) / self.obs_std)
         y, self._h = self.cell(z, self._h, self.config.cell_time)  # the cell's own step (batch-1 fast path)
         u_ref, mult = self._outputs(y, dyn)
@@ -379,20 +406,18 @@ class LiquidBarrierPolicy(nn.Module):
         yv = y[0].double().numpy()
         if "head.weight" in w:
             yv = w["head.weight"] @ yv + w["head.bias"]
-        m = self.config.act_dim
+        m, n_cmd = self.config.act_dim, self.config.n_command
         if self.config.prior is None:
             u_ref = w["bound"] * np.tanh(yv[:m])
         else:
-            x1 = torch.from_numpy(state.reshape(1, -1))
-            f1, g1 = constraints.model.f(x1)[0], constraints.model.g(x1)[0]
-            cmd = self.prior_bound * torch.from_numpy(np.tanh(yv[:m]))
-            u_ref = inverse_dynamics(f1, g1, self._accel(cmd, f1)).numpy()
+            dyn1 = model_terms(constraints.model, torch.from_numpy(state.reshape(1, -1)), self.config.prior)
+            u_ref = inverse_dynamics(dyn1[0], dyn1[1], self._accel(torch.from_numpy(yv[None, :n_cmd]), dyn1))[0].numpy()
         A, L = constraints.terms_numpy(state.reshape(1, -1))
         A, L = A[0], L[0]
         k = A.shape[0]
         if k:
             groups = self.config.gain_groups
-            mult = self.config.gain_range ** np.tanh(yv[m:].reshape(len(groups), -1))
+            mult = self.config.gain_range ** np.tanh(yv[n_cmd:].reshape(len(groups), -1))
             if self._scene is None or self._scene_for is not constraints:  # once per scene, not per step
                 self._scene = _defaults_and_groups(constraints, groups, self.config.max_degree)
                 self._scene_for = constraints
@@ -438,6 +463,23 @@ def inverse_dynamics(f: Tensor, g: Tensor, accel: Tensor) -> Tensor:
     (``M a + c`` for an arm)."""
     m = accel.shape[-1]
     return torch.linalg.solve(g[..., -m:, :], (accel - f[..., -m:]).unsqueeze(-1)).squeeze(-1)
+
+
+def joint_velocity(J: Tensor, v: Tensor, w: Tensor, damping: float = DLS_DAMPING) -> Tensor:
+    """Resolved rate: joint velocities ``(..., m)`` that move the task point at ``v (..., k)`` through the
+    damped least-squares inverse ``J+ = J^T (J J^T + damping I)^-1`` of ``J (..., k, m)``, and otherwise
+    follow ``w (..., m)``: ``w + J+ (v - J w)`` (``J+ v`` plus ``w`` projected on the null space)."""
+    Jt = J.transpose(-1, -2)
+    eye = torch.eye(J.shape[-2], dtype=J.dtype, device=J.device)
+    residual = (v - (J @ w.unsqueeze(-1)).squeeze(-1)).unsqueeze(-1)
+    return w + (Jt @ torch.linalg.solve(J @ Jt + damping * eye, residual)).squeeze(-1)
+
+
+def model_terms(model: Any, x: Tensor, prior: str | None) -> tuple[Tensor, ...]:
+    """What a ``prior`` needs from the model at states ``x (B, n)``: ``(f, g)``, and ``J`` for ``"task"``."""
+    with torch.no_grad():
+        f, g = model.f(x), model.g(x)
+        return (f, g, model.task_jacobian(x)) if prior == "task" else (f, g)
 
 
 def _defaults_and_groups(

@@ -272,12 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell-dt", type=float, default=d.cell_dt, help="ODE time per control step (0: the env's dt)")
     p.add_argument(
         "--prior",
-        choices=("none", "accel", "velocity"),
+        choices=("none", "accel", "velocity", "task"),
         default=d.prior,
-        help="the network commands joint accelerations or velocities, u_ref by inverse dynamics",
+        help="the network commands joint accelerations, joint velocities, or a task-space (end-effector) velocity "
+        "plus a null-space joint velocity; u_ref by inverse dynamics",
     )
     p.add_argument("--prior-bound", type=float, default=d.prior_bound, help="bound on the commanded quantity")
     p.add_argument("--prior-gain", type=float, default=d.prior_gain, help="velocity prior: a = gain (v - q')")
+    p.add_argument("--task-bound", type=float, default=d.task_bound, help="task prior: bound on the task velocity")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     p.add_argument("--lr-final", type=float, default=d.lr_final, help="final learning rate / --lr (cosine decay)")
     p.add_argument("--dagger-beta", type=float, default=d.dagger_beta, help="P(expert drives) in DAgger rounds")

@@ -11,6 +11,7 @@ import pytest
 import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
 from safeliquid.policies import SHIPPED_DIR, LiquidBarrierPolicy, scene_rows, shipped
+from safeliquid.policies.liquid_barrier import joint_velocity
 
 from safeliquid import cli, load_policy
 from safeliquid.checkpoint import CheckpointError, save_policy
@@ -81,8 +82,8 @@ def test_gradients_reach_the_gains_and_the_ltc_through_the_qp(demos):
 
 @pytest.mark.parametrize(
     "cell_dt,prior",
-    [(0.0, "none"), (3.0, "none"), (3.0, "accel"), (3.0, "velocity")],
-    ids=["physical-time", "cell_dt=3", "accel-prior", "velocity-prior"],
+    [(0.0, "none"), (3.0, "none"), (3.0, "accel"), (3.0, "velocity"), (3.0, "task")],
+    ids=["physical-time", "cell_dt=3", "accel-prior", "velocity-prior", "task-prior"],
 )
 def test_batch_one_fast_path_equals_the_batched_torch_path(demos, cell_dt, prior):
     policy = _policy(demos, cell_dt=cell_dt, prior=prior)
@@ -122,7 +123,7 @@ def test_cell_dt_sets_the_ode_time_per_step_in_training_and_at_run_time(demos):
 def test_priors_are_inverse_dynamics_and_train_in_acceleration_space(demos, prior):
     policy = _policy(demos, prior=prior)  # prior_bound 4, prior_gain 3
     batch = make_batch(demos, policy.config.gain_groups)
-    f, g = batch["dyn"]
+    f, g = batch["dyn"][:2]
     assert f.shape[:2] == batch["obs"].shape[:2] and g.shape[-2:] == (4, 2)
     u_ref, _, _ = policy(batch["obs"], dyn=batch["dyn"])
     accel = f[..., 2:] + (g[..., 2:, :] @ u_ref.detach().double().unsqueeze(-1)).squeeze(-1)  # what u_ref does
@@ -143,6 +144,40 @@ def test_priors_are_inverse_dynamics_and_train_in_acceleration_space(demos, prio
                                  gym.make("safeliquid/CartPoleRail-v0"), demos)  # fmt: skip
     with pytest.raises(ValueError, match="needs prior_bound with 2 positive entries"):
         imitation._policy_config(replace(TINY, prior=prior), gym.make(NAV), demos)
+
+
+def test_joint_velocity_moves_the_task_point_and_keeps_the_null_space_command():
+    gen = torch.Generator().manual_seed(0)
+    J = torch.randn(5, 3, 7, generator=gen, dtype=torch.float64)
+    v, w = torch.randn(5, 3, generator=gen, dtype=torch.float64), torch.randn(5, 7, generator=gen, dtype=torch.float64)
+    qd = joint_velocity(J, v, w, damping=1e-9)
+    torch.testing.assert_close((J @ qd.unsqueeze(-1)).squeeze(-1), v)  # the task point moves at v
+    null = torch.eye(7, dtype=torch.float64) - torch.linalg.pinv(J) @ J
+    torch.testing.assert_close(null @ qd.unsqueeze(-1), null @ w.unsqueeze(-1))  # the rest follows w
+    assert torch.isfinite(joint_velocity(torch.zeros_like(J), v, w)).all()  # a singular (padding) J stays finite
+
+
+def test_task_prior_tracks_the_resolved_velocity_and_trains(demos):
+    policy = _policy(demos, prior="task")  # prior_bound 4 (null space), prior_gain 3, task_bound 1
+    assert policy.config.n_command == 4  # a 2-D task velocity and a 2-D null-space command
+    batch = make_batch(demos, policy.config.gain_groups)
+    f, g, J = batch["dyn"]
+    assert J.shape == (*batch["obs"].shape[:2], 2, 2)  # Navigate's task point is its position: J = I
+    u_ref, _, _ = policy(batch["obs"], dyn=batch["dyn"])
+    accel = f[..., 2:] + (g[..., 2:, :] @ u_ref.detach().double().unsqueeze(-1)).squeeze(-1)
+    v = accel / 3.0 + f[..., :2]  # a = gain (J+ v_task - q') and J+ = (1 + damping)^-1 here
+    real = batch["step_mask"]
+    assert 0.05 < float(v[real].abs().max()) <= 1.0 + 1e-5
+    loss, _ = imitation.loss_on(policy, batch)
+    loss.backward()
+    assert torch.isfinite(loss) and sum(float(p.grad.abs().sum()) for p in policy.cell.parameters()) > 0
+    with pytest.raises(ValueError, match="task Jacobian"):
+        policy(batch["obs"], dyn=batch["dyn"][:2])
+    env = gym.make(NAV)
+    env.reset(seed=0)
+    env.unwrapped.model.task_dim = 0  # a fully actuated model without a task space
+    with pytest.raises(ValueError, match="needs a model with a task space"):
+        imitation._policy_config(replace(TINY, prior="task", prior_bound=4.0), env, demos)
 
 
 def _approaching_states(env, count=40, seed=0):

@@ -27,9 +27,16 @@ class ControlAffine:
 
     state_dim: int
     control_dim: int
+    task_dim: int = 0  # rows of :meth:`task_jacobian`; 0: the model has no task space
 
     def f(self, x: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def task_jacobian(self, x: Tensor) -> Tensor:
+        """``(B, n) -> (B, task_dim, control_dim)``: the velocity Jacobian of the model's task point (an
+        arm's end effector, a vehicle's position) with respect to the generalised velocities, for models
+        whose state is ``[q, q']``. Policies with a task-space prior command velocities through it."""
+        raise NotImplementedError(f"{type(self).__name__} has no task space (task_dim = 0)")
 
     def g(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -87,10 +94,14 @@ class DoubleIntegrator(ControlAffine):
         if mass <= 0:
             raise ValueError(f"mass must be positive, got {mass}")
         self.dim, self.mass = dim, mass
-        self.state_dim, self.control_dim = 2 * dim, dim
+        self.state_dim, self.control_dim, self.task_dim = 2 * dim, dim, dim
 
     def f(self, x: Tensor) -> Tensor:
         return torch.cat([x[:, self.dim :], torch.zeros_like(x[:, self.dim :])], dim=1)
+
+    def task_jacobian(self, x: Tensor) -> Tensor:
+        """The identity ``(B, dim, dim)``: the task point is the position."""
+        return torch.eye(self.dim, dtype=x.dtype, device=x.device).expand(x.shape[0], -1, -1)
 
     def g(self, x: Tensor) -> Tensor:
         d = self.dim
@@ -132,12 +143,27 @@ class Manipulator(ControlAffine):
     centrifugal and gravity) come from the caller, e.g. an environment's simulator.
     They are not differentiated here (barriers on joint positions or on points
     placed by forward kinematics only need them through ``f`` and ``g``, evaluated).
+    ``jacobian(q) -> (B, task_dim, k)``: optional, the end effector's linear velocity Jacobian.
     """
 
-    def __init__(self, dof: int, mass_matrix: Callable[[Tensor], Tensor], bias: Callable[[Tensor, Tensor], Tensor]):
+    def __init__(
+        self,
+        dof: int,
+        mass_matrix: Callable[[Tensor], Tensor],
+        bias: Callable[[Tensor, Tensor], Tensor],
+        jacobian: Callable[[Tensor], Tensor] | None = None,
+        task_dim: int = 0,
+    ):
+        if (jacobian is None) != (task_dim == 0):
+            raise ValueError(f"a Manipulator's jacobian and task_dim come together, got task_dim={task_dim}")
         self.dof = dof
-        self.state_dim, self.control_dim = 2 * dof, dof
-        self._mass_matrix, self._bias = mass_matrix, bias
+        self.state_dim, self.control_dim, self.task_dim = 2 * dof, dof, task_dim
+        self._mass_matrix, self._bias, self._jacobian = mass_matrix, bias, jacobian
+
+    def task_jacobian(self, x: Tensor) -> Tensor:
+        if self._jacobian is None:
+            return super().task_jacobian(x)
+        return self._jacobian(x[:, : self.dof])
 
     def _minv(self, x: Tensor) -> Tensor:
         return torch.linalg.inv(self._mass_matrix(x[:, : self.dof]))

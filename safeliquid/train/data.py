@@ -26,7 +26,8 @@ class Episode:
     """One demonstration. ``obs (T, o)``, ``expert (T, m)`` float32; ``A (T, K, m)``, ``L (T, K, R+1)``
     float64; ``degree (K,)``, ``default (K, R)``; ``names`` of the K barriers; ``seed``; ``success``/``cost``
     of the driven episode; the model's ``f (T, n)`` and ``g (T, n, m)`` along it (float64; ``None`` in
-    files written before they were recorded)."""
+    files written before they were recorded) and, for models with a task space, its Jacobian
+    ``J (T, k, m)`` (:meth:`~safeliquid.safety.ControlAffine.task_jacobian`; else ``None``)."""
 
     obs: np.ndarray
     expert: np.ndarray
@@ -40,6 +41,7 @@ class Episode:
     cost: float
     f: np.ndarray | None = None
     g: np.ndarray | None = None
+    J: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
@@ -53,7 +55,7 @@ def collect_episode(env: gym.Env, expert: Any, seed: int, learner: Any = None, b
                     max_degree: int = 2) -> Episode:  # fmt: skip
     """Run one seeded episode. Each step the expert labels the state; the expert drives with probability
     ``beta`` (seeded), otherwise ``learner`` (a policy with ``reset``/``act``) drives."""
-    from safeliquid.policies import scene_rows
+    from safeliquid.policies.liquid_barrier import model_terms, scene_rows
 
     obs, _ = env.reset(seed=seed)
     expert.reset(env)
@@ -62,7 +64,7 @@ def collect_episode(env: gym.Env, expert: Any, seed: int, learner: Any = None, b
     rng = np.random.default_rng(seed + 7919)
     base = env.unwrapped
     names = list(base.constraints.names)
-    rows_out: dict[str, list] = {"obs": [], "expert": [], "A": [], "L": [], "f": [], "g": []}
+    rows_out: dict[str, list] = {"obs": [], "expert": [], "A": [], "L": [], "f": [], "g": [], "J": []}
     done, cost, info = False, 0.0, {}
     while not done:
         x = torch.as_tensor(base.safety_state(), dtype=torch.float64).unsqueeze(0)
@@ -77,9 +79,9 @@ def collect_episode(env: gym.Env, expert: Any, seed: int, learner: Any = None, b
         rows_out["expert"].append(label)
         rows_out["A"].append(rows["A"][0].numpy())
         rows_out["L"].append(rows["L"][0].numpy())
-        with torch.no_grad():
-            rows_out["f"].append(base.model.f(x)[0].numpy())
-            rows_out["g"].append(base.model.g(x)[0].numpy())
+        terms = model_terms(base.model, x, "task" if base.model.task_dim else None)
+        for key, value in zip("fgJ"[: len(terms)], terms, strict=True):
+            rows_out[key].append(value[0].numpy())
         obs, _, terminated, truncated, info = env.step(action)
         cost += info["cost"]
         done = terminated or truncated
@@ -96,6 +98,7 @@ def collect_episode(env: gym.Env, expert: Any, seed: int, learner: Any = None, b
         cost=float(cost),
         f=np.asarray(rows_out["f"]),
         g=np.asarray(rows_out["g"]),
+        J=np.asarray(rows_out["J"]) if rows_out["J"] else None,
     )
 
 
@@ -162,7 +165,8 @@ def load_episodes(path: str) -> tuple[list[Episode], dict]:
 def make_batch(episodes: list[Episode], groups: list[str]) -> dict[str, torch.Tensor]:
     """Pad episodes to one batch: ``obs (B, T, o)``, ``expert (B, T, m)``, ``step_mask (B, T)``, the
     rows of :meth:`LiquidBarrierPolicy.project` flattened to ``(B*T, ...)`` (K padded, ``mask`` marks real rows)
-    and, when every episode has them, ``dyn``: the model's ``f (B, T, n)`` and ``g (B, T, n, m)``."""
+    and, when every episode has them, ``dyn``: the model's ``f (B, T, n)`` and ``g (B, T, n, m)``, followed
+    by its task Jacobian ``J (B, T, k, m)`` when every episode has that too."""
     from safeliquid.policies import gain_group
 
     B, T = len(episodes), max(len(e.obs) for e in episodes)
@@ -203,4 +207,9 @@ def make_batch(episodes: list[Episode], groups: list[str]) -> dict[str, torch.Te
             f[i, : len(e.obs)] = torch.from_numpy(e.f)
             g[i, : len(e.obs)] = torch.from_numpy(e.g)
         batch["dyn"] = (f, g)
+        if all(e.J is not None for e in episodes):
+            J = torch.zeros(B, T, *episodes[0].J.shape[1:], dtype=torch.float64)  # type: ignore[union-attr]
+            for i, e in enumerate(episodes):
+                J[i, : len(e.obs)] = torch.from_numpy(e.J)
+            batch["dyn"] = (f, g, J)
     return batch

@@ -42,6 +42,7 @@ class TrainConfig:
     prior: str = "none"  # "accel" / "velocity": the network commands joint accelerations / velocities (|.| <=
     prior_bound: float = 0.0  # prior_bound), u_ref by inverse dynamics; velocity: a = prior_gain (v - q')
     prior_gain: float = 15.0
+    task_bound: float = 1.0  # "task": a task-space velocity (|.| <= task_bound) plus a null-space joint velocity
     safety: str = "barrier"
     seed: int = 0
     demos: int = 200  # expert-driven episodes
@@ -73,6 +74,8 @@ def _policy_config(cfg: TrainConfig, env: gym.Env, episodes: list[Episode]) -> A
                 f"prior={prior!r} needs a fully actuated second-order model (state [q, q'] with {m} + {m} "
                 f"entries); {cfg.env_id}'s model has state {base.model.state_dim} and {m} actions"
             )
+        if prior == "task" and not base.model.task_dim:
+            raise ValueError(f"prior='task' needs a model with a task space; {cfg.env_id}'s model has none")
     groups = sorted({gain_group(n) for e in episodes for n in e.names})
     scan = (4, base.n_rays) if hasattr(base, "n_rays") else None
     return PolicyConfig(
@@ -88,6 +91,8 @@ def _policy_config(cfg: TrainConfig, env: gym.Env, episodes: list[Episode]) -> A
         prior=prior,
         prior_bound=[float(cfg.prior_bound)] * m if prior is not None else None,
         prior_gain=cfg.prior_gain,
+        task_dim=base.model.task_dim if prior == "task" else 0,
+        task_bound=cfg.task_bound,
         safety=cfg.safety,
         scan=scan,
         seed=cfg.seed,
