@@ -57,10 +57,9 @@ class PolicyConfig:
     (``|cmd| <= prior_bound``) is a joint acceleration ``a = cmd`` (``"accel"``) or a joint velocity,
     ``a = prior_gain (cmd - q')`` (``"velocity"``), and ``u_ref`` is the inverse dynamics of ``a``
     through the model (``M(q) a + c(q, q')`` for an arm). ``"task"``: the network commands a task-space
-    velocity ``v`` (``|v| <= task_bound``, ``task_dim`` entries, e.g. an end effector's, m/s) and a joint velocity
-    ``w`` (``|w| <= prior_bound``) kept to the Jacobian's null space, resolved as
-    ``q'* = w + J+ (v - J w)`` (damped least squares, :func:`joint_velocity`) and tracked as the velocity prior.
-    ``None``: the network outputs ``u_ref``.
+    velocity ``v`` (``|v| <= task_bound``, ``task_dim`` entries, e.g. an end effector's, m/s), resolved as
+    ``q'* = clip(J+ v, +-prior_bound)`` (damped least squares, :func:`joint_velocity`; motion in the
+    Jacobian's null space is damped) and tracked as the velocity prior. ``None``: the network outputs ``u_ref``.
     ``cell_dt``: the cell's ODE time per control step (``None``: ``dt``, physical seconds). A
     continuous-time cell initialised with time constants of ~0.1-1 time units lags a 50 Hz loop by
     many steps when it integrates physical time; ``cell_dt=1`` is ncps' convention of one time unit per step.
@@ -123,8 +122,8 @@ class PolicyConfig:
 
     @property
     def n_command(self) -> int:
-        """The network's command outputs (before the gains): ``act_dim``, plus ``task_dim`` with the task prior."""
-        return self.act_dim + (self.task_dim if self.prior == "task" else 0)
+        """The network's command outputs (before the gains): ``task_dim`` with the task prior, else ``act_dim``."""
+        return self.task_dim if self.prior == "task" else self.act_dim
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -230,8 +229,8 @@ class LiquidBarrierPolicy(nn.Module):
         if c.prior == "accel":
             return self.prior_bound * torch.tanh(raw)
         if c.prior == "task":
-            v = c.task_bound * torch.tanh(raw[..., : c.task_dim])
-            qd_star = joint_velocity(dyn[2], v, self.prior_bound * torch.tanh(raw[..., c.task_dim :]))
+            qd_star = joint_velocity(dyn[2], c.task_bound * torch.tanh(raw))
+            qd_star = torch.maximum(torch.minimum(qd_star, self.prior_bound), -self.prior_bound)
         else:
             qd_star = self.prior_bound * torch.tanh(raw)
         return c.prior_gain * (qd_star - dyn[0][..., :m])
@@ -465,14 +464,13 @@ def inverse_dynamics(f: Tensor, g: Tensor, accel: Tensor) -> Tensor:
     return torch.linalg.solve(g[..., -m:, :], (accel - f[..., -m:]).unsqueeze(-1)).squeeze(-1)
 
 
-def joint_velocity(J: Tensor, v: Tensor, w: Tensor, damping: float = DLS_DAMPING) -> Tensor:
-    """Resolved rate: joint velocities ``(..., m)`` that move the task point at ``v (..., k)`` through the
-    damped least-squares inverse ``J+ = J^T (J J^T + damping I)^-1`` of ``J (..., k, m)``, and otherwise
-    follow ``w (..., m)``: ``w + J+ (v - J w)`` (``J+ v`` plus ``w`` projected on the null space)."""
+def joint_velocity(J: Tensor, v: Tensor, damping: float = DLS_DAMPING) -> Tensor:
+    """Resolved rate: the joint velocities ``J+ v (..., m)`` that move the task point at ``v (..., k)``, with
+    the damped least-squares inverse ``J+ = J^T (J J^T + damping I)^-1`` of ``J (..., k, m)`` (no motion in
+    the Jacobian's null space; bounded near singularities)."""
     Jt = J.transpose(-1, -2)
     eye = torch.eye(J.shape[-2], dtype=J.dtype, device=J.device)
-    residual = (v - (J @ w.unsqueeze(-1)).squeeze(-1)).unsqueeze(-1)
-    return w + (Jt @ torch.linalg.solve(J @ Jt + damping * eye, residual)).squeeze(-1)
+    return (Jt @ torch.linalg.solve(J @ Jt + damping * eye, v.unsqueeze(-1))).squeeze(-1)
 
 
 def model_terms(model: Any, x: Tensor, prior: str | None) -> tuple[Tensor, ...]:
