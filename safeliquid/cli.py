@@ -93,6 +93,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         ("cost_rate", "cost rate (per step)", "{:.4f}"),
         ("EpCost", "EpCost (mean)", "{:.2f}"),
         ("violating_steps", "violating steps (total)", "{}"),
+        ("unguarded_contacts", "contacts with every h >= 0 (constraint gaps)", "{}"),
         ("deepest_violation", "deepest violation (min h < 0)", "{:.4f}"),
         ("min_barrier", "minimum barrier value", "{:.4f}"),
         ("EpRet", "EpRet (mean)", "{:.2f}"),

@@ -21,13 +21,16 @@ SLACK_TOL = 1e-6  # a row counts as relaxed (slack step) above this; the QP's ow
 @dataclass
 class EpisodeMetrics:
     """One episode. ``min_barrier`` is the smallest ``h`` seen (>= 0 safe); ``deepest_violation`` is
-    ``min(0, min_barrier)``; ``violating_steps`` counts steps with ``cost > 0``."""
+    ``min(0, min_barrier)``; ``violating_steps`` counts steps with ``cost > 0``; ``unguarded_contacts``
+    counts steps where the simulator reports a contact (``info["contact"]``) while every barrier is
+    still >= 0: a gap in the constraints themselves, which no safety layer on them can close."""
 
     success: bool
     ep_ret: float
     ep_len: int
     ep_cost: float
     violating_steps: int
+    unguarded_contacts: int
     deepest_violation: float
     min_barrier: float
     mean_intervention: float
@@ -47,6 +50,7 @@ class EpisodeRecorder:
 
     rewards: list[float] = field(default_factory=list)
     costs: list[float] = field(default_factory=list)
+    unguarded: list[bool] = field(default_factory=list)
     barriers: list[float] = field(default_factory=list)
     interventions: list[float] = field(default_factory=list)
     slack: list[bool] = field(default_factory=list)
@@ -70,6 +74,7 @@ class EpisodeRecorder:
                 raise KeyError(f"info must carry {key!r} (a safeliquid environment provides it); got {sorted(info)}")
         self.rewards.append(float(reward))
         self.costs.append(float(info["cost"]))
+        self.unguarded.append(bool(info.get("contact", False)) and float(info["barrier_min_h"]) >= 0.0)
         self.barriers.append(float(info["barrier_min_h"]))
         self.interventions.append(float(intervention))
         self.slack.append(slack > SLACK_TOL)
@@ -88,6 +93,7 @@ class EpisodeRecorder:
             ep_len=len(self.rewards),
             ep_cost=float(np.sum(self.costs)),
             violating_steps=int(np.sum(np.asarray(self.costs) > 0)),
+            unguarded_contacts=int(np.sum(self.unguarded)),
             deepest_violation=min(0.0, min_h),
             min_barrier=min_h,
             mean_intervention=float(np.mean(self.interventions)),
@@ -143,6 +149,7 @@ def aggregate(episodes: list[EpisodeMetrics]) -> dict[str, float | int | tuple[f
         "EpCost": float(costs.mean()),
         "EpLen": float(np.mean([e.ep_len for e in episodes])),
         "violating_steps": int(sum(e.violating_steps for e in episodes)),
+        "unguarded_contacts": int(sum(e.unguarded_contacts for e in episodes)),
         "deepest_violation": float(min(e.deepest_violation for e in episodes)),
         "min_barrier": float(min(e.min_barrier for e in episodes)),
         "mean_intervention": float(np.mean([e.mean_intervention for e in episodes])),

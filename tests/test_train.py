@@ -343,21 +343,22 @@ def test_checkpoint_errors_name_the_file_and_the_problem(trained, tmp_path):
 def test_metrics_on_hand_built_episodes():
     rec = EpisodeRecorder()
     rec.step(1.0, {"cost": 0.0, "barrier_min_h": 0.5}, intervention=0.0, compute_s=0.001)
-    rec.step(2.0, {"cost": 1.0, "barrier_min_h": -0.2}, intervention=2.0, slack=0.1, compute_s=0.003)
+    rec.step(2.0, {"cost": 1.0, "barrier_min_h": -0.2, "contact": True}, intervention=2.0, slack=0.1, compute_s=0.003)
+    rec.step(0.0, {"cost": 1.0, "barrier_min_h": 0.01, "contact": True})  # touching with every h >= 0: a gap
     rec.step(
         0.5, {"cost": 0.0, "barrier_min_h": 0.1, "is_success": True}, intervention=1.0, solver_failed=True, slack=1e-10
     )  # fmt: skip - the QP's rounding, not a relaxed row
     e = rec.finish()
-    assert (e.ep_ret, e.ep_len, e.ep_cost, e.violating_steps) == (3.5, 3, 1.0, 1)
+    assert (e.ep_ret, e.ep_len, e.ep_cost, e.violating_steps, e.unguarded_contacts) == (3.5, 4, 2.0, 2, 1)
     assert e.deepest_violation == pytest.approx(-0.2) and e.min_barrier == pytest.approx(-0.2)
-    assert e.mean_intervention == pytest.approx(1.0) and e.max_intervention == 2.0
+    assert e.mean_intervention == pytest.approx(0.75) and e.max_intervention == 2.0
     assert (e.slack_steps, e.solver_failures, e.success) == (1, 1, True)
     clean = EpisodeRecorder()
     for _ in range(5):
         clean.step(0.0, {"cost": 0.0, "barrier_min_h": 1.0})
     agg = aggregate([e, clean.finish()])
     assert agg["success_rate"] == 0.5 and agg["failure_rate"] == 0.5
-    assert agg["cost_rate"] == pytest.approx(1 / 8) and agg["EpCost"] == 0.5
+    assert agg["cost_rate"] == pytest.approx(2 / 9) and agg["EpCost"] == 1.0 and agg["unguarded_contacts"] == 1
     lo, hi = agg["success_rate_ci"]
     assert 0 < lo < 0.5 < hi < 1
     assert proportion_ci(0, 50)[0] == 0.0 and 0 < proportion_ci(0, 50)[1] < 0.1
