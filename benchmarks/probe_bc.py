@@ -39,12 +39,13 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=600, help="gradient updates of 16 episodes")
     parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (cosine decay to a tenth)")
     parser.add_argument("--episodes", type=int, default=10, help="closed-loop episodes")
+    parser.add_argument("--skip", action="store_true", help="a linear path from the encoded observation to the outputs")
     parser.add_argument("--save", help="also write the trained policy's checkpoint here")
     args = parser.parse_args()
     torch.set_num_threads(1)
     episodes, _ = load_episodes(args.demos)
     cfg = TrainConfig(env_id=args.env, cell=args.cell, units=args.units, cell_dt=args.cell_dt, safety=args.safety,
-                      prior=args.prior, prior_bound=args.prior_bound, task_bound=args.task_bound)  # fmt: skip
+                      prior=args.prior, prior_bound=args.prior_bound, task_bound=args.task_bound, skip=args.skip)  # fmt: skip
     env = gym.make(cfg.env_id)
     pcfg = _policy_config(cfg, env, episodes)
     env.close()

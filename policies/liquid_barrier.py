@@ -63,6 +63,10 @@ class PolicyConfig:
     ``cell_dt``: the cell's ODE time per control step (``None``: ``dt``, physical seconds). A
     continuous-time cell initialised with time constants of ~0.1-1 time units lags a 50 Hz loop by
     many steps when it integrates physical time; ``cell_dt=1`` is ncps' convention of one time unit per step.
+    ``skip``: add a linear map of the encoded observation to the outputs (initialised to zero), a direct
+    sensory-to-motor path: the cell carries what needs memory (the phase of a manoeuvre), the map what
+    needs none (a command proportional to an observed offset), which a small NCP's saturating neurons
+    reproduce poorly.
     """
 
     env_id: str
@@ -87,6 +91,7 @@ class PolicyConfig:
     prior_gain: float = 15.0
     task_dim: int = 0
     task_bound: float = 1.0
+    skip: bool = False
 
     def __post_init__(self) -> None:
         if self.safety not in SAFETY_MODES:
@@ -165,6 +170,9 @@ class LiquidBarrierPolicy(nn.Module):
         self.encoder = Encoder(c.obs_dim, c.encoder_dim, c.scan)
         self.cell = make_cell(c.cell, c.encoder_dim, units=c.units, outputs=outputs)
         self.head = nn.Identity() if self.cell.output_size == outputs else nn.Linear(self.cell.output_size, outputs)
+        self.skip = nn.Linear(c.encoder_dim, outputs, bias=False) if c.skip else None
+        if self.skip is not None:
+            nn.init.zeros_(self.skip.weight)  # starts as the plain cell
         self.sequence = Sequence(self.cell)
         mean = c.obs_mean or [0.0] * c.obs_dim
         std = c.obs_std or [1.0] * c.obs_dim
@@ -192,11 +200,15 @@ class LiquidBarrierPolicy(nn.Module):
         self.config.obs_mean = self.obs_mean.tolist()
         self.config.obs_std = self.obs_std.tolist()
 
+    def _readout(self, y: Tensor, z: Tensor) -> Tensor:
+        """Cell outputs ``y`` and encoded observations ``z (..., encoder_dim)`` -> raw outputs ``(..., outputs)``."""
+        out = self.head(y)
+        return out if self.skip is None else out + self.skip(z)
+
     def _outputs(self, y: Tensor, dyn: tuple[Tensor, ...] | None = None) -> tuple[Tensor, Tensor | None]:
-        """Cell outputs ``(..., outputs)`` -> ``u_ref (..., m)`` and gain multipliers ``(..., groups, R)``.
+        """Raw outputs ``(..., outputs)`` -> ``u_ref (..., m)`` and gain multipliers ``(..., groups, R)``.
         ``dyn``: the model's ``f (..., n)`` and ``g (..., n, m)`` at the states (needed with a ``prior``),
         then its task Jacobian ``J (..., k, m)`` (needed with ``prior="task"``)."""
-        y = self.head(y)
         c = self.config
         if c.prior is None:
             u_ref = self.bound * torch.tanh(y[..., : c.act_dim])
@@ -219,7 +231,7 @@ class LiquidBarrierPolicy(nn.Module):
         and ``J (B, T, k, m)`` (for ``prior="task"``)."""
         z = self.encoder((obs - self.obs_mean) / self.obs_std)
         y, h = self.sequence(z, h0, self.config.cell_time)
-        u_ref, mult = self._outputs(y, dyn)
+        u_ref, mult = self._outputs(self._readout(y, z), dyn)
         return u_ref, mult, h
 
     def _accel(self, raw: Tensor, dyn: tuple[Tensor, ...]) -> Tensor:
@@ -316,7 +328,7 @@ class LiquidBarrierPolicy(nn.Module):
             dyn = model_terms(constraints.model, x, self.config.prior)
         z = self.encoder((o - self.obs_mean) / self.obs_std)
         y, self._h = self.cell(z, self._h, self.config.cell_time)  # the cell's own step (batch-1 fast path)
-        u_ref, mult = self._outputs(y, dyn)
+        u_ref, mult = self._outputs(self._readout(y, z), dyn)
         slack = torch.zeros(o.shape[0], 0)
         failed = torch.zeros(o.shape[0], dtype=torch.bool)
         if mode == "none":
@@ -376,6 +388,8 @@ class LiquidBarrierPolicy(nn.Module):
             if isinstance(self.head, nn.Linear):
                 w["head.weight"] = self.head.weight.detach().double().numpy().copy()
                 w["head.bias"] = self.head.bias.detach().double().numpy().copy()
+            if self.skip is not None:
+                w["skip.weight"] = self.skip.weight.detach().double().numpy().copy()
             if enc.scan is not None:
                 start, length = enc.scan
                 # Circular convolution as a gather: window j of ray i is ray (i + j - 2) mod length.
@@ -399,12 +413,15 @@ class LiquidBarrierPolicy(nn.Module):
         from safeliquid.qp import _kernel
 
         w = self._numpy_weights()
-        z = torch.from_numpy(self._encode_np(o, w)).to(self.obs_mean.dtype).unsqueeze(0)
+        z_np = self._encode_np(o, w)
+        z = torch.from_numpy(z_np).to(self.obs_mean.dtype).unsqueeze(0)
         h = self._h if self._h is not None else self.cell.initial_state(1, dtype=z.dtype)
         y, self._h = self.cell(z, h, self.config.cell_time)
         yv = y[0].double().numpy()
         if "head.weight" in w:
             yv = w["head.weight"] @ yv + w["head.bias"]
+        if "skip.weight" in w:
+            yv = yv + w["skip.weight"] @ z_np
         m, n_cmd = self.config.act_dim, self.config.n_command
         if self.config.prior is None:
             u_ref = w["bound"] * np.tanh(yv[:m])

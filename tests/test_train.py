@@ -45,9 +45,10 @@ def trained(tmp_path_factory):
     return out, last
 
 
-def _policy(demos, safety="barrier", cell="ltc", cell_dt=0.0, prior="none"):
+def _policy(demos, safety="barrier", cell="ltc", cell_dt=0.0, prior="none", skip=False):
     env = gym.make(NAV)
-    tiny = replace(TINY, safety=safety, cell=cell, cell_dt=cell_dt, prior=prior, prior_bound=4.0, prior_gain=3.0)
+    tiny = replace(TINY, safety=safety, cell=cell, cell_dt=cell_dt, prior=prior, prior_bound=4.0, prior_gain=3.0,
+                   skip=skip)  # fmt: skip
     cfg = imitation._policy_config(tiny, env, demos)
     env.close()
     policy = LiquidBarrierPolicy(cfg)
@@ -82,11 +83,13 @@ def test_gradients_reach_the_gains_and_the_ltc_through_the_qp(demos):
 
 @pytest.mark.parametrize(
     "cell_dt,prior",
-    [(0.0, "none"), (3.0, "none"), (3.0, "accel"), (3.0, "velocity"), (3.0, "task")],
-    ids=["physical-time", "cell_dt=3", "accel-prior", "velocity-prior", "task-prior"],
+    [(0.0, "none"), (3.0, "none"), (3.0, "accel"), (3.0, "velocity"), (3.0, "task"), (3.0, "skip")],
+    ids=["physical-time", "cell_dt=3", "accel-prior", "velocity-prior", "task-prior", "skip"],
 )
 def test_batch_one_fast_path_equals_the_batched_torch_path(demos, cell_dt, prior):
-    policy = _policy(demos, cell_dt=cell_dt, prior=prior)
+    policy = _policy(demos, cell_dt=cell_dt, prior="none" if prior == "skip" else prior, skip=prior == "skip")
+    if policy.skip is not None:  # a nonzero map, so that the test sees it
+        torch.nn.init.normal_(policy.skip.weight, std=0.3, generator=torch.Generator().manual_seed(1))
     env = gym.make(NAV).unwrapped
     obs, _ = env.reset(seed=3)
     fast, slow = [], []
@@ -178,6 +181,18 @@ def test_task_prior_tracks_the_resolved_velocity_and_trains(demos):
     env.unwrapped.model.task_dim = 0  # a fully actuated model without a task space
     with pytest.raises(ValueError, match="needs a model with a task space"):
         imitation._policy_config(replace(TINY, prior="task", prior_bound=4.0), env, demos)
+
+
+def test_skip_path_starts_at_zero_and_trains(demos, tmp_path):
+    plain, skip = _policy(demos, cell_dt=3.0), _policy(demos, cell_dt=3.0, skip=True)
+    batch = make_batch(demos, plain.config.gain_groups)
+    with torch.no_grad():
+        torch.testing.assert_close(skip(batch["obs"])[0], plain(batch["obs"])[0])  # same seed, zero map
+    loss, _ = imitation.loss_on(skip, batch)
+    loss.backward()
+    assert float(skip.skip.weight.grad.abs().sum()) > 0
+    path = save_policy(skip, tmp_path / "skip.pt")
+    assert load_policy(path).config.skip and load_policy(path).skip is not None
 
 
 def _approaching_states(env, count=40, seed=0):

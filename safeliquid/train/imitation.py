@@ -42,7 +42,8 @@ class TrainConfig:
     prior: str = "none"  # "accel" / "velocity": the network commands joint accelerations / velocities (|.| <=
     prior_bound: float = 0.0  # prior_bound), u_ref by inverse dynamics; velocity: a = prior_gain (v - q')
     prior_gain: float = 15.0
-    task_bound: float = 1.0  # "task": a task-space velocity (|.| <= task_bound) plus a null-space joint velocity
+    task_bound: float = 1.0  # "task": the network commands a task-space velocity, |.| <= task_bound
+    skip: bool = False  # a linear map from the encoded observation to the outputs, beside the cell
     safety: str = "barrier"
     seed: int = 0
     demos: int = 200  # expert-driven episodes
@@ -93,6 +94,7 @@ def _policy_config(cfg: TrainConfig, env: gym.Env, episodes: list[Episode]) -> A
         prior_gain=cfg.prior_gain,
         task_dim=base.model.task_dim if prior == "task" else 0,
         task_bound=cfg.task_bound,
+        skip=cfg.skip,
         safety=cfg.safety,
         scan=scan,
         seed=cfg.seed,
