@@ -45,7 +45,8 @@ def main() -> None:
     torch.set_num_threads(1)
     episodes, _ = load_episodes(args.demos)
     cfg = TrainConfig(env_id=args.env, cell=args.cell, units=args.units, cell_dt=args.cell_dt, safety=args.safety,
-                      prior=args.prior, prior_bound=args.prior_bound, task_bound=args.task_bound, skip=args.skip)  # fmt: skip
+                      prior=args.prior, prior_bound=args.prior_bound, task_bound=args.task_bound,
+                      skip=args.skip)  # fmt: skip
     env = gym.make(cfg.env_id)
     pcfg = _policy_config(cfg, env, episodes)
     env.close()
