@@ -4,8 +4,10 @@ The arm is pybullet_data's ``kuka_iiwa/model.urdf`` on a fixed base, velocity
 motors disabled and joint damping removed, so PyBullet integrates exactly
 ``M(q) q'' + c(q, q') = tau``. The model (:class:`KukaModel`) asks its own PyBullet
 client for ``M`` (``calculateMassMatrix``) and ``c`` (``calculateInverseDynamics``
-at zero acceleration); the barriers place control points with pytorch_kinematics
-reading the same URDF, so they are differentiable in torch.
+at zero acceleration) and the end effector's Jacobian (``calculateJacobian``); the
+barriers place control points with pytorch_kinematics reading the same URDF, so they
+are differentiable in torch, and :func:`arm_terms` gives their HOCBF pieces in closed
+form from PyBullet's kinematics (checked against autograd for every scene).
 
 Constraints (state ``[q (7), q_dot (7)]``): seven control points along the arm
 (upper arm, elbow, mid-elbow link, forearm, mid-forearm, wrist, end effector) keep
@@ -335,7 +337,8 @@ class ArmReachEnv(SafeBulletEnv):
         # The model predicts a period to ~1e-3 rad (RK4 against PyBullet's 200 Hz semi-implicit Euler);
         # 2e-4 m^2 of the sphere barriers is ~0.5 mm of clearance, enough to cover it.
         # The closed-form terms read PyBullet's kinematics (the plant's), which agree with pytorch_kinematics'
-        # to ~5e-8 m and give L_f^2 h to ~1e-6: hence the looser check (the pk bug above was off by 5e-4).
+        # to ~5e-8 m and give L_f^2 h to ~1e-6: hence the looser check (the analytical-backward bug that
+        # _Kinematics works around was off by 5e-4 on these samples).
         fast = partial(
             arm_terms,
             model=self.model,

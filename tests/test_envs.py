@@ -166,14 +166,19 @@ def test_arm_hocbf_terms_are_the_time_derivatives_of_the_barriers():
     assert float(second[:, :7].abs().max()) > 0.5  # moving fast enough for the velocity terms to matter
     fast = c.fast_terms
     assert fast is not None
+    gains = torch.rand(3, c.gain_count, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 4 + 0.5
+    rows = []
     try:
         for terms in (fast, None):
             c.fast_terms = terms
             L = c.terms(x).L
             torch.testing.assert_close(L[..., 1], first, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(L[..., 2], second, atol=1e-3, rtol=1e-4)
+            rows.append(c.rows(x, gains))  # the filter's rows: from the closed form, then by autograd
     finally:
         c.fast_terms = fast
+    for closed, autograd in zip(*rows, strict=True):
+        torch.testing.assert_close(closed, autograd, atol=1e-4, rtol=1e-5)
 
 
 def test_arm_task_jacobian_is_the_derivative_of_the_end_effector_point():
