@@ -276,9 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("none", "accel", "velocity", "task"),
         default=d.prior,
         help="the network commands joint accelerations, joint velocities, or a task-space (end-effector) velocity "
-        "plus a null-space joint velocity; u_ref by inverse dynamics",
+        "resolved through the model's Jacobian; u_ref by inverse dynamics",
     )
-    p.add_argument("--prior-bound", type=float, default=d.prior_bound, help="bound on the commanded quantity")
+    p.add_argument("--prior-bound", type=float, default=d.prior_bound,
+                   help="bound on the commanded quantity (task prior: on the resolved joint velocities)")  # fmt: skip
     p.add_argument("--prior-gain", type=float, default=d.prior_gain, help="velocity prior: a = gain (v - q')")
     p.add_argument("--task-bound", type=float, default=d.task_bound, help="task prior: bound on the task velocity")
     p.add_argument("--skip", action="store_true", help="a linear path from the encoded observation to the outputs")
