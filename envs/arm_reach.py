@@ -9,8 +9,8 @@ barriers place control points with pytorch_kinematics reading the same URDF, so 
 are differentiable in torch, and :func:`arm_terms` gives their HOCBF pieces in closed
 form from PyBullet's kinematics (checked against autograd for every scene).
 
-Constraints (state ``[q (7), q_dot (7)]``): seven control points along the arm
-(upper arm, elbow, mid-elbow link, forearm, mid-forearm, wrist, end effector) keep
+Constraints (state ``[q (7), q_dot (7)]``): eight control points along the arm
+(upper arm, mid-upper arm, elbow, mid-elbow link, forearm, mid-forearm, wrist, end effector) keep
 ``|p - c| >= r + link_radius + margin`` from the sphere;
 every joint stays inside its URDF limits (less ``joint_margin``); torques stay
 within the iiwa 14 R820 ratings (176, 176, 110, 110, 110, 40, 40 N m), which are
@@ -43,9 +43,12 @@ TORQUE_LIMITS = np.array([176.0, 176.0, 110.0, 110.0, 110.0, 40.0, 40.0])
 # housings), so that with ``link_radius`` 0.09 and ``margin`` 0.03 the sphere cannot touch a link between
 # two points without first breaking a barrier. 200 expert episodes never did; but without
 # ``elbow_mid`` a learned policy touched the sphere with link 3 with every barrier >= 0 (seed 1,000,005
-# of the README's velocity-prior run), and with it none of its first 20 evaluation episodes did.
+# of the README's velocity-prior run), and with it none of its first 20 evaluation episodes did. Likewise
+# ``upper_arm_mid``: a task-prior policy touched the sphere with link 3 between ``upper_arm`` and ``elbow``
+# (0.2155 m apart) with every barrier >= 0 (held-out seed 2,000,029, steps 190-192, 2.5 mm deep).
 CONTROL_POINTS = {
     "upper_arm": (2, (0.0, 0.0, 0.0)),
+    "upper_arm_mid": (2, (0.0, 0.0, 0.10775)),  # halfway to the elbow joint (z = 0.2155 in link 3's frame)
     "elbow": (3, (0.0, 0.0, 0.0)),
     "elbow_mid": (3, (0.0, 0.0923, 0.0)),  # halfway to the forearm joint (y = 0.1845 in link 3's frame)
     "forearm": (4, (0.0, 0.0, 0.0)),
