@@ -66,7 +66,7 @@ class PolicyConfig:
     ``skip``: add a linear map of the encoded observation to the outputs (initialised to zero), a direct
     sensory-to-motor path: the cell carries what needs memory (the phase of a manoeuvre), the map what
     needs none (a command proportional to an observed offset), which a small NCP's saturating neurons
-    reproduce poorly.
+    reproduce poorly. (On ArmReach it did not raise success; the README has the run.)
     """
 
     env_id: str
