@@ -62,6 +62,30 @@ ARMATURE = 0.1
 HOME = np.array([0.0, 0.6, 0.0, -1.3, 0.0, 1.0, 0.0])
 
 
+_LINKS = [link for link, _ in CONTROL_POINTS.values()]
+_OFFSETS = np.array([off for _, off in CONTROL_POINTS.values()])
+
+
+def control_points(sim: BulletSim, body: int) -> np.ndarray:
+    """:data:`CONTROL_POINTS` ``(P, 3)`` at the arm's current joint positions, from PyBullet's link frames."""
+    states = sim.call(p.getLinkStates, body, _LINKS, computeForwardKinematics=True)
+    out = []
+    for (_, _, _, _, pos, orn, *_), off in zip(states, _OFFSETS, strict=True):
+        rot = np.array(sim.call(p.getMatrixFromQuaternion, orn)).reshape(3, 3)
+        out.append(np.array(pos) + rot @ off)
+    return np.array(out)
+
+
+def point_jacobians(sim: BulletSim, body: int, q: np.ndarray, names: list[str] | None = None) -> np.ndarray:
+    """Linear Jacobians ``(P, 3, 7)`` of the named :data:`CONTROL_POINTS` (default all) at ``q (7,)``."""
+    zero = [0.0] * 7
+    points = [CONTROL_POINTS[n] for n in (names or CONTROL_POINTS)]
+    return np.array(
+        [sim.call(p.calculateJacobian, body, link, list(off), list(map(float, q)), zero, zero)[0]
+         for link, off in points]
+    )  # fmt: skip
+
+
 def load_arm(sim: BulletSim, mass_scale: float = 1.0) -> tuple[int, np.ndarray, np.ndarray]:
     """Load the iiwa into ``sim`` ready for torque control; return ``(body, q_low, q_high)``."""
     body = sim.call(p.loadURDF, URDF, useFixedBase=True, flags=p.URDF_USE_INERTIA_FROM_FILE)
@@ -120,10 +144,7 @@ class KukaModel(Manipulator):
     def _jacobian_of(self, q: Tensor) -> Tensor:
         """The end effector's (control point ``ee``) linear velocity Jacobian ``(B, 3, 7)``."""
         sim, body = self.sim
-        link, offset = CONTROL_POINTS["ee"]
-        zero = [0.0] * 7
-        rows = [sim.call(p.calculateJacobian, body, link, list(offset), qi.tolist(), zero, zero)[0]
-                for qi in q.detach().double()]  # fmt: skip
+        rows = [point_jacobians(sim, body, qi.numpy(), ["ee"])[0] for qi in q.detach().double()]
         return torch.tensor(np.array(rows), dtype=q.dtype)
 
     def point_kinematics(self, q: np.ndarray, qd: np.ndarray, eps: float = 1e-5) -> tuple[np.ndarray, ...]:
@@ -133,26 +154,9 @@ class KukaModel(Manipulator):
         sim, body = self.sim
         for j in range(7):
             sim.call(p.resetJointState, body, j, float(q[j]), 0.0)
-        links = [link for link, _ in CONTROL_POINTS.values()]
-        offsets = [list(off) for _, off in CONTROL_POINTS.values()]
-        states = sim.call(p.getLinkStates, body, links, computeForwardKinematics=True)
-        points = np.array(
-            [
-                np.array(st[4]) + np.array(sim.call(p.getMatrixFromQuaternion, st[5])).reshape(3, 3) @ off
-                for st, off in zip(states, offsets, strict=True)
-            ]
-        )
-        zero = [0.0] * 7
-
-        def jac(qq: np.ndarray) -> np.ndarray:
-            return np.array(
-                [sim.call(p.calculateJacobian, body, link, off, qq.tolist(), zero, zero)[0]
-                 for link, off in zip(links, offsets, strict=True)]
-            )  # fmt: skip
-
-        J = jac(q)
-        jdot_qd = (jac(q + eps * qd) - jac(q - eps * qd)) @ qd / (2 * eps)
-        return points, J, jdot_qd
+        J = point_jacobians(sim, body, q)
+        jdot_qd = (point_jacobians(sim, body, q + eps * qd) - point_jacobians(sim, body, q - eps * qd)) @ qd / (2 * eps)
+        return control_points(sim, body), J, jdot_qd
 
     def _bias_of(self, q: Tensor, qd: Tensor) -> Tensor:
         sim, body = self.sim
@@ -263,8 +267,6 @@ class ArmReachEnv(SafeBulletEnv):
         self._points_cache: np.ndarray | None = None
         self.target = np.zeros(3)
         self.obstacle = np.zeros(4)  # cx, cy, cz, r
-        self._point_links = [link for link, _ in CONTROL_POINTS.values()]
-        self._point_offsets = np.array([off for _, off in CONTROL_POINTS.values()])
 
     @cached_property
     def kinematics(self) -> _Kinematics:
@@ -273,16 +275,8 @@ class ArmReachEnv(SafeBulletEnv):
     def _points_now(self) -> np.ndarray:
         """Control points ``(P, 3)`` from PyBullet's own link frames (cached until the arm moves)."""
         if self._points_cache is None:
-            self._points_cache = self._read_points()
+            self._points_cache = control_points(self.sim, self._robot)
         return self._points_cache
-
-    def _read_points(self) -> np.ndarray:
-        states = self.sim.call(p.getLinkStates, self._robot, self._point_links, computeForwardKinematics=True)
-        out = []
-        for (_, _, _, _, pos, orn, *_), off in zip(states, self._point_offsets, strict=True):
-            rot = np.array(self.sim.call(p.getMatrixFromQuaternion, orn)).reshape(3, 3)
-            out.append(np.array(pos) + rot @ off)
-        return np.array(out)
 
     def _set_q(self, q: np.ndarray) -> None:
         self._points_cache = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pybullet as p
-from safeliquid.envs.arm_reach import HOME, ArmReachEnv
+from safeliquid.envs.arm_reach import HOME, ArmReachEnv, point_jacobians
 from safeliquid.envs.experts._common import FilteredExpert
 
 
@@ -65,9 +65,7 @@ class ArmReachExpert(FilteredExpert):
         v = 4.0 * error
         v *= min(1.0, self.speed / max(np.linalg.norm(v), 1e-9))
         sim, body = env.sim, env._robot
-        jac = np.array(
-            sim.call(p.calculateJacobian, body, 6, [0.0, 0.0, 0.1], q.tolist(), [0.0] * 7, [0.0] * 7)[0]
-        )  # linear part, (3, 7)
+        jac = point_jacobians(sim, body, q, ["ee"])[0]  # (3, 7)
         jjt = jac @ jac.T + 1e-3 * np.eye(3)
         pinv = jac.T @ np.linalg.inv(jjt)
         qd_star = pinv @ v + (np.eye(7) - pinv @ jac) @ (1.0 * (HOME - q))
