@@ -501,16 +501,12 @@ def _defaults_and_groups(
     constraints: ConstraintSet, groups: list[str], max_degree: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-barrier default gains ``(K, R)``, gain-group index ``(K,)`` (-1: not learned) and degree ``(K,)``."""
-    k = len(constraints.barriers)
-    gains = np.ones((k, max_degree))
-    group = np.full(k, -1, dtype=np.int64)
+    group = np.full(len(constraints.barriers), -1, dtype=np.int64)
     for i, bar in enumerate(constraints.barriers):
-        if bar.gains is not None:
-            gains[i, : len(bar.gains)] = bar.gains
         name = gain_group(bar.name)
         if name in groups:
             group[i] = groups.index(name)
-    return gains, group, constraints.degrees.numpy()
+    return constraints.default_gains(max_degree), group, constraints.degrees.numpy()
 
 
 def _rhs_np(L: np.ndarray, degree: np.ndarray, gains: np.ndarray) -> np.ndarray:

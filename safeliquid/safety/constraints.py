@@ -135,19 +135,25 @@ class ConstraintSet:
                 start += r
         return torch.stack(Gs, 1), torch.stack(bs, 1), torch.stack(hs, 1)
 
+    def default_gains(self, orders: int) -> np.ndarray:
+        """Each barrier's default class-K gains ``(K, orders)`` (1.0 where it declares none, and above its degree)."""
+        out = np.ones((len(self.barriers), orders))
+        for i, bar in enumerate(self.barriers):
+            if bar.gains is not None:
+                out[i, : len(bar.gains)] = bar.gains
+        return out
+
     def _rows_from_terms(self, x: Tensor, gains: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """:meth:`rows` from the closed-form :meth:`terms` (linear class-K only): the same rows, no autograd."""
         t = self.terms(x)
-        k, top = len(self.barriers), t.L.shape[-1] - 1
-        per = x.new_ones(x.shape[0], k, max(top, 1))
-        start = 0
-        for i, bar in enumerate(self.barriers):
-            r = bar.relative_degree or 0
-            if gains is not None:
+        top = max(t.L.shape[-1] - 1, 1)
+        per = torch.as_tensor(self.default_gains(top), dtype=x.dtype).expand(x.shape[0], -1, -1).clone()
+        if gains is not None:
+            start = 0
+            for i, bar in enumerate(self.barriers):
+                r = bar.relative_degree or 0
                 per[:, i, :r] = gains[:, start : start + r]
-            elif bar.gains is not None:
-                per[:, i, :r] = torch.as_tensor(list(bar.gains), dtype=x.dtype)
-            start += r
+                start += r
         return -t.A, rhs(t.L, t.degree, per), t.L[..., 0]
 
     def terms_numpy(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
