@@ -283,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-gain", type=float, default=d.prior_gain, help="velocity prior: a = gain (v - q')")
     p.add_argument("--task-bound", type=float, default=d.task_bound, help="task prior: bound on the task velocity")
     p.add_argument("--skip", action="store_true", help="a linear path from the encoded observation to the outputs")
+    p.add_argument("--gain-groups", nargs="+", metavar="GROUP",
+                   help="barrier groups whose class-K gains are learned, e.g. obstacle (default: all); the rest "
+                   "keep the environment's defaults")  # fmt: skip
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     p.add_argument("--lr-final", type=float, default=d.lr_final, help="final learning rate / --lr (cosine decay)")
     p.add_argument("--dagger-beta", type=float, default=d.dagger_beta, help="P(expert drives) in DAgger rounds")

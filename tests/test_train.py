@@ -4,6 +4,7 @@ import itertools
 import json
 import os
 from dataclasses import replace
+from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -401,8 +402,9 @@ def test_cli_commands_on_tiny_settings(trained, tmp_path, capsys):
     assert cli.main(["bench", "--policy", policy, "--steps", "40"]) == 0
     train_out = tmp_path / "t"
     assert cli.main(["train", "--demos", "2", "--dagger-rounds", "0", "--updates", "2", "--eval-every", "2",
-                     "--eval-episodes", "1", "--workers", "0", "--out", str(train_out)]) == 0  # fmt: skip
-    assert (train_out / "best.pt").exists()
+                     "--eval-episodes", "1", "--workers", "0", "--gain-groups", "obstacle",
+                     "--out", str(train_out)]) == 0  # fmt: skip
+    assert (train_out / "best.pt").exists() and load_policy(train_out / "best.pt").config.gain_groups == ["obstacle"]
     printed = capsys.readouterr().out
     assert "success rate" in printed and "control step median" in printed
 
@@ -416,6 +418,34 @@ def test_cli_bad_input_is_named(trained, capsys):
         cli.main(["eval", "--env", "safeliquid/CartPoleRail-v0", "--policy", str(out / "best.pt"), "--episodes", "1"])
     assert cli.main(["eval", "--policy", str(out / "nope.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_gain_groups_choose_which_gains_are_learned(demos):
+    """``gain_groups``: the network outputs gains for the named groups only; the others keep their defaults."""
+    with pytest.raises(
+        ValueError, match=r"\['joint'\] are not barrier groups of safeliquid/Navigate-v0; it has \['obstacle'\]"
+    ):
+        imitation._policy_config(replace(TINY, gain_groups=["joint"]), gym.make(NAV), demos)
+    arm = "safeliquid/ArmReach-v0"
+    env = gym.make(arm)
+    env.reset(seed=0)
+    base = env.unwrapped
+    names = [SimpleNamespace(names=base.constraints.names)]
+    cfg = imitation._policy_config(replace(TINY, env_id=arm, gain_groups=["obstacle"]), env, names)
+    assert cfg.gain_groups == ["obstacle"] and LiquidBarrierPolicy(cfg).n_gain == cfg.max_degree
+    # joint 1 near its upper limit and moving at it, so its row binds
+    x = torch.as_tensor(base.safety_state()).unsqueeze(0).clone()
+    x[0, 0], x[0, 7] = base.q_high[0] - base.joint_margin - 0.02, 1.0
+    u_ref = torch.as_tensor(base.action_bound).unsqueeze(0).double()
+    policy = LiquidBarrierPolicy(cfg)
+    sub, full = scene_rows(base.constraints, x, ["obstacle"]), scene_rows(base.constraints, x, ["joint", "obstacle"])
+    assert (sub["group"][0, 8:] == -1).all() and (sub["group"][0, :8] == 0).all()
+    three = torch.full((1, 1, 2), 3.0, dtype=torch.float64)
+    u_sub, _ = policy.project(u_ref, three, sub)
+    u_full, _ = policy.project(u_ref, torch.cat([torch.ones_like(three), three], 1), full)  # joint x1: defaults
+    torch.testing.assert_close(u_sub, u_full)
+    u_joint4, _ = policy.project(u_ref, torch.cat([4 * torch.ones_like(three), three], 1), full)
+    assert float((u_joint4 - u_full).abs().max()) > 1e-3  # the joint row binds: its gains matter
 
 
 def test_scene_rows_match_the_layer_rows():

@@ -45,6 +45,9 @@ class TrainConfig:
     task_bound: float = 1.0  # "task": the network commands a task-space velocity, |.| <= task_bound
     skip: bool = False  # a linear map from the encoded observation to the outputs, beside the cell
     safety: str = "barrier"
+    # barrier groups (a name's leading word: "obstacle", "joint") whose class-K gains the network learns;
+    # None: all of them. The others keep the environment's default gains.
+    gain_groups: list[str] | None = None
     seed: int = 0
     demos: int = 200  # expert-driven episodes
     dagger_rounds: int = 6  # rounds where the learner drives (the expert labels)
@@ -78,6 +81,11 @@ def _policy_config(cfg: TrainConfig, env: gym.Env, episodes: list[Episode]) -> A
         if prior == "task" and not base.model.task_dim:
             raise ValueError(f"prior='task' needs a model with a task space; {cfg.env_id}'s model has none")
     groups = sorted({gain_group(n) for e in episodes for n in e.names})
+    if cfg.gain_groups is not None:
+        unknown = sorted(set(cfg.gain_groups) - set(groups))
+        if unknown:
+            raise ValueError(f"gain_groups {unknown} are not barrier groups of {cfg.env_id}; it has {groups}")
+        groups = sorted(set(cfg.gain_groups))
     scan = (4, base.n_rays) if hasattr(base, "n_rays") else None
     return PolicyConfig(
         env_id=cfg.env_id,
