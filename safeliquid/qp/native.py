@@ -302,7 +302,8 @@ def solve_native(
     if warm_start is not None:
         lam0 = torch.cat([warm_start, torch.zeros_like(h_all[:, m:])], 1)
     u, lam_all, converged, iterations = _NativeQP.apply(Q, q, G_all, h_all, upper, max_iter, lam0)
-    slack, status = residual_status(u, G, h, converged)
+    u, inside = _into_box(u, lb, ub)
+    slack, status = residual_status(u, G, h, converged & inside)
     return QPSolution(u=u, lam=lam_all[:, :m], slack=slack, status=status, iterations=int(iterations))
 
 
@@ -317,6 +318,21 @@ def _raise_if_not_pd(bad: Tensor) -> None:
     if bool(bad.any()):
         idx = bad.nonzero().flatten().tolist()
         raise ValueError(f"Q must be positive definite; it is not for batch elements {idx[:10]}")
+
+
+def _into_box(u: Tensor, lb: Tensor | None, ub: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The kernel's guard for the batched-torch path: on badly scaled data (``|h|``, ``|q|`` >~ 1e5) the dual
+    iteration can stop with ``u (B, n)`` outside its hard bounds. Clip it in; ``inside (B,)`` is False where
+    it missed by more than 1e-6 relative (1e-3 in float32), which the status reports as ``MAX_ITER``."""
+    btol = max(1e-6, 100.0 * _tolerances(u.dtype)[0])
+    inside = torch.ones(u.shape[0], dtype=torch.bool, device=u.device)
+    if lb is not None:
+        inside &= (u.detach() >= lb - btol * (1.0 + lb.abs())).all(-1)
+        u = torch.maximum(u, lb)
+    if ub is not None:
+        inside &= (u.detach() <= ub + btol * (1.0 + ub.abs())).all(-1)
+        u = torch.minimum(u, ub)
+    return u, inside
 
 
 def residual_status(u: Tensor, G: Tensor, h: Tensor, converged: Tensor) -> tuple[Tensor, Tensor]:
