@@ -11,6 +11,9 @@ control). Observation: ``[x, cos theta, sin theta, x_dot, theta_dot]``.
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
+
 import numpy as np
 import pybullet as p
 import torch
@@ -33,15 +36,17 @@ class CartPole(ControlAffine):
     def __init__(self, cart_mass: float, pole_mass: float, com: float, inertia: float, gravity: float = 9.81) -> None:
         self.mc, self.mp, self.l, self.inertia, self.grav = cart_mass, pole_mass, com, inertia, gravity
 
-    def _accelerations(self, x: Tensor, u: Tensor) -> Tensor:
+    def _accelerations(self, x: Any, u: Any) -> Any:
+        """``[x'', theta''] (B, 2)`` at ``x (B, 4)`` under force ``u (B,)``; torch or numpy alike."""
+        xp = np if isinstance(x, np.ndarray) else torch
         th, thd = x[:, 1], x[:, 3]
-        s, c = torch.sin(th), torch.cos(th)
+        s, c = xp.sin(th), xp.cos(th)
         ml = self.mp * self.l
         a, b, d = self.mc + self.mp, ml * c, self.inertia + self.mp * self.l**2
         r1 = u + ml * s * thd**2
         r2 = ml * self.grav * s
         det = a * d - b * b
-        return torch.stack([(d * r1 - b * r2) / det, (a * r2 - b * r1) / det], 1)
+        return xp.stack([(d * r1 - b * r2) / det, (a * r2 - b * r1) / det], 1)
 
     def f(self, x: Tensor) -> Tensor:
         return torch.cat([x[:, 2:], self._accelerations(x, x.new_zeros(x.shape[0]))], 1)
@@ -52,6 +57,20 @@ class CartPole(ControlAffine):
         det = a * d - b * b
         zero = torch.zeros_like(c)
         return torch.stack([zero, zero, d / det, -b / det], 1).unsqueeze(-1)
+
+
+def rail_terms(x: Any, model: CartPole, rail: float) -> tuple[Any, Any]:
+    """Closed-form HOCBF pieces of the rail barriers (``rail.low``, ``rail.high``) at ``x (B, 4)``, a torch
+    tensor or a numpy array (the same type comes back): ``A (B, 2, 1)``, ``L (B, 2, 3)``. With ``a0`` the
+    cart's acceleration at zero force and ``b`` its gain per newton, ``rail.low`` is ``h = x + rail``,
+    ``L_f h = x'``, ``L_f^2 h = a0``, ``L_g L_f h = b``, and ``rail.high`` the negatives with ``rail - x``."""
+    xp = np if isinstance(x, np.ndarray) else torch
+    zero = 0.0 * x[:, 0]
+    drift = model._accelerations(x, zero)[:, 0]
+    gain = model._accelerations(x, zero + 1.0)[:, 0] - drift
+    low = xp.stack([x[:, 0] + rail, x[:, 2], drift], -1)
+    high = xp.stack([rail - x[:, 0], -x[:, 2], -drift], -1)
+    return xp.stack([gain, -gain], 1)[..., None], xp.stack([low, high], 1)
 
 
 def wrap_angle(theta: np.ndarray | float) -> np.ndarray | float:
@@ -134,6 +153,7 @@ class CartPoleRailEnv(SafeBulletEnv):
             # Semi-implicit Euler vs the model's RK4: the cart's position differs by ~a dt^2 / (2N)
             # per period; the cart's acceleration stays below 2 u_max / mc (pole reaction included).
             sample_margin=2 * self.force_limit / mc * self.dt**2 / (2 * self.physics_substeps),
+            fast_terms=partial(rail_terms, model=self.model, rail=self.rail),
         )
 
     def safety_state(self) -> np.ndarray:

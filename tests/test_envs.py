@@ -337,6 +337,25 @@ def test_a_constraint_set_kept_from_an_earlier_episode_stays_right():
     torch.testing.assert_close(fast.A, slow.A)
 
 
+def test_cartpole_rail_closed_form_terms_match_autograd():
+    env = make(CART)
+    env.reset(seed=3)
+    c = env.constraints
+    fast_terms = c.fast_terms
+    assert fast_terms is not None
+    x = torch.as_tensor(np.random.default_rng(0).uniform(-3, 3, (32, 4)))
+    fast, (A_np, L_np) = c.terms(x), c.terms_numpy(x.numpy())
+    try:
+        c.fast_terms = None
+        slow = c.terms(x)
+    finally:
+        c.fast_terms = fast_terms
+    assert isinstance(A_np, np.ndarray)  # the control loop's numpy path, without torch
+    for got in ((fast.A, fast.L), (torch.from_numpy(A_np), torch.from_numpy(L_np))):
+        torch.testing.assert_close(got[0], slow.A)
+        torch.testing.assert_close(got[1], slow.L)
+
+
 def test_arm_control_points_leave_no_gap_the_link_radius_cannot_cover():
     # Between two consecutive points a link can bulge towards the sphere; spacing bounds the bulge.
     # Learned policies touched the sphere between `elbow` and `forearm` (0.18 m apart) and between
