@@ -32,10 +32,10 @@ from safeliquid.qp import solve_qp
 from safeliquid.safety import ConstraintSet, SafetyFilter
 from safeliquid.safety.constraints import rhs
 from safeliquid.safety.filter import next_tightening
+from safeliquid.safety.models import joint_velocity
 
 SAFETY_MODES = ("barrier", "filter", "none")
 PRIORS = (None, "accel", "velocity", "task")
-DLS_DAMPING = 1e-3  # damped least squares of the task prior (m^2/rad^2), as the ArmReach expert
 PAD_RHS = 1.0  # right-hand side of padding rows: 0 u <= 1 is never active
 SAMPLED_DATA_TRIES = 6  # re-solves of the run-time sampled-data correction (as SafetyFilter)
 _ROUNDING = 1e-10  # aim a hair above h = 0, so that rounding cannot land on the unsafe side
@@ -479,15 +479,6 @@ def inverse_dynamics(f: Tensor, g: Tensor, accel: Tensor) -> Tensor:
     (``M a + c`` for an arm)."""
     m = accel.shape[-1]
     return torch.linalg.solve(g[..., -m:, :], (accel - f[..., -m:]).unsqueeze(-1)).squeeze(-1)
-
-
-def joint_velocity(J: Tensor, v: Tensor, damping: float = DLS_DAMPING) -> Tensor:
-    """Resolved rate: the joint velocities ``J+ v (..., m)`` that move the task point at ``v (..., k)``, with
-    the damped least-squares inverse ``J+ = J^T (J J^T + damping I)^-1`` of ``J (..., k, m)`` (no motion in
-    the Jacobian's null space; bounded near singularities)."""
-    Jt = J.transpose(-1, -2)
-    eye = torch.eye(J.shape[-2], dtype=J.dtype, device=J.device)
-    return (Jt @ torch.linalg.solve(J @ Jt + damping * eye, v.unsqueeze(-1))).squeeze(-1)
 
 
 def model_terms(model: Any, x: Tensor, prior: str | None) -> tuple[Tensor, ...]:

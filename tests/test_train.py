@@ -12,12 +12,12 @@ import pytest
 import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
 from safeliquid.policies import SHIPPED_DIR, LiquidBarrierPolicy, scene_rows, shipped
-from safeliquid.policies.liquid_barrier import joint_velocity
 
 from safeliquid import cli, load_policy
 from safeliquid.checkpoint import CheckpointError, save_policy
 from safeliquid.cli import HELD_OUT_SEED
 from safeliquid.metrics import EpisodeRecorder, aggregate, proportion_ci
+from safeliquid.safety.models import joint_velocity
 from safeliquid.train import data as data_mod
 from safeliquid.train import imitation
 from safeliquid.train.data import collect, make_batch

@@ -7,6 +7,8 @@ import pybullet as p
 from safeliquid.envs.arm_reach import HOME, ArmReachEnv, point_jacobians
 from safeliquid.envs.experts._common import FilteredExpert
 
+from safeliquid.safety.models import DLS_DAMPING
+
 
 def _segment_clearance(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
     """Distance from point ``c`` to the segment ``a``-``b``."""
@@ -66,7 +68,7 @@ class ArmReachExpert(FilteredExpert):
         v *= min(1.0, self.speed / max(np.linalg.norm(v), 1e-9))
         sim, body = env.sim, env._robot
         jac = point_jacobians(sim, body, q, ["ee"])[0]  # (3, 7)
-        jjt = jac @ jac.T + 1e-3 * np.eye(3)
+        jjt = jac @ jac.T + DLS_DAMPING * np.eye(3)
         pinv = jac.T @ np.linalg.inv(jjt)
         qd_star = pinv @ v + (np.eye(7) - pinv @ jac) @ (1.0 * (HOME - q))
         mass = np.array(sim.call(p.calculateMassMatrix, body, q.tolist()))

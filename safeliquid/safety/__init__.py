@@ -3,7 +3,14 @@
 from safeliquid.safety.barriers import CLASS_K, Barrier, cubic, find_relative_degree, hocbf_row, linear
 from safeliquid.safety.constraints import ConstraintSet
 from safeliquid.safety.filter import BarrierLayer, FilterRecord, SafetyFilter
-from safeliquid.safety.models import ControlAffine, DoubleIntegrator, Manipulator, SingleIntegrator, Unicycle
+from safeliquid.safety.models import (
+    ControlAffine,
+    DoubleIntegrator,
+    Manipulator,
+    SingleIntegrator,
+    Unicycle,
+    joint_velocity,
+)
 from safeliquid.safety.primitives import (
     box_obstacle,
     cylinder_obstacle,
@@ -33,6 +40,7 @@ __all__ = [
     "find_relative_degree",
     "half_space",
     "hocbf_row",
+    "joint_velocity",
     "linear",
     "position",
     "sphere_obstacle",

@@ -16,6 +16,8 @@ from torch import Tensor
 
 from safeliquid._checks import check_tensor
 
+DLS_DAMPING = 1e-3  # damped least squares of resolved-rate control (m^2/rad^2): the task prior, the ArmReach expert
+
 
 class ControlAffine:
     """Base class: ``state_dim`` n, ``control_dim`` m, and the two maps.
@@ -176,3 +178,12 @@ class Manipulator(ControlAffine):
     def g(self, x: Tensor) -> Tensor:
         top = x.new_zeros(x.shape[0], self.dof, self.dof)
         return torch.cat([top, self._minv(x)], dim=1)
+
+
+def joint_velocity(J: Tensor, v: Tensor, damping: float = DLS_DAMPING) -> Tensor:
+    """Resolved rate: the joint velocities ``J+ v (..., m)`` that move the task point at ``v (..., k)``, with
+    the damped least-squares inverse ``J+ = J^T (J J^T + damping I)^-1`` of ``J (..., k, m)`` (no motion in
+    the Jacobian's null space; bounded near singularities)."""
+    Jt = J.transpose(-1, -2)
+    eye = torch.eye(J.shape[-2], dtype=J.dtype, device=J.device)
+    return (Jt @ torch.linalg.solve(J @ Jt + damping * eye, v.unsqueeze(-1))).squeeze(-1)
