@@ -190,3 +190,30 @@ def test_manipulator_model_from_mass_matrix_and_bias():
     torch.testing.assert_close(qdd, (tau[:, 0] - m * g0 * l * torch.sin(x[:, 0])) / (m * l * l))
     cs = ConstraintSet(model, state_box("joint", 0, -1.0, 1.0), x)
     assert [b.relative_degree for b in cs.barriers] == [2, 2]
+
+
+def test_closed_form_terms_are_checked_against_autograd_and_used():
+    """``fast_terms`` is checked on the sample states at construction (a wrong one is named), then serves
+    the numpy control-loop calls."""
+    import numpy as np
+
+    model, c, R = DoubleIntegrator(2), np.array([0.5, -1.0]), 0.7
+    x = states(4)
+    barriers = sphere_obstacle("disc", position([0, 1]), c, R)
+
+    def terms(x, wrong=0.0):  # h = |d|^2 - R^2, L_f h = 2 d.v, L_f^2 h = 2 |v|^2, L_g L_f h = 2 d / m
+        xp = np if isinstance(x, np.ndarray) else torch
+        d, v = x[:, :2] - (c if xp is np else torch.as_tensor(c)), x[:, 2:]
+        L = xp.stack([(d * d).sum(1) - R * R, 2 * (d * v).sum(1), 2 * (v * v).sum(1) + wrong], -1)
+        return (2 * d)[:, None, :], L[:, None, :]
+
+    with pytest.raises(ValueError, match="'disc': fast_terms disagrees with autograd on L"):
+        ConstraintSet(model, barriers, x, fast_terms=lambda x: terms(x, wrong=1e-3))
+    calls = []
+    cs = ConstraintSet(model, barriers, x, fast_terms=lambda x: calls.append(1) or terms(x))
+    calls.clear()
+    xn = x.numpy()
+    np.testing.assert_allclose(cs.values_numpy(xn), cs.values(x).numpy(), atol=1e-12)
+    A, L = cs.terms_numpy(xn)
+    assert isinstance(A, np.ndarray) and len(calls) == 2  # the numpy closed form served both calls
+    np.testing.assert_allclose(L, terms(xn)[1])
