@@ -420,12 +420,15 @@ def test_cli_bad_input_is_named(trained, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_gain_groups_choose_which_gains_are_learned(demos):
+def test_gain_groups_choose_which_gains_are_learned(demos, tmp_path):
     """``gain_groups``: the network outputs gains for the named groups only; the others keep their defaults."""
     with pytest.raises(
         ValueError, match=r"\['joint'\] are not barrier groups of safeliquid/Navigate-v0; it has \['obstacle'\]"
     ):
         imitation._policy_config(replace(TINY, gain_groups=["joint"]), gym.make(NAV), demos)
+    with pytest.raises(ValueError, match="are not barrier groups"):  # before any demonstration is collected
+        imitation.train(replace(TINY, gain_groups=["joint"], out=str(tmp_path)))
+    assert not (tmp_path / "data.pt").exists()
     arm = "safeliquid/ArmReach-v0"
     env = gym.make(arm)
     env.reset(seed=0)

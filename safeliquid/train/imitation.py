@@ -64,8 +64,22 @@ class TrainConfig:
     env_kwargs: dict = field(default_factory=dict)
 
 
+def _learned_groups(cfg: TrainConfig, names: list[str]) -> list[str]:
+    """The gain groups the policy learns: those of the barrier ``names``, or ``cfg.gain_groups`` if set
+    (each must be one of them)."""
+    from safeliquid.policies import gain_group
+
+    groups = sorted({gain_group(n) for n in names})
+    if cfg.gain_groups is None:
+        return groups
+    unknown = sorted(set(cfg.gain_groups) - set(groups))
+    if unknown:
+        raise ValueError(f"gain_groups {unknown} are not barrier groups of {cfg.env_id}; it has {groups}")
+    return sorted(set(cfg.gain_groups))
+
+
 def _policy_config(cfg: TrainConfig, env: gym.Env, episodes: list[Episode]) -> Any:
-    from safeliquid.policies import PolicyConfig, gain_group
+    from safeliquid.policies import PolicyConfig
 
     base = env.unwrapped
     m = env.action_space.shape[0]
@@ -80,12 +94,7 @@ def _policy_config(cfg: TrainConfig, env: gym.Env, episodes: list[Episode]) -> A
             )
         if prior == "task" and not base.model.task_dim:
             raise ValueError(f"prior='task' needs a model with a task space; {cfg.env_id}'s model has none")
-    groups = sorted({gain_group(n) for e in episodes for n in e.names})
-    if cfg.gain_groups is not None:
-        unknown = sorted(set(cfg.gain_groups) - set(groups))
-        if unknown:
-            raise ValueError(f"gain_groups {unknown} are not barrier groups of {cfg.env_id}; it has {groups}")
-        groups = sorted(set(cfg.gain_groups))
+    groups = _learned_groups(cfg, [n for e in episodes for n in e.names])
     scan = (4, base.n_rays) if hasattr(base, "n_rays") else None
     return PolicyConfig(
         env_id=cfg.env_id,
@@ -182,6 +191,12 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict[str, Any]:
         changed = sorted(k for k, v in asdict(cfg).items() if state["train_config"].get(k) != v)
         raise ValueError(f"{out}/last.pt was written with a different config (changed: {changed}); use a new --out")
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+    if cfg.gain_groups is not None:  # a wrong group name fails now, not after the demonstrations
+        probe = gym.make(cfg.env_id, **cfg.env_kwargs)
+        probe.reset(seed=cfg.seed)
+        _learned_groups(cfg, probe.unwrapped.constraints.names)
+        probe.close()
 
     # -- data --------------------------------------------------------------------------------------
     data_path = out / "data.pt"
