@@ -1,10 +1,10 @@
 """Trace an ArmReach task-prior policy's failures: its commanded end-effector speed against the expert's label.
 
-For each seeded episode the policy drives; at every step the expert's label (``4 (aim - ee)``, capped at
-its speed, with the expert's own via-point latch) is computed beside the policy's command ``v`` (the
-task velocity before the Jacobian). Failed episodes print every 25th step; the JSON summary gives,
-over the failed episodes' steps past ``--late``, the mean commanded speed, the mean label speed and the
-mean distance to the target.
+For each seeded episode the policy drives; at every step the expert's label
+(:meth:`ArmReachExpert.task_velocity`, with its own via-point latch) is computed beside the policy's
+command ``v`` (the task velocity before the Jacobian). Failed episodes print every 25th step; the JSON
+summary gives, over the failed episodes' steps past ``--late``, the mean commanded speed, the mean label
+speed and the mean distance to the target.
 
     python benchmarks/trace_armreach.py --policy policies/armreach_ltc_barrier.pt [--seed 2000000]
         [--episodes 12] [--late 150] [--json out.json]
@@ -19,7 +19,7 @@ import gymnasium as gym
 import numpy as np
 import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
-from safeliquid.envs.experts.arm import ArmReachExpert, detour_aim
+from safeliquid.envs.experts.arm import ArmReachExpert
 
 from safeliquid import load_policy
 
@@ -37,14 +37,11 @@ def trace(policy, env: gym.Env, seed: int) -> tuple[bool, np.ndarray]:
     obs, _ = env.reset(seed=seed)
     policy.reset()
     expert.reset(base)
-    via, rows, done, info = False, [], False, {}
+    rows, done, info = [], False, {}
     try:
         while not done:
             ee = base.end_effector()
-            keep = base.obstacle[3] + base.link_radius + base.margin + expert.detour
-            aim, via = detour_aim(ee, base.target, base.obstacle[:3], keep, via)
-            label = 4.0 * (aim - ee)
-            label *= min(1.0, expert.speed / max(np.linalg.norm(label), 1e-9))
+            label = expert.task_velocity(base)
             action = policy.act(obs, base.safety_state(), base.constraints)
             v = seen["v"]
             along = float(v @ label) / max(float(np.linalg.norm(label)), 1e-9)

@@ -57,15 +57,19 @@ class ArmReachExpert(FilteredExpert):
         super().reset(env)
         self._via_done = False
 
-    def reference(self, env: ArmReachEnv, state: np.ndarray) -> np.ndarray:
-        q, qd = state[:7], state[7:]
+    def task_velocity(self, env: ArmReachEnv) -> np.ndarray:
+        """The desired end-effector velocity ``(3,)`` now: ``4 (aim - ee)`` capped at ``speed``, with ``aim``
+        from :func:`detour_aim` (advances the via-point latch, so call it once per control step)."""
         ee = env.end_effector()
         center, radius = env.obstacle[:3], env.obstacle[3]
         keep = radius + env.link_radius + env.margin + self.detour
         aim, self._via_done = detour_aim(ee, env.target, center, keep, self._via_done)
-        error = aim - ee
-        v = 4.0 * error
-        v *= min(1.0, self.speed / max(np.linalg.norm(v), 1e-9))
+        v = 4.0 * (aim - ee)
+        return v * min(1.0, self.speed / max(np.linalg.norm(v), 1e-9))
+
+    def reference(self, env: ArmReachEnv, state: np.ndarray) -> np.ndarray:
+        q, qd = state[:7], state[7:]
+        v = self.task_velocity(env)
         sim, body = env.sim, env._robot
         jac = point_jacobians(sim, body, q, ["ee"])[0]  # (3, 7)
         jjt = jac @ jac.T + DLS_DAMPING * np.eye(3)
