@@ -435,12 +435,12 @@ def test_gain_groups_choose_which_gains_are_learned(demos, tmp_path):
     base = env.unwrapped
     names = [SimpleNamespace(names=base.constraints.names)]
     cfg = imitation._policy_config(replace(TINY, env_id=arm, gain_groups=["obstacle"]), env, names)
-    assert cfg.gain_groups == ["obstacle"] and LiquidBarrierPolicy(cfg).n_gain == cfg.max_degree
+    policy = LiquidBarrierPolicy(cfg)
+    assert cfg.gain_groups == ["obstacle"] and policy.n_gain == cfg.max_degree
     # joint 1 near its upper limit and moving at it, so its row binds
     x = torch.as_tensor(base.safety_state()).unsqueeze(0).clone()
     x[0, 0], x[0, 7] = base.q_high[0] - base.joint_margin - 0.02, 1.0
     u_ref = torch.as_tensor(base.action_bound).unsqueeze(0).double()
-    policy = LiquidBarrierPolicy(cfg)
     sub, full = scene_rows(base.constraints, x, ["obstacle"]), scene_rows(base.constraints, x, ["joint", "obstacle"])
     assert (sub["group"][0, 8:] == -1).all() and (sub["group"][0, :8] == 0).all()
     three = torch.full((1, 1, 2), 3.0, dtype=torch.float64)

@@ -192,11 +192,10 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict[str, Any]:
         raise ValueError(f"{out}/last.pt was written with a different config (changed: {changed}); use a new --out")
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
+    env = gym.make(cfg.env_id, **cfg.env_kwargs)
     if cfg.gain_groups is not None:  # a wrong group name fails now, not after the demonstrations
-        probe = gym.make(cfg.env_id, **cfg.env_kwargs)
-        probe.reset(seed=cfg.seed)
-        _learned_groups(cfg, probe.unwrapped.constraints.names)
-        probe.close()
+        env.reset(seed=cfg.seed)
+        _learned_groups(cfg, env.unwrapped.constraints.names)
 
     # -- data --------------------------------------------------------------------------------------
     data_path = out / "data.pt"
@@ -213,7 +212,6 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict[str, Any]:
         save_episodes(episodes, str(data_path), {"rounds": rounds_done})
 
     # -- model -------------------------------------------------------------------------------------
-    env = gym.make(cfg.env_id, **cfg.env_kwargs)
     pcfg = _policy_config(cfg, env, episodes)
     env.close()
     policy = LiquidBarrierPolicy(pcfg)
