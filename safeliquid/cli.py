@@ -79,10 +79,12 @@ def _make_env(args: argparse.Namespace, render: bool = False) -> Any:
 
 
 def _evaluate(args: argparse.Namespace, env: Any, episodes: int, label: str = "") -> dict[str, Any]:
+    """Aggregated metrics of ``episodes`` seeded episodes, with the per-episode ones under ``per_episode``."""
     from safeliquid.train.rollout import evaluate
 
     ctrl, name = _controller(args, env)
-    return {"controller": label or name, **evaluate(env, ctrl, episodes, args.seed, desc=f"eval {label or name}")}
+    metrics = evaluate(env, ctrl, episodes, args.seed, desc=f"eval {label or name}", per_episode=True)
+    return {"controller": label or name, **metrics}
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -297,7 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(p, seed=HELD_OUT_SEED)
     who(p)
     p.add_argument("--episodes", type=int, default=50, help="episodes")
-    p.add_argument("--json", help="write the metrics here")
+    p.add_argument(
+        "--json", help="write the metrics here (aggregate, and per episode under per_episode: seed, success, ...)"
+    )
     p.add_argument("--markdown", help="write the table here")
     p.set_defaults(func=cmd_eval)
 

@@ -392,7 +392,10 @@ def test_cli_commands_on_tiny_settings(trained, tmp_path, capsys):
     assert len(episodes) == 2 and meta["env_id"] == NAV
     args = ["--episodes", "2", "--policy", policy]
     assert cli.main(["eval", *args, "--json", str(tmp_path / "e.json"), "--markdown", str(tmp_path / "e.md")]) == 0
-    assert json.loads((tmp_path / "e.json").read_text())[0]["episodes"] == 2
+    (row,) = json.loads((tmp_path / "e.json").read_text())
+    assert row["episodes"] == 2 and [e["seed"] for e in row["per_episode"]] == [HELD_OUT_SEED, HELD_OUT_SEED + 1]
+    assert np.mean([e["success"] for e in row["per_episode"]]) == row["success_rate"]
+    assert sum(e["violating_steps"] for e in row["per_episode"]) == row["violating_steps"]
     assert cli.main(["eval", "--episodes", "1", "--expert", "--obs-noise", "0.05"]) == 0
     assert cli.main(["rollout", "--policy", policy, "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "rollout.gif").stat().st_size > 0 and (tmp_path / "r" / "rollout.png").exists()

@@ -109,12 +109,25 @@ def run_episode(
     return rec.finish(), tr
 
 
-def evaluate(env: gym.Env, controller: Controller, episodes: int, first_seed: int, desc: str | None = None) -> dict:
+def evaluate(
+    env: gym.Env,
+    controller: Controller,
+    episodes: int,
+    first_seed: int,
+    desc: str | None = None,
+    per_episode: bool = False,
+) -> dict:
     """``episodes`` closed-loop episodes on seeds ``first_seed ...``: the aggregated metrics of
-    :func:`safeliquid.metrics.aggregate`. ``desc``: label of a tqdm bar (none if ``None``)."""
+    :func:`safeliquid.metrics.aggregate`. ``desc``: label of a tqdm bar (none if ``None``).
+    ``per_episode``: also ``"per_episode"``, one dict per episode (its ``seed`` and
+    :class:`~safeliquid.metrics.EpisodeMetrics` fields), so a failed seed can be replayed."""
     seeds = range(first_seed, first_seed + episodes)
     if desc is not None:
         from tqdm import tqdm
 
         seeds = tqdm(seeds, desc=desc, leave=False)
-    return aggregate([run_episode(env, controller, seed)[0] for seed in seeds])
+    results = [(seed, run_episode(env, controller, seed)[0]) for seed in seeds]
+    metrics = aggregate([m for _, m in results])
+    if per_episode:
+        metrics["per_episode"] = [{"seed": seed, **m.to_dict()} for seed, m in results]
+    return metrics
