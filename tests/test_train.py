@@ -255,6 +255,27 @@ def test_learning_rate_decays_from_lr_to_lr_times_lr_final():
     assert all(isinstance(r, float) for r in rates)  # numpy scalars would break weights_only checkpoint loads
 
 
+def test_loss_weight_is_a_weighted_mean_over_real_steps(demos):
+    policy = _policy(demos, safety="none")
+    batch = make_batch(demos[:2], policy.config.gain_groups)
+    with torch.no_grad():
+        u_ref = policy(batch["obs"])[0]
+        per_step = ((u_ref - batch["expert"]) / policy.bound).square().sum(-1)
+        mask = batch["step_mask"]
+        plain, _ = imitation.loss_on(policy, batch)
+        assert float(plain) == pytest.approx(float(per_step[mask].mean()), rel=1e-5)
+        assert float(imitation.loss_on(policy, batch, weight=torch.full(mask.shape, 3.0))[0]) == pytest.approx(
+            float(plain), rel=1e-5
+        )
+        one = torch.zeros(mask.shape)
+        one[1, 5] = 2.0
+        assert float(imitation.loss_on(policy, batch, weight=one)[0]) == pytest.approx(float(per_step[1, 5]), rel=1e-5)
+        padding = (~mask).float()  # weight only on padding steps: no real step counts
+        for bad in (torch.ones(mask.shape[0], 1), -torch.ones(mask.shape), padding):
+            with pytest.raises(ValueError, match="loss weight must be"):
+                imitation.loss_on(policy, batch, weight=bad)
+
+
 @pytest.mark.parametrize("cell", ["cfc", "lstm", "gru", "mlp", "ctrnn", "node"])
 def test_every_cell_composes_with_the_layer(demos, cell):
     policy = _policy(demos, cell=cell)

@@ -119,11 +119,12 @@ def _policy_config(cfg: TrainConfig, env: gym.Env, episodes: list[Episode]) -> A
 
 
 def loss_on(
-    policy: Any, batch: dict[str, torch.Tensor], backend: str = "native"
+    policy: Any, batch: dict[str, torch.Tensor], backend: str = "native", weight: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean squared action error over real steps, scaled by the action bound (with a ``prior``: the error
     in the accelerations it causes, scaled by the prior's acceleration range); for ``barrier`` on the
-    QP's output (solved by ``backend``, see :func:`safeliquid.qp.solve_qp`)."""
+    QP's output (solved by ``backend``, see :func:`safeliquid.qp.solve_qp`). ``weight (B, T)``, >= 0:
+    a weighted mean over the real steps instead (None: every step counts once)."""
     dyn = batch.get("dyn")
     if policy.config.prior is not None and dyn is None:
         raise ValueError("a policy with a prior trains on demonstrations that carry the model's f and g")
@@ -143,7 +144,15 @@ def loss_on(
     else:
         err = ((u - batch["expert"]) / policy.bound).square().sum(-1)
     mask = batch["step_mask"]
-    loss = (err * mask).sum() / mask.sum()
+    w = mask.to(err.dtype)
+    if weight is not None:
+        if weight.shape != mask.shape or not bool((weight >= 0).all()) or float((weight * w).sum()) <= 0:
+            raise ValueError(
+                f"loss weight must be (B, T) = {tuple(mask.shape)}, >= 0 and positive on some real step; "
+                f"got shape {tuple(weight.shape)}"
+            )
+        w = w * weight.to(err.dtype)
+    loss = (err * w).sum() / w.sum()
     stats = {"loss": float(loss.detach())}
     if mult is not None:
         real = mult.detach()[mask]
