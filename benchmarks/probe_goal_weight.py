@@ -31,13 +31,14 @@ from safeliquid.train.rollout import PolicyController, run_episode
 
 ENV = "safeliquid/ArmReach-v0"
 GOAL_OFFSET = slice(17, 20)  # ArmReachEnv._observe: q (7), q' (7), ee (3), target - ee (3), ...
-GAIN, SIGMA = 4.0, 0.1  # the expert's task gain (ArmReachExpert.task_velocity); speed floor (m/s)
+SIGMA = 0.1  # speed floor (m/s): bounds the weight at the target
 
 
-def goal_weight(obs: torch.Tensor, speed: float) -> torch.Tensor:
-    """``obs (B, T, 24)`` -> ``(B, T)``: ``speed^2 / min((k d)^2 + sigma^2, speed^2)``, 1 far from the target."""
-    nominal = (GAIN * obs[..., GOAL_OFFSET].norm(dim=-1)).square() + SIGMA**2
-    return speed**2 / torch.clamp(nominal, max=speed**2)
+def goal_weight(obs: torch.Tensor, expert: ArmReachExpert) -> torch.Tensor:
+    """``obs (B, T, 24)`` -> ``(B, T)``: ``speed^2 / min((k d)^2 + sigma^2, speed^2)`` with the expert's
+    gain ``k`` and ``speed``; 1 far from the target."""
+    nominal = (expert.gain * obs[..., GOAL_OFFSET].norm(dim=-1)).square() + SIGMA**2
+    return expert.speed**2 / torch.clamp(nominal, max=expert.speed**2)
 
 
 def main() -> None:
@@ -55,9 +56,10 @@ def main() -> None:
 
     policy = load_policy(args.policy)
     if policy.config.env_id != ENV or policy.config.prior != "task":
-        raise SystemExit(f"{args.policy}: expected a task-prior {ENV} policy, got {policy.config.env_id}")
+        got = f"prior {policy.config.prior!r} on {policy.config.env_id}"
+        raise SystemExit(f"{args.policy}: expected a policy with prior 'task' on {ENV}, got {got}")
     episodes, _ = load_episodes(args.data)
-    speed = ArmReachExpert().speed
+    expert = ArmReachExpert()
     optim = torch.optim.Adam(policy.parameters(), lr=args.lr)
     rng = np.random.default_rng(7)
     policy.train()
@@ -65,7 +67,7 @@ def main() -> None:
     for _ in range(args.updates):
         pick = rng.choice(len(episodes), size=min(16, len(episodes)), replace=False)
         batch = make_batch([episodes[i] for i in pick], policy.config.gain_groups)
-        weight = goal_weight(batch["obs"], speed) if args.weight == "goal" else None
+        weight = goal_weight(batch["obs"], expert) if args.weight == "goal" else None
         loss, _ = loss_on(policy, batch, weight=weight)
         optim.zero_grad()
         loss.backward()

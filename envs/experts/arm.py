@@ -48,9 +48,9 @@ class ArmReachExpert(FilteredExpert):
     and joint torques by computed torque ``tau = M (k_v (qd* - qd)) + c``.
     """
 
-    def __init__(self, speed: float = 0.6, detour: float = 0.06) -> None:
+    def __init__(self, speed: float = 0.6, detour: float = 0.06, gain: float = 4.0) -> None:
         super().__init__()
-        self.speed, self.detour = speed, detour
+        self.speed, self.detour, self.gain = speed, detour, gain
         self._via_done = False
 
     def reset(self, env: ArmReachEnv) -> None:
@@ -58,13 +58,13 @@ class ArmReachExpert(FilteredExpert):
         self._via_done = False
 
     def task_velocity(self, env: ArmReachEnv) -> np.ndarray:
-        """The desired end-effector velocity ``(3,)`` now: ``4 (aim - ee)`` capped at ``speed``, with ``aim``
+        """The desired end-effector velocity ``(3,)`` now: ``gain (aim - ee)`` capped at ``speed``, with ``aim``
         from :func:`detour_aim` (advances the via-point latch, so call it once per control step)."""
         ee = env.end_effector()
         center, radius = env.obstacle[:3], env.obstacle[3]
         keep = radius + env.link_radius + env.margin + self.detour
         aim, self._via_done = detour_aim(ee, env.target, center, keep, self._via_done)
-        v = 4.0 * (aim - ee)
+        v = self.gain * (aim - ee)
         return v * min(1.0, self.speed / max(np.linalg.norm(v), 1e-9))
 
     def reference(self, env: ArmReachEnv, state: np.ndarray) -> np.ndarray:
