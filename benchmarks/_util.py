@@ -1,4 +1,4 @@
-"""Timing helpers shared by the benchmarks: medians and p99 over repeated calls."""
+"""Helpers shared by the benchmarks: medians and p99 over repeated calls, result files, ArmReach policies."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,3 +36,17 @@ def write(name: str, payload: dict) -> Path:
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(payload, indent=2))
     return path
+
+
+ARM = "safeliquid/ArmReach-v0"
+
+
+def load_arm_task_policy(path: str) -> Any:
+    """The checkpoint at ``path``, which must be an ArmReach policy with the task prior (else a named exit)."""
+    from safeliquid import load_policy
+
+    policy = load_policy(path)
+    if policy.config.env_id != ARM or policy.config.prior != "task":
+        got = f"prior {policy.config.prior!r} on {policy.config.env_id}"
+        raise SystemExit(f"{path}: expected a policy with prior 'task' on {ARM}, got {got}")
+    return policy

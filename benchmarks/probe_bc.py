@@ -22,7 +22,7 @@ from safeliquid.policies import LiquidBarrierPolicy
 
 from safeliquid.checkpoint import save_policy
 from safeliquid.train.data import load_episodes, make_batch
-from safeliquid.train.imitation import TrainConfig, _policy_config, evaluate_policy, loss_on
+from safeliquid.train.imitation import TrainConfig, _policy_config, evaluate_policy, gradient_step
 
 
 def main() -> None:
@@ -57,13 +57,8 @@ def main() -> None:
     rng, t0 = np.random.default_rng(0), time.perf_counter()
     for update in range(args.updates):
         pick = rng.choice(len(episodes), 16, replace=False)
-        loss, stats = loss_on(policy, make_batch([episodes[i] for i in pick], pcfg.gain_groups))
-        for group in optim.param_groups:
-            group["lr"] = args.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * update / args.updates)))
-        optim.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-        optim.step()
+        lr = args.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * update / args.updates)))
+        stats = gradient_step(policy, optim, make_batch([episodes[i] for i in pick], pcfg.gain_groups), lr)
         if update % 100 == 0 or update == args.updates - 1:
             print(f"update {update}: loss {stats['loss']:.4f}", flush=True)
     policy.eval()

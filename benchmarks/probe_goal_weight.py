@@ -1,7 +1,7 @@
 """Fine-tuning probe on ArmReach: does weighting the imitation loss towards the goal cure near-goal stalls?
 
 Fine-tunes a task-prior ArmReach checkpoint on a training run's ``data.pt`` (its demonstrations and DAgger
-episodes) with :func:`safeliquid.train.imitation.loss_on`, at a constant learning rate, either with every
+episodes) with :func:`safeliquid.train.imitation.gradient_step`, at a constant learning rate, either with every
 step counting once (``--weight none``) or with the steps weighted by the inverse square of the expert's
 nominal end-effector speed there, ``min(k d, speed)`` with ``d`` the distance to the target (``--weight
 goal``, the relative error of the commanded speed; a floor ``sigma`` bounds the weight at the target). Then
@@ -22,14 +22,13 @@ import gymnasium as gym
 import numpy as np
 import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
+from _util import ARM, load_arm_task_policy
 from safeliquid.envs.experts.arm import ArmReachExpert
 
-from safeliquid import load_policy
 from safeliquid.train.data import load_episodes, make_batch
-from safeliquid.train.imitation import loss_on
+from safeliquid.train.imitation import gradient_step
 from safeliquid.train.rollout import PolicyController, run_episode
 
-ENV = "safeliquid/ArmReach-v0"
 GOAL_OFFSET = slice(17, 20)  # ArmReachEnv._observe: q (7), q' (7), ee (3), target - ee (3), ...
 SIGMA = 0.1  # speed floor (m/s): bounds the weight at the target
 
@@ -54,10 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    policy = load_policy(args.policy)
-    if policy.config.env_id != ENV or policy.config.prior != "task":
-        got = f"prior {policy.config.prior!r} on {policy.config.env_id}"
-        raise SystemExit(f"{args.policy}: expected a policy with prior 'task' on {ENV}, got {got}")
+    policy = load_arm_task_policy(args.policy)
     episodes, _ = load_episodes(args.data)
     expert = ArmReachExpert()
     optim = torch.optim.Adam(policy.parameters(), lr=args.lr)
@@ -68,15 +64,11 @@ def main() -> None:
         pick = rng.choice(len(episodes), size=min(16, len(episodes)), replace=False)
         batch = make_batch([episodes[i] for i in pick], policy.config.gain_groups)
         weight = goal_weight(batch["obs"], expert) if args.weight == "goal" else None
-        loss, _ = loss_on(policy, batch, weight=weight)
-        optim.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-        optim.step()
+        gradient_step(policy, optim, batch, args.lr, weight)
     train_s = time.perf_counter() - t0
 
     policy.eval()
-    env = gym.make(ENV)
+    env = gym.make(ARM)
     controller, rows = PolicyController(policy), []
     for seed in range(args.seed, args.seed + args.episodes):
         metrics, _ = run_episode(env, controller, seed)

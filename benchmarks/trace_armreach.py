@@ -19,9 +19,8 @@ import gymnasium as gym
 import numpy as np
 import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
+from _util import ARM, load_arm_task_policy
 from safeliquid.envs.experts.arm import ArmReachExpert
-
-from safeliquid import load_policy
 
 
 def trace(policy, env: gym.Env, seed: int) -> tuple[bool, np.ndarray]:
@@ -62,10 +61,8 @@ def main() -> None:
     ap.add_argument("--json", help="write the summary here")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    policy = load_policy(args.policy)
-    if policy.config.prior != "task":
-        raise SystemExit(f"{args.policy}: trained with prior={policy.config.prior!r}; this trace needs 'task'")
-    env = gym.make("safeliquid/ArmReach-v0")
+    policy = load_arm_task_policy(args.policy)
+    env = gym.make(ARM)
     late = []
     for seed in range(args.seed, args.seed + args.episodes):
         success, rows = trace(policy, env, seed)

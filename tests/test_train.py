@@ -276,6 +276,28 @@ def test_loss_weight_is_a_weighted_mean_over_real_steps(demos):
                 imitation.loss_on(policy, batch, weight=bad)
 
 
+def test_gradient_step_refuses_a_non_finite_gradient_before_stepping(demos, monkeypatch):
+    policy = _policy(demos, safety="none")
+    batch = make_batch(demos[:2], policy.config.gain_groups)
+    optim = torch.optim.Adam(policy.parameters(), lr=1e-3)
+    before = [p.detach().clone() for p in policy.parameters()]
+    stats = imitation.gradient_step(policy, optim, batch, 1e-3)
+    after = list(policy.parameters())
+    assert np.isfinite(stats["loss"]) and any(not torch.equal(a, p) for a, p in zip(before, after, strict=True))
+    real = imitation.loss_on
+
+    def overflowing(*args, **kwargs):  # a loss whose gradient overflows
+        loss, stats = real(*args, **kwargs)
+        return loss * float("inf"), stats
+
+    monkeypatch.setattr(imitation, "loss_on", overflowing)
+    before = [p.detach().clone() for p in policy.parameters()]
+    with pytest.raises(FloatingPointError, match=r"non-finite gradient .*lower --lr \(the rate was 0.001\)"):
+        imitation.gradient_step(policy, optim, batch, 1e-3)
+    after = list(policy.parameters())
+    assert all(torch.allclose(a, p, rtol=0, atol=0, equal_nan=True) for a, p in zip(before, after, strict=True))
+
+
 @pytest.mark.parametrize("cell", ["cfc", "lstm", "gru", "mlp", "ctrnn", "node"])
 def test_every_cell_composes_with_the_layer(demos, cell):
     policy = _policy(demos, cell=cell)
@@ -327,11 +349,11 @@ def test_resume_after_a_kill_gives_the_same_run(tmp_path, monkeypatch):
     real = imitation.loss_on
     calls = {"n": 0}
 
-    def dying(policy, batch):
+    def dying(policy, batch, **kwargs):
         calls["n"] += 1
         if calls["n"] == 7:  # after the checkpoint at update 4
             raise KeyboardInterrupt
-        return real(policy, batch)
+        return real(policy, batch, **kwargs)
 
     monkeypatch.setattr(imitation, "loss_on", dying)
     with pytest.raises(KeyboardInterrupt):

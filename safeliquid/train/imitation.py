@@ -163,6 +163,25 @@ def loss_on(
     return loss, stats
 
 
+def gradient_step(
+    policy: Any, optim: torch.optim.Optimizer, batch: dict[str, torch.Tensor], lr: float,
+    weight: torch.Tensor | None = None,
+) -> dict[str, float]:  # fmt: skip
+    """One optimiser step at learning rate ``lr`` on :func:`loss_on` (``weight (B, T)`` as there), the
+    gradient norm clipped to 1; returns the loss's stats. A non-finite gradient raises
+    ``FloatingPointError`` before the step, so the parameters stay as they were."""
+    loss, stats = loss_on(policy, batch, weight=weight)
+    optim.zero_grad()
+    for group in optim.param_groups:
+        group["lr"] = lr
+    loss.backward()
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0))
+    if not np.isfinite(grad_norm):
+        raise FloatingPointError(f"non-finite gradient (loss {stats['loss']}); lower --lr (the rate was {lr:g})")
+    optim.step()
+    return stats
+
+
 def learning_rate(cfg: TrainConfig, update: int) -> float:
     """Cosine decay from ``lr`` to ``lr * lr_final`` over ``updates`` (a function of the update: resume-safe)."""
     cos = 0.5 * (1.0 + math.cos(math.pi * min(update, cfg.updates) / max(cfg.updates, 1)))
@@ -264,15 +283,10 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict[str, Any]:
         rng = np.random.default_rng(cfg.seed * 1_000_003 + update)
         pick = rng.choice(len(episodes), size=min(cfg.batch_episodes, len(episodes)), replace=False)
         batch = make_batch([episodes[i] for i in pick], pcfg.gain_groups)
-        loss, stats = loss_on(policy, batch)
-        optim.zero_grad()
-        for group in optim.param_groups:
-            group["lr"] = learning_rate(cfg, update)
-        loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0))
-        if not np.isfinite(grad_norm):
-            raise FloatingPointError(f"non-finite gradient at update {update}; lower --lr (was {cfg.lr})")
-        optim.step()
+        try:
+            stats = gradient_step(policy, optim, batch, learning_rate(cfg, update))
+        except FloatingPointError as err:
+            raise FloatingPointError(f"update {update}: {err}") from None
         update += 1
         samples += int(batch["step_mask"].sum())
         bar.update(1)
