@@ -284,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bound on the commanded quantity (task prior: on the resolved joint velocities)")  # fmt: skip
     p.add_argument("--prior-gain", type=float, default=d.prior_gain, help="velocity prior: a = gain (v - q')")
     p.add_argument("--task-bound", type=float, default=d.task_bound, help="task prior: bound on the task velocity")
+    p.add_argument("--slow-weight", type=float, default=d.slow_weight, metavar="FLOOR",
+                   help="velocity/task prior: weight each step's loss by FLOOR^2 / (|c|^2 + FLOOR^2), c the expert's "
+                   "command (m/s or rad/s), so slow phases near a goal count; 0: every step once")  # fmt: skip
     p.add_argument("--skip", action="store_true", help="a linear path from the encoded observation to the outputs")
     p.add_argument("--gain-groups", nargs="+", metavar="GROUP",
                    help="barrier groups whose class-K gains are learned, e.g. obstacle (default: all); the rest "

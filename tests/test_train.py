@@ -276,6 +276,47 @@ def test_loss_weight_is_a_weighted_mean_over_real_steps(demos):
                 imitation.loss_on(policy, batch, weight=bad)
 
 
+@pytest.mark.parametrize("prior", ["velocity", "task"])
+def test_slow_weight_reads_the_labels_command_and_weights_slow_steps(demos, prior):
+    policy = _policy(demos, prior=prior)  # prior_gain 3
+    batch = make_batch(demos, policy.config.gain_groups)
+    f, g = batch["dyn"][:2]
+    qd_star = torch.randn((*f.shape[:-1], 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    qd_star[0, :5] = 0.0  # a still expert: the largest weight
+    a = 3.0 * (qd_star - f[..., :2])  # what a prior policy commanding qd_star asks for
+    batch["expert"] = torch.linalg.solve(g[..., 2:, :], (a - f[..., 2:]).unsqueeze(-1)).squeeze(-1).float()
+    cmd = imitation.label_command(batch, prior, 3.0)
+    J = batch["dyn"][2] if prior == "task" else torch.eye(2, dtype=torch.float64)
+    torch.testing.assert_close(cmd, (J @ qd_star.unsqueeze(-1)).squeeze(-1), atol=1e-5, rtol=1e-5)
+    w = imitation.slow_weight(batch, prior, 3.0, 0.1)
+    assert w.shape == batch["step_mask"].shape and bool(((w > 0) & (w <= 1)).all())
+    torch.testing.assert_close(w[0, :5], torch.ones(5))
+    torch.testing.assert_close(w, (0.01 / (cmd.square().sum(-1) + 0.01)).float())
+    with pytest.raises(ValueError, match="needs prior 'velocity' or 'task'"):
+        imitation.label_command(batch, "accel", 3.0)
+    with pytest.raises(ValueError, match="floor must be > 0"):
+        imitation.slow_weight(batch, prior, 3.0, 0.0)
+
+
+def test_training_with_slow_weight_passes_the_weights(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=r"slow_weight must be 0 \(off\) or > 0 with prior 'velocity' or 'task'"):
+        imitation.train(replace(TINY, slow_weight=0.1, out=str(tmp_path / "none")))  # before any demonstration
+    assert not (tmp_path / "none" / "data.pt").exists()
+    seen = []
+    real = imitation.gradient_step
+
+    def spy(policy, optim, batch, lr, weight=None):
+        seen.append(weight)
+        return real(policy, optim, batch, lr, weight)
+
+    monkeypatch.setattr(imitation, "gradient_step", spy)
+    cfg = replace(TINY, prior="velocity", prior_bound=2.0, slow_weight=0.2, dagger_rounds=0, updates=4, eval_every=4,
+                  out=str(tmp_path / "run"))  # fmt: skip
+    assert np.isfinite(imitation.train(cfg)["loss"])
+    assert len(seen) == 4 and all(w is not None and bool(((w > 0) & (w <= 1)).all()) for w in seen)
+    assert any(bool((w < 0.99).any()) for w in seen)  # moving steps count less than still ones
+
+
 def test_gradient_step_refuses_a_non_finite_gradient_before_stepping(demos, monkeypatch):
     policy = _policy(demos, safety="none")
     batch = make_batch(demos[:2], policy.config.gain_groups)
@@ -361,6 +402,8 @@ def test_resume_after_a_kill_gives_the_same_run(tmp_path, monkeypatch):
     monkeypatch.setattr(imitation, "loss_on", real)
     state = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)
     assert state["update"] == 4
+    del state["train_config"]["slow_weight"]  # a run from before the knob existed resumes with its default
+    torch.save(state, tmp_path / "killed" / "last.pt")
     imitation.train(killed)  # resumes from update 4
     resumed = load_policy(tmp_path / "killed" / "last_policy.pt")
     for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):

@@ -43,6 +43,9 @@ class TrainConfig:
     prior_bound: float = 0.0  # prior_bound), u_ref by inverse dynamics; velocity: a = prior_gain (v - q')
     prior_gain: float = 15.0
     task_bound: float = 1.0  # "task": the network commands a task-space velocity, |.| <= task_bound
+    # > 0 (m/s or rad/s): weight each step's loss by slow_weight^2 / (|c|^2 + slow_weight^2), c the expert's
+    # label as the velocity command the network would have to output (prior "velocity"/"task"); 0: off
+    slow_weight: float = 0.0
     skip: bool = False  # a linear map from the encoded observation to the outputs, beside the cell
     safety: str = "barrier"
     # barrier groups (a name's leading word: "obstacle", "joint") whose class-K gains the network learns;
@@ -163,6 +166,35 @@ def loss_on(
     return loss, stats
 
 
+def label_command(batch: dict[str, torch.Tensor], prior: str, prior_gain: float) -> torch.Tensor:
+    """The expert's label as the command a ``prior`` policy would output to reproduce it: the label's
+    accelerations ``a = f_acc + g_acc u_expert`` give the joint velocity ``q'* = q' + a / prior_gain`` that the
+    prior tracks, and ``"task"`` maps it to the task velocity ``J q'*``. Needs ``batch["dyn"]``; returns
+    ``(B, T, m)`` (``"velocity"``) or ``(B, T, k)`` (``"task"``), float64."""
+    if prior not in ("velocity", "task") or "dyn" not in batch:
+        raise ValueError(
+            f"label_command needs prior 'velocity' or 'task' and demonstrations with f and g; got {prior!r}"
+        )
+    f, g = batch["dyn"][:2]
+    m = batch["expert"].shape[-1]
+    accel = f[..., -m:] + (g[..., -m:, :] @ batch["expert"].double().unsqueeze(-1)).squeeze(-1)
+    qd_star = f[..., :m] + accel / prior_gain
+    if prior == "velocity":
+        return qd_star
+    return (batch["dyn"][2] @ qd_star.unsqueeze(-1)).squeeze(-1)
+
+
+def slow_weight(batch: dict[str, torch.Tensor], prior: str, prior_gain: float, floor: float) -> torch.Tensor:
+    """Per-step loss weights ``(B, T)`` in (0, 1]: ``floor^2 / (|c|^2 + floor^2)`` with ``c`` the
+    :func:`label_command`, i.e. the loss on the command's relative error (``floor`` > 0 bounds it where the
+    expert is still). Where the expert slows down (near a goal) a small absolute error is a stall, which an
+    unweighted loss barely sees."""
+    if not floor > 0:
+        raise ValueError(f"slow_weight floor must be > 0 (a speed), got {floor}")
+    speed2 = label_command(batch, prior, prior_gain).square().sum(-1)
+    return (floor**2 / (speed2 + floor**2)).float()
+
+
 def gradient_step(
     policy: Any, optim: torch.optim.Optimizer, batch: dict[str, torch.Tensor], lr: float,
     weight: torch.Tensor | None = None,
@@ -215,9 +247,16 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict[str, Any]:
     state: dict[str, Any] | None = (
         read(out / "last.pt", "training state") if resume and (out / "last.pt").exists() else None
     )
+    if state is not None:  # a run from before a knob existed ran with its default
+        state["train_config"] = {**asdict(TrainConfig()), **state["train_config"]}
     if state is not None and state["train_config"] != asdict(cfg):
         changed = sorted(k for k, v in asdict(cfg).items() if state["train_config"].get(k) != v)
         raise ValueError(f"{out}/last.pt was written with a different config (changed: {changed}); use a new --out")
+    if cfg.slow_weight < 0 or (cfg.slow_weight > 0 and cfg.prior not in ("velocity", "task")):
+        raise ValueError(
+            f"slow_weight must be 0 (off) or > 0 with prior 'velocity' or 'task'; got {cfg.slow_weight} with "
+            f"prior {cfg.prior!r}"
+        )
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     env = gym.make(cfg.env_id, **cfg.env_kwargs)
@@ -283,8 +322,9 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict[str, Any]:
         rng = np.random.default_rng(cfg.seed * 1_000_003 + update)
         pick = rng.choice(len(episodes), size=min(cfg.batch_episodes, len(episodes)), replace=False)
         batch = make_batch([episodes[i] for i in pick], pcfg.gain_groups)
+        weight = slow_weight(batch, cfg.prior, cfg.prior_gain, cfg.slow_weight) if cfg.slow_weight else None
         try:
-            stats = gradient_step(policy, optim, batch, learning_rate(cfg, update))
+            stats = gradient_step(policy, optim, batch, learning_rate(cfg, update), weight)
         except FloatingPointError as err:
             raise FloatingPointError(f"update {update}: {err}") from None
         update += 1
