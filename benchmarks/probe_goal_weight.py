@@ -4,7 +4,9 @@ Fine-tunes a task-prior ArmReach checkpoint on a training run's ``data.pt`` (its
 episodes) with :func:`safeliquid.train.imitation.gradient_step`, at a constant learning rate, either with every
 step counting once (``--weight none``) or with the steps weighted by the inverse square of the expert's
 nominal end-effector speed there, ``min(k d, speed)`` with ``d`` the distance to the target (``--weight
-goal``, the relative error of the commanded speed; a floor ``sigma`` bounds the weight at the target). Then
+goal``, the relative error of the commanded speed; a floor ``sigma`` bounds the weight at the target), or
+with ``train --slow-weight``'s weight, which reads the expert's command back from its label (``--weight slow``,
+:func:`safeliquid.train.imitation.slow_weight`, the same floor). Then
 runs closed-loop episodes and reports success and how many failures ended within 0.1 m of the target
 (``--updates 0``: the checkpoint as it is).
 
@@ -26,7 +28,7 @@ from _util import ARM, load_arm_task_policy
 from safeliquid.envs.experts.arm import ArmReachExpert
 
 from safeliquid.train.data import load_episodes, make_batch
-from safeliquid.train.imitation import gradient_step
+from safeliquid.train.imitation import gradient_step, slow_weight
 from safeliquid.train.rollout import PolicyController, run_episode
 
 GOAL_OFFSET = slice(17, 20)  # ArmReachEnv._observe: q (7), q' (7), ee (3), target - ee (3), ...
@@ -44,7 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", required=True, help="an ArmReach checkpoint trained with --prior task")
     parser.add_argument("--data", required=True, help="a training run's data.pt")
-    parser.add_argument("--weight", choices=("none", "goal"), default="goal", help="per-step loss weight")
+    parser.add_argument("--weight", choices=("none", "goal", "slow"), default="goal", help="per-step loss weight")
     parser.add_argument("--updates", type=int, default=1500, help="gradient updates of 16 episodes")
     parser.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (constant)")
     parser.add_argument("--seed", type=int, default=3_000_000, help="first evaluation seed")
@@ -63,7 +65,11 @@ def main() -> None:
     for _ in range(args.updates):
         pick = rng.choice(len(episodes), size=min(16, len(episodes)), replace=False)
         batch = make_batch([episodes[i] for i in pick], policy.config.gain_groups)
-        weight = goal_weight(batch["obs"], expert) if args.weight == "goal" else None
+        weight = None
+        if args.weight == "goal":
+            weight = goal_weight(batch["obs"], expert)
+        elif args.weight == "slow":
+            weight = slow_weight(batch, "task", policy.config.prior_gain, SIGMA)
         gradient_step(policy, optim, batch, args.lr, weight)
     train_s = time.perf_counter() - t0
 

@@ -296,6 +296,8 @@ def test_slow_weight_reads_the_labels_command_and_weights_slow_steps(demos, prio
         imitation.label_command(batch, "accel", 3.0)
     with pytest.raises(ValueError, match="floor must be > 0"):
         imitation.slow_weight(batch, prior, 3.0, 0.0)
+    with pytest.raises(ValueError, match="needs demonstrations that carry the model's f"):
+        imitation.label_command({**batch, "dyn": batch["dyn"][:1]}, prior, 3.0)
 
 
 def test_training_with_slow_weight_passes_the_weights(tmp_path, monkeypatch):

@@ -171,10 +171,12 @@ def label_command(batch: dict[str, torch.Tensor], prior: str, prior_gain: float)
     accelerations ``a = f_acc + g_acc u_expert`` give the joint velocity ``q'* = q' + a / prior_gain`` that the
     prior tracks, and ``"task"`` maps it to the task velocity ``J q'*``. Needs ``batch["dyn"]``; returns
     ``(B, T, m)`` (``"velocity"``) or ``(B, T, k)`` (``"task"``), float64."""
-    if prior not in ("velocity", "task") or "dyn" not in batch:
-        raise ValueError(
-            f"label_command needs prior 'velocity' or 'task' and demonstrations with f and g; got {prior!r}"
-        )
+    if prior not in ("velocity", "task"):
+        raise ValueError(f"label_command needs prior 'velocity' or 'task', got {prior!r}")
+    need = 3 if prior == "task" else 2
+    if len(batch.get("dyn", ())) < need:
+        what = "f, g and the task Jacobian J" if need == 3 else "f and g"
+        raise ValueError(f"label_command with prior {prior!r} needs demonstrations that carry the model's {what}")
     f, g = batch["dyn"][:2]
     m = batch["expert"].shape[-1]
     accel = f[..., -m:] + (g[..., -m:, :] @ batch["expert"].double().unsqueeze(-1)).squeeze(-1)
