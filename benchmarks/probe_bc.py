@@ -22,7 +22,7 @@ from safeliquid.policies import LiquidBarrierPolicy
 
 from safeliquid.checkpoint import save_policy
 from safeliquid.train.data import load_episodes, make_batch
-from safeliquid.train.imitation import TrainConfig, _policy_config, evaluate_policy, gradient_step
+from safeliquid.train.imitation import TrainConfig, _policy_config, evaluate_policy, gradient_step, learning_rate
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
     episodes, _ = load_episodes(args.demos)
     cfg = TrainConfig(env_id=args.env, cell=args.cell, units=args.units, cell_dt=args.cell_dt, safety=args.safety,
                       prior=args.prior, prior_bound=args.prior_bound, task_bound=args.task_bound,
-                      skip=args.skip)  # fmt: skip
+                      skip=args.skip, lr=args.lr, updates=args.updates)  # fmt: skip
     env = gym.make(cfg.env_id)
     pcfg = _policy_config(cfg, env, episodes)
     env.close()
@@ -57,8 +57,8 @@ def main() -> None:
     rng, t0 = np.random.default_rng(0), time.perf_counter()
     for update in range(args.updates):
         pick = rng.choice(len(episodes), 16, replace=False)
-        lr = args.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * update / args.updates)))
-        stats = gradient_step(policy, optim, make_batch([episodes[i] for i in pick], pcfg.gain_groups), lr)
+        batch = make_batch([episodes[i] for i in pick], pcfg.gain_groups)
+        stats = gradient_step(policy, optim, batch, learning_rate(cfg, update))
         if update % 100 == 0 or update == args.updates - 1:
             print(f"update {update}: loss {stats['loss']:.4f}", flush=True)
     policy.eval()
