@@ -51,13 +51,16 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (constant)")
     parser.add_argument("--seed", type=int, default=3_000_000, help="first evaluation seed")
     parser.add_argument("--episodes", type=int, default=200, help="evaluation episodes")
+    parser.add_argument("--label-gain", type=float, default=4.0,
+                        help="--weight goal: the ArmReach expert's gain when --data was collected (1/s; default "
+                        "%(default)s, the gain until 2026-11-24, which labelled runs/arm_skip/data.pt)")  # fmt: skip
     parser.add_argument("--json", help="write the result here")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     policy = load_arm_task_policy(args.policy)
     episodes, _ = load_episodes(args.data)
-    expert = ArmReachExpert()
+    expert = ArmReachExpert(gain=args.label_gain)
     optim = torch.optim.Adam(policy.parameters(), lr=args.lr)
     rng = np.random.default_rng(7)
     policy.train()

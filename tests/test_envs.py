@@ -322,6 +322,30 @@ def test_arm_expert_sends_a_learner_past_the_sphere_on_to_the_target():
     assert done  # within 0.05 m of the via point: the detour is over from here on
 
 
+def test_arm_expert_labels_stay_fast_up_to_the_goal_tolerance():
+    """A learner imitating the labels stalls where its velocity error matches the label speed, so the
+    label must not fade before the goal tolerance (0.05 m): at 0.06 m it is still >= 0.5 m/s towards the
+    target, capped at the expert's speed farther out."""
+    from types import SimpleNamespace
+
+    from safeliquid.envs.experts.arm import ArmReachExpert
+
+    target = np.array([0.5, 0.1, 0.4])
+    for d, least in ((0.06, 0.5), (0.3, 0.6)):
+        ee = target - d * np.array([0.6, 0.0, 0.8])
+        scene = SimpleNamespace(
+            end_effector=lambda ee=ee: ee,
+            target=target,
+            obstacle=np.array([0.0, -1.0, 0.0, 0.1]),
+            link_radius=0.05,
+            margin=0.02,
+        )  # fmt: skip  (the sphere far off the line)
+        expert = ArmReachExpert()
+        v = expert.task_velocity(scene)
+        assert np.linalg.norm(v) <= expert.speed + 1e-12
+        assert v @ (target - ee) / d >= least - 1e-9
+
+
 def test_a_constraint_set_kept_from_an_earlier_episode_stays_right():
     """Callers may hold ``constraints`` across a reset (e.g. states collected for a benchmark); the closed-form
     terms must stay those of their own scene, as the autograd ones do."""

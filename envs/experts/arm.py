@@ -46,9 +46,13 @@ class ArmReachExpert(FilteredExpert):
     desired end-effector velocity ``k (p* - p)`` (capped at ``speed``) becomes joint
     velocities by damped least squares, with a null-space pull towards the home posture,
     and joint torques by computed torque ``tau = M (k_v (qd* - qd)) + c``.
+
+    ``gain`` (1/s) is high enough that the speed cap binds until 0.06 m from the aim, so the labels still
+    say ~0.5 m/s towards the target at the 0.05 m goal tolerance. With 4 (until 2026-11-24) they said
+    0.2-0.4 m/s there, and a learner's velocity error of that size stalled it 0.05-0.15 m out.
     """
 
-    def __init__(self, speed: float = 0.6, detour: float = 0.06, gain: float = 4.0) -> None:
+    def __init__(self, speed: float = 0.6, detour: float = 0.06, gain: float = 10.0) -> None:
         super().__init__()
         self.speed, self.detour, self.gain = speed, detour, gain
         self._via_done = False
