@@ -248,6 +248,7 @@ class ArmReachEnv(SafeBulletEnv):
     dt = 0.02
     physics_substeps = 4  # 200 Hz physics under a 50 Hz controller
     goal_tolerance = 0.05
+    goal_offset_obs = 17  # where ``target - ee`` (3,) starts in the observation (``train --goal-gain``)
     # Default HOCBF gains (a learned policy brings its own). The obstacle barrier is in m^2, so its
     # gains are large enough to let the arm approach at a useful speed.
     obstacle_gains = (8.0, 8.0)

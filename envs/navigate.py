@@ -54,6 +54,7 @@ class NavigateEnv(SafeBulletEnv):
     physics_substeps = 5  # 100 Hz physics under a 20 Hz controller
     gravity = (0.0, 0.0, 0.0)
     goal_tolerance = 0.2
+    goal_offset_obs = 2  # where ``goal - position`` (2,) starts in the observation (``train --goal-gain``)
     obstacle_radius = (0.2, 0.5)  # drawn uniformly per obstacle (m)
     arena = 3.5  # obstacles in [-arena, arena]^2; start and goal in [-3, 3]^2
 

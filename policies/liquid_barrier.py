@@ -67,6 +67,11 @@ class PolicyConfig:
     sensory-to-motor path: the cell carries what needs memory (the phase of a manoeuvre), the map what
     needs none (a command proportional to an observed offset), which a small NCP's saturating neurons
     reproduce poorly. (On ArmReach it did not raise success; the README has the run.)
+    ``goal_gain`` > 0 (prior ``"task"`` only): the network's command is a residual on a goal-directed
+    one, ``v = task_bound tanh(raw) + min(goal_gain |e|, goal_speed) e / |e|``, with ``e`` the task-space
+    offset to the goal that the observation holds at ``goal_obs:goal_obs + task_dim`` (a residual policy
+    on a saturated P controller). A network's velocity error near the goal then has to cancel the P
+    term before the arm can stall there, instead of only the small command a P term gives near its goal.
     """
 
     env_id: str
@@ -92,6 +97,9 @@ class PolicyConfig:
     task_dim: int = 0
     task_bound: float = 1.0
     skip: bool = False
+    goal_gain: float = 0.0
+    goal_speed: float = 0.6
+    goal_obs: int | None = None
 
     def __post_init__(self) -> None:
         if self.safety not in SAFETY_MODES:
@@ -117,8 +125,22 @@ class PolicyConfig:
                 f"prior='task' needs task_dim > 0 (the model's task space) and task_bound > 0, "
                 f"got {self.task_dim} and {self.task_bound}"
             )
+        if self.goal_gain < 0 or (self.goal_gain > 0 and not self._goal_ok()):
+            raise ValueError(
+                f"goal_gain > 0 needs prior='task', goal_speed > 0 and goal_obs with 0 <= goal_obs <= "
+                f"obs_dim - task_dim = {self.obs_dim - self.task_dim}; got goal_gain {self.goal_gain}, prior "
+                f"{self.prior!r}, goal_speed {self.goal_speed}, goal_obs {self.goal_obs}"
+            )
         if self.cell_dt is not None and not self.cell_dt > 0:
             raise ValueError(f"cell_dt must be > 0 (ODE time per control step) or None, got {self.cell_dt}")
+
+    def _goal_ok(self) -> bool:
+        return (
+            self.prior == "task"
+            and self.goal_speed > 0
+            and self.goal_obs is not None
+            and 0 <= self.goal_obs <= self.obs_dim - self.task_dim
+        )
 
     @property
     def cell_time(self) -> float:
@@ -205,10 +227,12 @@ class LiquidBarrierPolicy(nn.Module):
         out = self.head(y)
         return out if self.skip is None else out + self.skip(z)
 
-    def _outputs(self, y: Tensor, dyn: tuple[Tensor, ...] | None = None) -> tuple[Tensor, Tensor | None]:
+    def _outputs(
+        self, y: Tensor, dyn: tuple[Tensor, ...] | None = None, goal: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """Raw outputs ``(..., outputs)`` -> ``u_ref (..., m)`` and gain multipliers ``(..., groups, R)``.
         ``dyn``: the model's ``f (..., n)`` and ``g (..., n, m)`` at the states (needed with a ``prior``),
-        then its task Jacobian ``J (..., k, m)`` (needed with ``prior="task"``)."""
+        then its task Jacobian ``J (..., k, m)`` (needed with ``prior="task"``); ``goal``: :meth:`goal_command`."""
         c = self.config
         if c.prior is None:
             u_ref = self.bound * torch.tanh(y[..., : c.act_dim])
@@ -217,7 +241,8 @@ class LiquidBarrierPolicy(nn.Module):
             if dyn is None or len(dyn) < need:
                 what = "f, g and task Jacobian J" if need == 3 else "f and g"
                 raise ValueError(f"a policy with prior={c.prior!r} needs the model's {what} (dyn=)")
-            u_ref = inverse_dynamics(dyn[0], dyn[1], self._accel(y[..., : c.n_command].double(), dyn)).to(y.dtype)
+            accel = self._accel(y[..., : c.n_command].double(), dyn, goal)
+            u_ref = inverse_dynamics(dyn[0], dyn[1], accel).to(y.dtype)
         if not self.n_gain:
             return u_ref, None
         raw = y[..., c.n_command :].reshape(*y.shape[:-1], len(c.gain_groups), -1)
@@ -231,17 +256,34 @@ class LiquidBarrierPolicy(nn.Module):
         and ``J (B, T, k, m)`` (for ``prior="task"``)."""
         z = self.encoder((obs - self.obs_mean) / self.obs_std)
         y, h = self.sequence(z, h0, self.config.cell_time)
-        u_ref, mult = self._outputs(self._readout(y, z), dyn)
+        u_ref, mult = self._outputs(self._readout(y, z), dyn, self.goal_command(obs))
         return u_ref, mult, h
 
-    def _accel(self, raw: Tensor, dyn: tuple[Tensor, ...]) -> Tensor:
-        """Commanded accelerations ``(..., m)`` from the network's raw command ``(..., n_command)`` (float64)
-        and ``dyn`` (see :meth:`_outputs`; ``f``'s first ``m`` entries are the joint velocities)."""
+    def goal_command(self, obs: Tensor) -> Tensor | None:
+        """``obs (..., obs_dim)`` -> the goal-directed task velocity ``(..., task_dim)`` (float64) that the
+        network's command is a residual on, or None without ``goal_gain`` (see :class:`PolicyConfig`)."""
+        c = self.config
+        if not c.goal_gain > 0:
+            return None
+        assert c.goal_obs is not None
+        e = obs[..., c.goal_obs : c.goal_obs + c.task_dim].double()
+        d = e.norm(dim=-1, keepdim=True)
+        return e * torch.minimum(torch.full_like(d, c.goal_gain), c.goal_speed / d.clamp_min(1e-12))
+
+    def task_velocity(self, raw: Tensor, goal: Tensor | None = None) -> Tensor:
+        """The task prior's end-effector velocity ``(..., task_dim)`` from the raw command ``(..., task_dim)``
+        and :meth:`goal_command`'s ``goal`` (None: none)."""
+        v = self.config.task_bound * torch.tanh(raw)
+        return v if goal is None else v + goal
+
+    def _accel(self, raw: Tensor, dyn: tuple[Tensor, ...], goal: Tensor | None = None) -> Tensor:
+        """Commanded accelerations ``(..., m)`` from the network's raw command ``(..., n_command)`` (float64),
+        ``dyn`` (see :meth:`_outputs`; ``f``'s first ``m`` entries are the joint velocities) and ``goal``."""
         c, m = self.config, self.config.act_dim
         if c.prior == "accel":
             return self.prior_bound * torch.tanh(raw)
         if c.prior == "task":
-            qd_star = joint_velocity(dyn[2], c.task_bound * torch.tanh(raw))
+            qd_star = joint_velocity(dyn[2], self.task_velocity(raw, goal))
             qd_star = torch.maximum(torch.minimum(qd_star, self.prior_bound), -self.prior_bound)
         else:
             qd_star = self.prior_bound * torch.tanh(raw)
@@ -328,7 +370,7 @@ class LiquidBarrierPolicy(nn.Module):
             dyn = model_terms(constraints.model, x, self.config.prior)
         z = self.encoder((o - self.obs_mean) / self.obs_std)
         y, self._h = self.cell(z, self._h, self.config.cell_time)  # the cell's own step (batch-1 fast path)
-        u_ref, mult = self._outputs(self._readout(y, z), dyn)
+        u_ref, mult = self._outputs(self._readout(y, z), dyn, self.goal_command(o))
         slack = torch.zeros(o.shape[0], 0)
         failed = torch.zeros(o.shape[0], dtype=torch.bool)
         if mode == "none":
@@ -427,7 +469,8 @@ class LiquidBarrierPolicy(nn.Module):
             u_ref = w["bound"] * np.tanh(yv[:m])
         else:
             dyn1 = model_terms(constraints.model, torch.from_numpy(state.reshape(1, -1)), self.config.prior)
-            u_ref = inverse_dynamics(dyn1[0], dyn1[1], self._accel(torch.from_numpy(yv[None, :n_cmd]), dyn1))[0].numpy()
+            accel = self._accel(torch.from_numpy(yv[None, :n_cmd]), dyn1, self.goal_command(torch.from_numpy(o[None])))
+            u_ref = inverse_dynamics(dyn1[0], dyn1[1], accel)[0].numpy()
         A, L = constraints.terms_numpy(state.reshape(1, -1))
         A, L = A[0], L[0]
         k = A.shape[0]

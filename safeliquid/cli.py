@@ -287,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slow-weight", type=float, default=d.slow_weight, metavar="FLOOR",
                    help="velocity/task prior: weight each step's loss by FLOOR^2 / (|c|^2 + FLOOR^2), c the expert's "
                    "command (m/s or rad/s), so slow phases near a goal count; 0: every step once")  # fmt: skip
+    p.add_argument("--goal-gain", type=float, default=d.goal_gain, metavar="K",
+                   help="task prior: the network's command is a residual on min(K d, --goal-speed) towards the goal "
+                   "offset the environment declares (ArmReach: target - end effector; 1/s); 0: off")  # fmt: skip
+    p.add_argument("--goal-speed", type=float, default=d.goal_speed, help="--goal-gain: its speed cap (m/s)")
     p.add_argument("--skip", action="store_true", help="a linear path from the encoded observation to the outputs")
     p.add_argument("--gain-groups", nargs="+", metavar="GROUP",
                    help="barrier groups whose class-K gains are learned, e.g. obstacle (default: all); the rest "

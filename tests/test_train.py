@@ -46,10 +46,10 @@ def trained(tmp_path_factory):
     return out, last
 
 
-def _policy(demos, safety="barrier", cell="ltc", cell_dt=0.0, prior="none", skip=False):
+def _policy(demos, safety="barrier", cell="ltc", cell_dt=0.0, prior="none", skip=False, goal_gain=0.0):
     env = gym.make(NAV)
     tiny = replace(TINY, safety=safety, cell=cell, cell_dt=cell_dt, prior=prior, prior_bound=4.0, prior_gain=3.0,
-                   skip=skip)  # fmt: skip
+                   skip=skip, goal_gain=goal_gain)  # fmt: skip
     cfg = imitation._policy_config(tiny, env, demos)
     env.close()
     policy = LiquidBarrierPolicy(cfg)
@@ -84,11 +84,12 @@ def test_gradients_reach_the_gains_and_the_ltc_through_the_qp(demos):
 
 @pytest.mark.parametrize(
     "cell_dt,prior",
-    [(0.0, "none"), (3.0, "none"), (3.0, "accel"), (3.0, "velocity"), (3.0, "task"), (3.0, "skip")],
-    ids=["physical-time", "cell_dt=3", "accel-prior", "velocity-prior", "task-prior", "skip"],
+    [(0.0, "none"), (3.0, "none"), (3.0, "accel"), (3.0, "velocity"), (3.0, "task"), (3.0, "skip"), (3.0, "goal")],
+    ids=["physical-time", "cell_dt=3", "accel-prior", "velocity-prior", "task-prior", "skip", "goal-residual"],
 )
 def test_batch_one_fast_path_equals_the_batched_torch_path(demos, cell_dt, prior):
-    policy = _policy(demos, cell_dt=cell_dt, prior="none" if prior == "skip" else prior, skip=prior == "skip")
+    net_prior = {"skip": "none", "goal": "task"}.get(prior, prior)
+    policy = _policy(demos, cell_dt=cell_dt, prior=net_prior, skip=prior == "skip", goal_gain=2.0 * (prior == "goal"))
     if policy.skip is not None:  # a nonzero map, so that the test sees it
         torch.nn.init.normal_(policy.skip.weight, std=0.3, generator=torch.Generator().manual_seed(1))
     env = gym.make(NAV).unwrapped
@@ -182,6 +183,41 @@ def test_task_prior_tracks_the_resolved_velocity_and_trains(demos):
     env.unwrapped.model.task_dim = 0  # a fully actuated model without a task space
     with pytest.raises(ValueError, match="needs a model with a task space"):
         imitation._policy_config(replace(TINY, prior="task", prior_bound=4.0), env, demos)
+
+
+def test_goal_gain_adds_a_saturated_p_command_towards_the_goal(demos, tmp_path):
+    plain, goal = _policy(demos, prior="task"), _policy(demos, prior="task", goal_gain=2.0)  # same seed and weights
+    batch = make_batch(demos, plain.config.gain_groups)
+    assert goal.config.goal_obs == 2 and goal.config.goal_speed == 0.6  # Navigate: goal - position at obs[2:4]
+    real = batch["step_mask"]
+    e = batch["obs"][real][:, 2:4].double()
+    d = e.norm(dim=-1, keepdim=True)
+    expected = e / d * torch.clamp(2.0 * d, max=0.6)
+    assert float(d.min()) < 0.3 < float(d.max())  # both sides of the speed cap
+    torch.testing.assert_close(goal.goal_command(batch["obs"])[real], expected)
+    with torch.no_grad():
+        u_goal, u_plain = goal(batch["obs"], dyn=batch["dyn"])[0], plain(batch["obs"], dyn=batch["dyn"])[0]
+    f, g, _ = batch["dyn"]
+
+    def velocity(u):  # the task velocity u_ref tracks: a = gain (J+ v - q'), J+ = (1 + damping)^-1 here
+        return (f[..., 2:] + (g[..., 2:, :] @ u.double().unsqueeze(-1)).squeeze(-1)) / 3.0 + f[..., :2]
+
+    residual = (velocity(u_goal) - velocity(u_plain))[real]
+    torch.testing.assert_close(residual, expected, atol=5e-3, rtol=1e-2)  # the DLS damping's 1e-3
+    loaded = load_policy(save_policy(goal, tmp_path / "goal.pt"))
+    assert (loaded.config.goal_gain, loaded.config.goal_obs) == (2.0, 2)
+    with pytest.raises(ValueError, match="goal_gain > 0 needs prior='task'"):
+        replace(goal.config, prior="velocity")
+    with pytest.raises(ValueError, match=r"goal_gain > 0 needs .* goal_obs with 0 <= goal_obs <= obs_dim"):
+        replace(goal.config, goal_obs=goal.config.obs_dim - 1)
+
+
+@pytest.mark.parametrize("env_id,prior", [(NAV, "velocity"), ("safeliquid/CartPoleRail-v0", "task")])
+def test_training_with_goal_gain_needs_the_task_prior_and_a_declared_goal(tmp_path, env_id, prior):
+    cfg = replace(TINY, env_id=env_id, prior=prior, prior_bound=2.0, goal_gain=2.0, out=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match="goal_gain must be 0 \\(off\\) or > 0 with prior 'task' on an environment"):
+        imitation.train(cfg)
+    assert not (tmp_path / "run" / "data.pt").exists()  # refused before any demonstration
 
 
 def test_skip_path_starts_at_zero_and_trains(demos, tmp_path):

@@ -46,6 +46,10 @@ class TrainConfig:
     # > 0 (m/s or rad/s): weight each step's loss by slow_weight^2 / (|c|^2 + slow_weight^2), c the expert's
     # label as the velocity command the network would have to output (prior "velocity"/"task"); 0: off
     slow_weight: float = 0.0
+    # > 0 (1/s), prior "task": the command is a residual on min(goal_gain |e|, goal_speed) e/|e|, e the goal
+    # offset the environment declares in its observation (goal_offset_obs; PolicyConfig.goal_gain); 0: off
+    goal_gain: float = 0.0
+    goal_speed: float = 0.6
     skip: bool = False  # a linear map from the encoded observation to the outputs, beside the cell
     safety: str = "barrier"
     # barrier groups (a name's leading word: "obstacle", "joint") whose class-K gains the network learns;
@@ -115,6 +119,9 @@ def _policy_config(cfg: TrainConfig, env: gym.Env, episodes: list[Episode]) -> A
         task_dim=base.model.task_dim if prior == "task" else 0,
         task_bound=cfg.task_bound,
         skip=cfg.skip,
+        goal_gain=cfg.goal_gain,
+        goal_speed=cfg.goal_speed,
+        goal_obs=getattr(base, "goal_offset_obs", None) if cfg.goal_gain > 0 else None,
         safety=cfg.safety,
         scan=scan,
         seed=cfg.seed,
@@ -259,9 +266,16 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict[str, Any]:
             f"slow_weight must be 0 (off) or > 0 with prior 'velocity' or 'task'; got {cfg.slow_weight} with "
             f"prior {cfg.prior!r}"
         )
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-
     env = gym.make(cfg.env_id, **cfg.env_kwargs)
+    goal_obs = getattr(env.unwrapped, "goal_offset_obs", None)
+    if cfg.goal_gain < 0 or (cfg.goal_gain > 0 and (cfg.prior != "task" or goal_obs is None)):
+        env.close()
+        raise ValueError(
+            f"goal_gain must be 0 (off) or > 0 with prior 'task' on an environment that declares its goal offset "
+            f"in the observation (goal_offset_obs); got {cfg.goal_gain} with prior {cfg.prior!r} on {cfg.env_id} "
+            f"(goal_offset_obs {goal_obs})"
+        )
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     if cfg.gain_groups is not None:  # a wrong group name fails now, not after the demonstrations
         env.reset(seed=cfg.seed)
         _learned_groups(cfg, env.unwrapped.constraints.names)
