@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=200, help="evaluation episodes")
     parser.add_argument("--label-gain", type=float, default=4.0,
                         help="--weight goal: the ArmReach expert's gain when --data was collected (1/s; default "
-                        "%(default)s, the gain until 2026-11-24, which labelled runs/arm_skip/data.pt)")  # fmt: skip
+                        "%(default)s, the gain of earlier releases, which labelled runs/arm_skip/data.pt)")  # fmt: skip
     parser.add_argument("--json", help="write the result here")
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -102,7 +102,7 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="sweep each failure's goal offset (see above)")
     ap.add_argument("--json", help="write the summary here")
     ap.add_argument("--expert-gain", type=float, default=ArmReachExpert().gain,
-                    help="the labelling expert's gain (1/s; default %(default)s; 4 until 2026-11-24)")  # fmt: skip
+                    help="the labelling expert's gain (1/s; default %(default)s; 4 in earlier releases)")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(1)
     policy = load_arm_task_policy(args.policy)

@@ -333,13 +333,10 @@ def test_arm_expert_labels_stay_fast_up_to_the_goal_tolerance():
     target = np.array([0.5, 0.1, 0.4])
     for d, least in ((0.06, 0.5), (0.3, 0.6)):
         ee = target - d * np.array([0.6, 0.0, 0.8])
+        far_sphere = np.array([0.0, -1.0, 0.0, 0.1])  # nowhere near the line: no detour
         scene = SimpleNamespace(
-            end_effector=lambda ee=ee: ee,
-            target=target,
-            obstacle=np.array([0.0, -1.0, 0.0, 0.1]),
-            link_radius=0.05,
-            margin=0.02,
-        )  # fmt: skip  (the sphere far off the line)
+            end_effector=lambda ee=ee: ee, target=target, obstacle=far_sphere, link_radius=0.05, margin=0.02
+        )
         expert = ArmReachExpert()
         v = expert.task_velocity(scene)
         assert np.linalg.norm(v) <= expert.speed + 1e-12

@@ -48,7 +48,7 @@ class ArmReachExpert(FilteredExpert):
     and joint torques by computed torque ``tau = M (k_v (qd* - qd)) + c``.
 
     ``gain`` (1/s) is high enough that the speed cap binds until 0.06 m from the aim, so the labels still
-    say ~0.5 m/s towards the target at the 0.05 m goal tolerance. With 4 (until 2026-11-24) they said
+    say ~0.5 m/s towards the target at the 0.05 m goal tolerance. With 4 (earlier releases) they said
     0.2-0.4 m/s there, and a learner's velocity error of that size stalled it 0.05-0.15 m out.
     """
 
