@@ -237,9 +237,8 @@ class LiquidBarrierPolicy(nn.Module):
         if c.prior is None:
             u_ref = self.bound * torch.tanh(y[..., : c.act_dim])
         else:
-            need = 3 if c.prior == "task" else 2
+            need, what = dyn_needs(c.prior)
             if dyn is None or len(dyn) < need:
-                what = "f, g and task Jacobian J" if need == 3 else "f and g"
                 raise ValueError(f"a policy with prior={c.prior!r} needs the model's {what} (dyn=)")
             accel = self._accel(y[..., : c.n_command].double(), dyn, goal)
             u_ref = inverse_dynamics(dyn[0], dyn[1], accel).to(y.dtype)
@@ -522,6 +521,12 @@ def inverse_dynamics(f: Tensor, g: Tensor, accel: Tensor) -> Tensor:
     (``M a + c`` for an arm)."""
     m = accel.shape[-1]
     return torch.linalg.solve(g[..., -m:, :], (accel - f[..., -m:]).unsqueeze(-1)).squeeze(-1)
+
+
+def dyn_needs(prior: str) -> tuple[int, str]:
+    """How many of the model's terms a ``prior`` reads from ``dyn`` (as :func:`model_terms` returns them), and
+    their names for an error message."""
+    return (3, "f, g and the task Jacobian J") if prior == "task" else (2, "f and g")
 
 
 def model_terms(model: Any, x: Tensor, prior: str | None) -> tuple[Tensor, ...]:

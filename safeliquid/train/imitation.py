@@ -180,9 +180,10 @@ def label_command(batch: dict[str, torch.Tensor], prior: str, prior_gain: float)
     ``(B, T, m)`` (``"velocity"``) or ``(B, T, k)`` (``"task"``), float64."""
     if prior not in ("velocity", "task"):
         raise ValueError(f"label_command needs prior 'velocity' or 'task', got {prior!r}")
-    need = 3 if prior == "task" else 2
+    from safeliquid.policies.liquid_barrier import dyn_needs
+
+    need, what = dyn_needs(prior)
     if len(batch.get("dyn", ())) < need:
-        what = "f, g and the task Jacobian J" if need == 3 else "f and g"
         raise ValueError(f"label_command with prior {prior!r} needs demonstrations that carry the model's {what}")
     f, g = batch["dyn"][:2]
     m = batch["expert"].shape[-1]
