@@ -18,7 +18,6 @@ sampled-data correction filters its action), ``none``.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -28,17 +27,15 @@ import torch
 from torch import Tensor, nn
 
 from safeliquid.nn import Sequence, make_cell
-from safeliquid.qp import solve_qp
-from safeliquid.safety import ConstraintSet, SafetyFilter
+from safeliquid.qp import MAX_ITER
+from safeliquid.safety import BarrierLayer, ConstraintSet
 from safeliquid.safety.constraints import rhs
-from safeliquid.safety.filter import next_tightening
+from safeliquid.safety.layer import solve_rows
 from safeliquid.safety.models import joint_velocity
 
 SAFETY_MODES = ("barrier", "filter", "none")
 PRIORS = (None, "accel", "velocity", "task")
 PAD_RHS = 1.0  # right-hand side of padding rows: 0 u <= 1 is never active
-SAMPLED_DATA_TRIES = 6  # re-solves of the run-time sampled-data correction (as SafetyFilter)
-_ROUNDING = 1e-10  # aim a hair above h = 0, so that rounding cannot land on the unsafe side
 
 
 def gain_group(name: str) -> str:
@@ -209,9 +206,8 @@ class LiquidBarrierPolicy(nn.Module):
         self._h: Tensor | None = None
         self.run_safety = c.safety  # the safety mode at run time; set "none" to switch the layer off
         self.last_report: dict[str, Any] = {}
-        self._filter: SafetyFilter | None = None
-        self._filter_for: ConstraintSet | None = None
-        self._scene_for: ConstraintSet | None = None  # the scene whose per-barrier gain data is cached
+        self._layer_for: ConstraintSet | None = None  # the scene whose run-time layer and gain data are cached
+        self._layer: BarrierLayer | None = None
         self._scene: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     # -- the network ---------------------------------------------------------------------------
@@ -296,14 +292,13 @@ class LiquidBarrierPolicy(nn.Module):
         rows: dict[str, Tensor],
         with_status: bool = False,
         backend: str = "native",
-        tighten: Tensor | None = None,
     ) -> Any:
-        """The CBF-QP on flattened samples: ``u_ref (N, m)``, ``mult (N, groups, R)``, ``rows`` from
-        :func:`scene_rows` (``A (N, K, m)``, ``L (N, K, R+1)``, ``degree``/``group`` ``(N, K)``,
-        ``default (N, K, R)``, ``mask (N, K)``) -> ``(u (N, m), slack (N, K))`` (and the QP status
+        """The CBF-QP on flattened samples of padded scenes (training): ``u_ref (N, m)``, ``mult (N, groups,
+        R)``, ``rows`` from :func:`scene_rows` (``A (N, K, m)``, ``L (N, K, R+1)``, ``degree``/``group`` ``(N,
+        K)``, ``default (N, K, R)``, ``mask (N, K)``) -> ``(u (N, m), slack (N, K))`` (and the QP status
         ``(N,)`` if ``with_status``). Differentiable in ``u_ref`` and ``mult``. ``backend``: see
-        :func:`safeliquid.qp.solve_qp` (``qpth`` for comparisons). ``tighten (N, K)``: subtracted from the
-        rows' right-hand sides (the run-time sampled-data correction)."""
+        :func:`safeliquid.qp.solve_qp` (``qpth`` for comparisons). The QP is the layer's
+        (:func:`safeliquid.safety.layer.solve_rows`); at run time :meth:`act` calls the whole layer."""
         A, L, mask = rows["A"], rows["L"], rows["mask"]
         if A.shape[1] == 0:
             u = torch.maximum(torch.minimum(u_ref, self.bound), -self.bound)
@@ -315,16 +310,10 @@ class LiquidBarrierPolicy(nn.Module):
             per_barrier = torch.gather(mult, 1, idx.unsqueeze(-1).expand(-1, -1, mult.shape[-1]))
             learned = (rows["group"] >= 0).unsqueeze(-1)
             gains = torch.where(learned, gains * per_barrier, gains)
-        b = rhs(L, rows["degree"], gains)
-        if tighten is not None:
-            b = b - tighten
-        b = torch.where(mask, b, torch.full_like(b, PAD_RHS))
+        b = torch.where(mask, rhs(L, rows["degree"], gains), torch.full_like(L[..., 0], PAD_RHS))
         G = -A * mask.unsqueeze(-1)
-        n, m = u_ref.shape
-        dtype = torch.float64
-        Q = torch.eye(m, dtype=dtype).expand(n, m, m)
-        bound = self.bound.to(dtype)
-        sol = solve_qp(Q, -u_ref.to(dtype), G.to(dtype), b.to(dtype), -bound, bound, backend=backend)
+        bound = self.bound.double()
+        sol = solve_rows(u_ref.double(), G.double(), b.double(), -bound, bound, backend=backend)
         out = (sol.u.to(u_ref.dtype), sol.slack)
         return (*out, sol.status) if with_status else out
 
@@ -356,7 +345,7 @@ class LiquidBarrierPolicy(nn.Module):
             raise ValueError(
                 f"run_safety must be one of {SAFETY_MODES} ('barrier' only if trained with it), got {mode!r}"
             )
-        if single and mode == "barrier" and state is not None and constraints is not None:
+        if single and mode != "none" and state is not None and constraints is not None:
             return self._act_one(obs_np.astype(np.float64), np.asarray(state, np.float64), constraints)
         needs_model = mode != "none" or self.config.prior is not None
         if needs_model and (state is None or constraints is None):
@@ -376,16 +365,11 @@ class LiquidBarrierPolicy(nn.Module):
             u = torch.maximum(torch.minimum(u_ref, self.bound), -self.bound)
         else:
             assert x is not None and constraints is not None
-            if mode == "filter":
-                if self._filter_for is not constraints:
-                    self._filter, self._filter_for = SafetyFilter(constraints, dt=self.config.dt), constraints
-                assert self._filter is not None
-                u, record = self._filter.filter(x, u_ref.double())
-                slack, failed = record.slack, record.status == 2
-            else:
-                rows = scene_rows(constraints, x, self.config.gain_groups)
-                u, slack, status = self._project_sampled(u_ref, mult, rows, x, constraints)
-                failed = status == 2
+            gains = None
+            if mode == "barrier" and mult is not None:
+                gains = torch.from_numpy(self._scene_gains(constraints, mult.double().numpy()))
+            u, record = self._layer_of(constraints)(x, u_ref.double(), gains)
+            slack, failed = record.slack, record.status == MAX_ITER
         u_ref_np, out = u_ref.numpy(), u.float().numpy()
         self.last_report = {
             "u_ref": u_ref_np[0] if single else u_ref_np,
@@ -395,24 +379,24 @@ class LiquidBarrierPolicy(nn.Module):
         }
         return out[0] if single else out
 
-    def _project_sampled(
-        self, u_ref: Tensor, mult: Tensor | None, rows: dict[str, Tensor], x: Tensor, constraints: ConstraintSet
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """:meth:`project` at run time, with the sampled-data correction of :class:`SafetyFilter`: rows whose
-        model-predicted barrier at the next sample falls below ``constraints.sample_margin`` are tightened
-        and the QP re-solved (the learned gains shape the rows; this keeps ``h >= 0`` between samples)."""
-        u, slack, status = self.project(u_ref, mult, rows, with_status=True)
-        if not rows["A"].shape[1]:
-            return u, slack, status
-        target = _ROUNDING * (1.0 + rows["L"][..., 0].abs()) + constraints.sample_margin
-        tighten = torch.zeros_like(target)
-        for _ in range(SAMPLED_DATA_TRIES):
-            step = next_tightening(constraints, x, u, self.config.dt, target, tighten)
-            if step is None:
-                break
-            tighten = step
-            u, slack, status = self.project(u_ref, mult, rows, with_status=True, tighten=tighten)
-        return u, slack, status
+    def _layer_of(self, constraints: ConstraintSet) -> BarrierLayer:
+        """The run-time layer for this scene (with the sampled-data correction at the policy's period), and
+        the scene's per-barrier gain data, built once per constraint set."""
+        if self._layer is None or self._layer_for is not constraints:
+            self._layer = BarrierLayer(constraints, dt=self.config.dt)
+            self._scene = _defaults_and_groups(constraints, self.config.gain_groups, self.config.max_degree)
+            self._layer_for = constraints
+        return self._layer
+
+    def _scene_gains(self, constraints: ConstraintSet, mult: np.ndarray) -> np.ndarray:
+        """Gain multipliers ``(..., groups, R)`` -> the layer's flat gains ``(..., gain_count)``: each barrier's
+        defaults, scaled by its group's multipliers where the group is learned."""
+        self._layer_of(constraints)
+        assert self._scene is not None
+        default, group, _ = self._scene
+        learned = (group >= 0)[:, None]
+        table = default * np.where(learned, mult[..., np.maximum(group, 0), :], 1.0)  # (..., K, R)
+        return table[(..., *constraints.gain_index())]
 
     # -- the batch-1 control loop ---------------------------------------------------------------
     def _numpy_weights(self) -> dict[str, np.ndarray]:
@@ -449,10 +433,9 @@ class LiquidBarrierPolicy(nn.Module):
         return np.tanh(w["linear.weight"] @ o + w["linear.bias"])
 
     def _act_one(self, o: np.ndarray, state: np.ndarray, constraints: ConstraintSet) -> np.ndarray:
-        """Batch 1, ``safety="barrier"``: encoder and QP data in numpy, the cell's own batch-1 kernel, the
-        compiled QP kernel called directly. Same numbers as the batched torch path (a test checks)."""
-        from safeliquid.qp import _kernel
-
+        """Batch 1 with the layer (``barrier`` or ``filter``): encoder in numpy, the cell's own batch-1 kernel,
+        the layer's numpy path (:meth:`BarrierLayer.project`). Same numbers as the batched torch path (a test
+        checks)."""
         w = self._numpy_weights()
         z_np = self._encode_np(o, w)
         z = torch.from_numpy(z_np).to(self.obs_mean.dtype).unsqueeze(0)
@@ -470,49 +453,18 @@ class LiquidBarrierPolicy(nn.Module):
             dyn1 = model_terms(constraints.model, torch.from_numpy(state.reshape(1, -1)), self.config.prior)
             accel = self._accel(torch.from_numpy(yv[None, :n_cmd]), dyn1, self.goal_command(torch.from_numpy(o[None])))
             u_ref = inverse_dynamics(dyn1[0], dyn1[1], accel)[0].numpy()
-        A, L = constraints.terms_numpy(state.reshape(1, -1))
-        A, L = A[0], L[0]
-        k = A.shape[0]
-        if k:
-            groups = self.config.gain_groups
-            mult = self.config.gain_range ** np.tanh(yv[n_cmd:].reshape(len(groups), -1))
-            if self._scene is None or self._scene_for is not constraints:  # once per scene, not per step
-                self._scene = _defaults_and_groups(constraints, groups, self.config.max_degree)
-                self._scene_for = constraints
-            default, group, degree = self._scene
-            gains = default * np.where((group >= 0)[:, None], mult[np.maximum(group, 0)], 1.0)
-            b = _rhs_np(L, degree, gains)
-        else:
-            b = np.zeros(0)
-
-        def solve(rhs_b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            lam = np.zeros((1, k + 2 * m))
-            u, slack, status, *_ = _kernel.solve_batch(
-                np.eye(m)[None], -u_ref[None], -A[None, :, :].reshape(1, k, m), rhs_b[None], -w["bound"][None],
-                w["bound"][None], 1e4, 1e-10, 1e-12, 50, lam,
-            )  # fmt: skip
-            return u, slack, status
-
-        u, slack, status = solve(b)
-        if k:  # the sampled-data correction of SafetyFilter, on the learned rows
-            per = self.config.dt**degree / np.array([math.factorial(int(r)) for r in degree])
-            target = _ROUNDING * (1.0 + np.abs(L[:, 0])) + constraints.sample_margin
-            tighten = np.zeros(k)
-            for _ in range(SAMPLED_DATA_TRIES):
-                x_next = constraints.model.step_numpy(state.reshape(1, -1), u, self.config.dt)
-                deficit = np.maximum(target - constraints.values_numpy(x_next)[0], 0.0)
-                if not (deficit > 0).any():
-                    break
-                tighten += 1.5 * deficit / per
-                u, slack, status = solve(b - tighten)
-        out = u[0].astype(np.float32)
+        gains = None
+        if self.run_safety == "barrier" and constraints.barriers:
+            mult = self.config.gain_range ** np.tanh(yv[n_cmd:].reshape(len(self.config.gain_groups), -1))
+            gains = self._scene_gains(constraints, mult)
+        u, record = self._layer_of(constraints).project(state, u_ref, gains)
         self.last_report = {
             "u_ref": u_ref.astype(np.float32),
-            "intervention": np.array([np.linalg.norm(u[0] - u_ref)]),
-            "slack": np.array([slack[0].max() if k else 0.0]),
-            "failed": np.array([status[0] == 2]),
+            "intervention": record.intervention,
+            "slack": np.array([record.slack[0].max() if record.slack.size else 0.0]),
+            "failed": record.status == MAX_ITER,
         }
-        return out
+        return u.astype(np.float32)
 
 
 def inverse_dynamics(f: Tensor, g: Tensor, accel: Tensor) -> Tensor:
@@ -546,17 +498,6 @@ def _defaults_and_groups(
         if name in groups:
             group[i] = groups.index(name)
     return constraints.default_gains(max_degree), group, constraints.degrees.numpy()
-
-
-def _rhs_np(L: np.ndarray, degree: np.ndarray, gains: np.ndarray) -> np.ndarray:
-    """numpy twin of :func:`safeliquid.safety.constraints.rhs` for one state: ``L (K, R+1)`` -> ``b (K,)``."""
-    coeff = np.zeros_like(L)
-    coeff[:, 0] = 1.0
-    for i in range(L.shape[1] - 1):
-        use = (degree > i)[:, None]
-        shifted = np.concatenate([np.zeros_like(coeff[:, :1]), coeff[:, :-1]], 1)
-        coeff = np.where(use, shifted + gains[:, i : i + 1] * coeff, coeff)
-    return (coeff * L).sum(1)
 
 
 def scene_rows(constraints: ConstraintSet, x: Tensor, groups: list[str], max_degree: int = 2) -> dict[str, Tensor]:

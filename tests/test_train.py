@@ -251,10 +251,10 @@ def test_run_time_layer_keeps_the_next_sample_above_the_margin(demos, monkeypatc
     """At run time the barrier layer adds SafetyFilter's sampled-data correction: the model's prediction of
     every barrier at the next sample stays >= the constraint set's sample margin. Without it (0 tries) the
     continuous condition alone lets some of these samples fall below: the check is not vacuous."""
-    from safeliquid.policies import liquid_barrier
+    from safeliquid.safety import layer
 
     if tries is not None:
-        monkeypatch.setattr(liquid_barrier, "SAMPLED_DATA_TRIES", tries)
+        monkeypatch.setattr(layer, "SAMPLED_DATA_TRIES", tries)
     policy = _policy(demos)
     env = gym.make(NAV).unwrapped
     obs, _ = env.reset(seed=5)

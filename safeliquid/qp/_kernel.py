@@ -12,6 +12,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from safeliquid.qp.settings import INFEASIBLE, MAX_ITER, OPTIMAL
+
+NOT_POSITIVE_DEFINITE = 3  # kernel-internal: raised as a ValueError by solve_checked, never returned
+
 # Reassociation and fused multiply-add only: never the no-NaN/no-inf assumptions, since
 # the bound rows use inf as the multipliers' upper bound and the input check tests finiteness.
 _FAST = {"fastmath": {"reassoc", "contract", "arcp", "nsz"}, "error_model": "numpy", "cache": True}
@@ -263,7 +267,7 @@ def solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam):
         Lq, W = Lq_all[b], W_all[b]
         _rows(G[b], h[b], lb[b], ub[b], rho, G_all, h_all, upper)
         if not _setup(Q[b], q[b], G_all, Lq, W, v):
-            status[b] = 3
+            status[b] = NOT_POSITIVE_DEFINITE
             continue
         for i in range(mt):
             s = h_all[i]
@@ -299,7 +303,7 @@ def solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam):
             if u[b, p] > ub[b, p] + btol * (1.0 + abs(ub[b, p])):
                 out_of_box = True
             u[b, p] = min(u[b, p], ub[b, p])
-        status[b] = 2 if (not ok or out_of_box) else (1 if infeasible else 0)
+        status[b] = MAX_ITER if (not ok or out_of_box) else (INFEASIBLE if infeasible else OPTIMAL)
     return u, slack, status, most, Lq_all, W_all
 
 
@@ -389,3 +393,29 @@ def grads_batch(Lq_all, W_all, G, lb, ub, u, lam, g, rho, tol, rel_reg):
         for i in range(lb.shape[1]):
             d_lb[b, i] = -w_lam[b, start + i]
     return dQ, -w_u, dG, w_lam[:, :m].copy(), d_lb, d_ub
+
+
+_NAMES = ("Q", "q", "G", "h", "lb", "ub")
+
+
+def row_count(G: np.ndarray, h: np.ndarray, lb: np.ndarray, ub: np.ndarray) -> int:
+    """Rows of the stacked problem (constraints, then upper bounds, then lower bounds): the multipliers' length."""
+    return G.shape[1] + ub.shape[1] + lb.shape[1]
+
+
+def solve_checked(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam):
+    """:func:`solve_batch` after :func:`check_inputs`: a NaN/inf, ``lb > ub`` or a ``Q`` that is not positive
+    definite raises ``ValueError`` naming the argument (and the batch elements)."""
+    problem = check_inputs(Q, q, G, h, lb, ub)
+    if problem:
+        raise ValueError(
+            f"{_NAMES[problem - 1]} contains NaN or inf; expected finite values"
+            if problem <= len(_NAMES)
+            else "lb must not exceed ub (the input bounds are hard constraints)"
+        )
+    out = solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam)
+    status = out[2]
+    if (status == NOT_POSITIVE_DEFINITE).any():
+        bad = np.flatnonzero(status == NOT_POSITIVE_DEFINITE).tolist()
+        raise ValueError(f"Q must be positive definite; it is not for batch elements {bad[:10]}")
+    return out

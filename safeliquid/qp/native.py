@@ -40,8 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-OPTIMAL, INFEASIBLE, MAX_ITER = 0, 1, 2
-STATUS_NAMES = {OPTIMAL: "optimal", INFEASIBLE: "infeasible", MAX_ITER: "max_iter"}
+from safeliquid.qp.settings import INFEASIBLE, MAX_ITER, OPTIMAL, STATUS_NAMES, QPSettings
 
 
 @dataclass
@@ -65,11 +64,6 @@ class QPSolution:
 
     def status_names(self) -> list[str]:
         return [STATUS_NAMES[int(s)] for s in self.status]
-
-
-def _tolerances(dtype: torch.dtype) -> tuple[float, float]:
-    """(convergence tolerance, relative regularisation) for a dtype."""
-    return (1e-10, 1e-12) if dtype == torch.float64 else (1e-5, 1e-7)
 
 
 def _masked_solve(M: Tensor, rhs: Tensor, free: Tensor, reg: Tensor) -> Tensor:
@@ -165,7 +159,7 @@ class _NativeQP(torch.autograd.Function):
         max_iter: int,
         lam0: Tensor | None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        tol, rel_reg = _tolerances(Q.dtype)
+        tol, rel_reg = QPSettings.tolerances(Q.dtype)
         L = torch.linalg.cholesky(Q)
         Qi_Gt = torch.cholesky_solve(G_all.transpose(1, 2), L)  # (B, n, m')
         Qi_q = torch.cholesky_solve(q.unsqueeze(-1), L).squeeze(-1)  # (B, n)
@@ -222,26 +216,14 @@ class _KernelQP(torch.autograd.Function):
     ) -> tuple[Tensor, ...]:
         from safeliquid.qp import _kernel
 
-        batch, n = q.shape
-        tol, rel_reg = _tolerances(q.dtype)
+        batch = q.shape[0]
+        tol, rel_reg = QPSettings.tolerances(q.dtype)
         none = np.zeros((batch, 0), dtype=q.detach().numpy().dtype)
         arrays = [none if t is None else t.detach().contiguous().numpy() for t in (Q, q, G, h, lb, ub)]
-        problem = _kernel.check_inputs(*arrays)
-        if problem:
-            names = ("Q", "q", "G", "h", "lb", "ub")
-            raise ValueError(
-                f"{names[problem - 1]} contains NaN or inf; expected finite values"
-                if problem <= 6
-                else "lb must not exceed ub (the input bounds are hard constraints)"
-            )
-        rows = G.shape[1] + (n if ub is not None else 0) + (n if lb is not None else 0)
-        lam = np.zeros((batch, rows), dtype=arrays[1].dtype)
+        lam = np.zeros((batch, _kernel.row_count(*arrays[2:])), dtype=arrays[1].dtype)
         if lam0 is not None:
             lam[:, : G.shape[1]] = np.clip(lam0.detach().numpy(), 0.0, penalty)
-        u, slack, status, iterations, Lq, W = _kernel.solve_batch(*arrays, penalty, tol, rel_reg, max_iter, lam)
-        if (status == 3).any():
-            bad = np.flatnonzero(status == 3).tolist()
-            raise ValueError(f"Q must be positive definite; it is not for batch elements {bad[:10]}")
+        u, slack, status, iterations, Lq, W = _kernel.solve_checked(*arrays, penalty, tol, rel_reg, max_iter, lam)
         u_t, lam_t = torch.from_numpy(u), torch.from_numpy(lam)
         ctx.save_for_backward(G, lb, ub, u_t, lam_t)
         ctx.factors = (Lq, W)  # the backward reuses the factorisation
@@ -253,7 +235,7 @@ class _KernelQP(torch.autograd.Function):
         from safeliquid.qp import _kernel
 
         G, lb, ub, u, lam = ctx.saved_tensors
-        tol, rel_reg = _tolerances(u.dtype)
+        tol, rel_reg = QPSettings.tolerances(u.dtype)
         none = np.zeros((u.shape[0], 0), dtype=u.numpy().dtype)
         grads = _kernel.grads_batch(
             *ctx.factors,
@@ -278,8 +260,7 @@ def solve_native(
     h: Tensor,
     lb: Tensor | None,
     ub: Tensor | None,
-    penalty: float,
-    max_iter: int,
+    settings: QPSettings,
     warm_start: Tensor | None = None,
 ) -> QPSolution:
     """Solve a checked, broadcast batch (``Q (B,n,n)``, ``q (B,n)``, ``G (B,m,n)``, ``h (B,m)``, bounds ``(B,n)``).
@@ -288,6 +269,7 @@ def solve_native(
     implementation. Raises ``ValueError`` if some ``Q`` is not positive definite.
     """
     m = G.shape[1]
+    penalty, max_iter = settings.penalty, settings.max_iter
     if Q.device.type == "cpu" and not torch.jit.is_tracing():
         args = (Q, q, G, h, lb, ub, penalty, max_iter, warm_start)
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args[:6]):
@@ -324,7 +306,7 @@ def _into_box(u: Tensor, lb: Tensor | None, ub: Tensor | None) -> tuple[Tensor, 
     """The kernel's guard for the batched-torch path: on badly scaled data (``|h|``, ``|q|`` >~ 1e5) the dual
     iteration can stop with ``u (B, n)`` outside its hard bounds. Clip it in; ``inside (B,)`` is False where
     it missed by more than 1e-6 relative (1e-3 in float32), which the status reports as ``MAX_ITER``."""
-    btol = max(1e-6, 100.0 * _tolerances(u.dtype)[0])
+    btol = max(1e-6, 100.0 * QPSettings.tolerances(u.dtype)[0])
     inside = torch.ones(u.shape[0], dtype=torch.bool, device=u.device)
     if lb is not None:
         inside &= (u.detach() >= lb - btol * (1.0 + lb.abs())).all(-1)
@@ -338,7 +320,7 @@ def _into_box(u: Tensor, lb: Tensor | None, ub: Tensor | None) -> tuple[Tensor, 
 def residual_status(u: Tensor, G: Tensor, h: Tensor, converged: Tensor) -> tuple[Tensor, Tensor]:
     """Per-row violation ``max(G u - h, 0) (B, m)`` and status ``(B,)`` from it and convergence."""
     slack = (torch.bmm(G, u.detach().unsqueeze(-1)).squeeze(-1) - h.detach()).clamp_min(0.0)
-    tol = _tolerances(u.dtype)[0]
+    tol = QPSettings.tolerances(u.dtype)[0]
     if G.shape[1]:
         infeasible = (slack > 1e3 * tol * (1.0 + h.detach().abs().amax(-1, keepdim=True))).any(-1)
     else:

@@ -1,12 +1,17 @@
-"""One function for the batched QP, whatever the backend: ``solve_qp``."""
+"""The QP's two entry points: ``solve_qp`` (torch, batched, differentiable, any backend) and
+``solve_qp_numpy`` (numpy, the compiled kernel called directly: the batch-1 control-loop path)."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import numpy as np
 import torch
 from torch import Tensor
 
 from safeliquid._checks import check_tensor
 from safeliquid.qp.native import QPSolution, _raise_if_not_pd, solve_native
+from safeliquid.qp.settings import DEFAULT_SETTINGS, QPSettings
 
 BACKENDS = ("native", "qpth", "cvxpy")
 
@@ -31,8 +36,7 @@ def solve_qp(
     ub: Tensor | None = None,
     *,
     backend: str = "native",
-    penalty: float = 1e4,
-    max_iter: int = 50,
+    settings: QPSettings = DEFAULT_SETTINGS,
     warm_start: Tensor | None = None,
 ) -> QPSolution:
     """Solve ``min 1/2 u'Qu + q'u  s.t.  G u <= h,  lb <= u <= ub`` for a batch, differentiably.
@@ -41,12 +45,17 @@ def solve_qp(
     ``h (B, m)`` or ``(m,)``; ``lb``, ``ub`` ``(B, n)`` or ``(n,)``. Unbatched
     arguments are shared by the batch (their gradient is the sum over it). ``Q``
     must be positive definite. The constraint rows are solved in elastic form
-    with exact penalty ``penalty`` (see :mod:`safeliquid.qp.native`): an
+    with exact penalty ``settings.penalty`` (see :mod:`safeliquid.qp.native`): an
     infeasible problem returns the least-violating ``u`` with ``status`` 1 and its
     ``slack``; bounds are hard. Gradients flow to every tensor argument.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    for name, t in zip(("Q", "q", "G", "h", "lb", "ub"), (Q, q, G, h, lb, ub), strict=True):
+        if t is not None and not isinstance(t, Tensor):
+            raise TypeError(
+                f"{name} must be a torch.Tensor, got {type(t).__name__}; for numpy arrays call solve_qp_numpy"
+            )
     # On CPU the native kernel checks values (NaN/inf, lb <= ub, Q > 0) in one compiled pass.
     kernel = backend == "native" and q.device.type == "cpu" and not torch.jit.is_tracing()
     finite = not kernel
@@ -66,14 +75,81 @@ def solve_qp(
     ub = _batched("ub", ub, batch, (n,), finite)
     if not kernel and lb is not None and ub is not None and bool((lb > ub).any()):
         raise ValueError("lb must not exceed ub (the input bounds are hard constraints)")
-    dtypes = {t.dtype for t in (Q, q, G, h, lb, ub) if t is not None}
+    given = {k: t for k, t in zip(("Q", "q", "G", "h", "lb", "ub"), (Q, q, G, h, lb, ub), strict=True) if t is not None}
+    dtypes = {t.dtype for t in given.values()}
     if len(dtypes) > 1:
-        raise TypeError(f"all QP tensors must share one dtype, got {sorted(map(str, dtypes))}")
-    if not penalty > 0:
-        raise ValueError(f"penalty must be positive, got {penalty}")
+        named = ", ".join(f"{k} {t.dtype}" for k, t in given.items())
+        raise TypeError(f"all QP tensors must share one dtype (float32 or float64), got {named}")
+    if dtypes - {torch.float32, torch.float64}:
+        raise TypeError(f"the QP tensors must be float32 or float64, got {sorted(map(str, dtypes))}")
     if backend == "native":
-        return solve_native(Q, q, G, h, lb, ub, penalty, max_iter, warm_start)
+        return solve_native(Q, q, G, h, lb, ub, settings, warm_start)
     from safeliquid.qp import backends
 
     _raise_if_not_pd(torch.linalg.cholesky_ex(0.5 * (Q + Q.transpose(1, 2)).detach())[1] != 0)
     return backends.solve(backend, Q, q, G, h, lb, ub)
+
+
+class NumpyQPSolution(NamedTuple):
+    """:func:`solve_qp_numpy`'s result: ``u (B, n)``, ``slack (B, m)``, ``status (B,)`` (int8, the
+    :mod:`safeliquid.qp.settings` codes) and ``lam (B, m + bounds)`` the multipliers of all rows
+    (constraints, then upper bounds, then lower bounds)."""
+
+    u: np.ndarray
+    slack: np.ndarray
+    status: np.ndarray
+    lam: np.ndarray
+
+
+_EMPTY: dict[tuple[int, np.dtype], np.ndarray] = {}
+
+
+def _none(batch: int, dtype: np.dtype) -> np.ndarray:
+    key = (batch, dtype)
+    if key not in _EMPTY:
+        _EMPTY[key] = np.zeros((batch, 0), dtype=dtype)
+    return _EMPTY[key]
+
+
+def solve_qp_numpy(
+    Q: np.ndarray,
+    q: np.ndarray,
+    G: np.ndarray,
+    h: np.ndarray,
+    lb: np.ndarray | None = None,
+    ub: np.ndarray | None = None,
+    settings: QPSettings = DEFAULT_SETTINGS,
+) -> NumpyQPSolution:
+    """:func:`solve_qp`'s problem on numpy arrays through the compiled kernel, without gradients.
+
+    Shapes (batched, every one): ``Q (B, n, n)``, ``q (B, n)``, ``G (B, m, n)``, ``h (B, m)``
+    (``m`` may be 0), ``lb``, ``ub`` ``(B, n)`` or ``None``; one dtype, float32 or float64,
+    C-contiguous. The same method, tolerances and statuses as :func:`solve_qp`'s native backend
+    (a test holds them equal); this entry skips torch, which is what a 1 kHz loop needs.
+    """
+    if q.ndim != 2:
+        raise ValueError(f"q must have shape (B, n), got {q.shape}")
+    batch, n = q.shape
+    dtype = q.dtype
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"q must be float32 or float64, got {dtype}")
+    lb = _none(batch, dtype) if lb is None else lb
+    ub = _none(batch, dtype) if ub is None else ub
+    m = G.shape[1] if G.ndim == 3 else -1
+    for name, a, shape in (("Q", Q, (batch, n, n)), ("G", G, (batch, m, n)), ("h", h, (batch, m))):
+        if a.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    for name, a in (("lb", lb), ("ub", ub)):
+        if a.shape not in ((batch, n), (batch, 0)):
+            raise ValueError(f"{name} must have shape {(batch, n)} or be None, got {a.shape}")
+    for name, a in (("Q", Q), ("G", G), ("h", h), ("lb", lb), ("ub", ub)):
+        if a.dtype != dtype:
+            raise TypeError(f"{name} must have q's dtype {dtype}, got {a.dtype}")
+    from safeliquid.qp import _kernel
+
+    tol, rel_reg = settings.tolerances(dtype)
+    lam = np.zeros((batch, _kernel.row_count(G, h, lb, ub)), dtype=dtype)
+    u, slack, status, *_ = _kernel.solve_checked(
+        Q, q, G, h, lb, ub, settings.penalty, tol, rel_reg, settings.max_iter, lam
+    )
+    return NumpyQPSolution(u, slack, status, lam)

@@ -2,7 +2,8 @@
 
 from safeliquid.safety.barriers import CLASS_K, Barrier, cubic, find_relative_degree, hocbf_row, linear
 from safeliquid.safety.constraints import ConstraintSet
-from safeliquid.safety.filter import BarrierLayer, FilterRecord, SafetyFilter
+from safeliquid.safety.filter import SafetyFilter
+from safeliquid.safety.layer import BarrierLayer, FilterRecord, SampledData
 from safeliquid.safety.models import (
     ControlAffine,
     DoubleIntegrator,
@@ -32,6 +33,7 @@ __all__ = [
     "Manipulator",
     "SafetyFilter",
     "SafetyFilterWrapper",
+    "SampledData",
     "SingleIntegrator",
     "Unicycle",
     "box_obstacle",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -135,6 +136,13 @@ class ConstraintSet:
                 start += r
         return torch.stack(Gs, 1), torch.stack(bs, 1), torch.stack(hs, 1)
 
+    def gain_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """Where each of the ``gain_count`` flat gains sits in a per-barrier table ``(K, R)``: ``(barrier
+        (G,), order (G,))`` index arrays, so that ``table[barrier, order] = gains`` (barrier order, each
+        barrier's orders consecutive, as :meth:`rows` reads them)."""
+        pairs = [(k, i) for k, bar in enumerate(self.barriers) for i in range(bar.relative_degree or 0)]
+        return np.array([k for k, _ in pairs], dtype=np.int64), np.array([i for _, i in pairs], dtype=np.int64)
+
     def default_gains(self, orders: int) -> np.ndarray:
         """Each barrier's default class-K gains ``(K, orders)`` (1.0 where it declares none, and above its degree)."""
         out = np.ones((len(self.barriers), orders))
@@ -238,18 +246,19 @@ class HocbfTerms:
         return -self.A, rhs(self.L, self.degree, gains)
 
 
-def rhs(L: Tensor, degree: Tensor, gains: Tensor) -> Tensor:
+def rhs(L: Any, degree: Any, gains: Any) -> Any:
     """``b (..., K) = sum_j c_j L_f^j h`` with ``c`` the coefficients of ``prod_{i < r_k} (s + k_i)``.
 
-    ``L (..., K, R+1)``, ``degree (K,)`` or ``(..., K)``, ``gains (..., K, R)``; differentiable in ``gains``.
+    ``L (..., K, R+1)``, ``degree (K,)`` or ``(..., K)``, ``gains (..., K, R)``: torch tensors
+    (differentiable in ``gains``) or numpy arrays alike (the batch-1 control loop).
     """
+    xp = np if isinstance(L, np.ndarray) else torch
     top = L.shape[-1] - 1
-    coeff = torch.zeros_like(L)  # coefficient of s^j
-    coeff[..., 0] = 1.0
-    degree = degree.expand(L.shape[:-1])
+    one = L[..., 0] * 0 + 1
+    coeff = [one] + [one * 0 for _ in range(top)]  # coeff[j] (..., K): the coefficient of s^j
     for i in range(top):
-        use = (degree > i).unsqueeze(-1)
-        shifted = torch.cat([torch.zeros_like(coeff[..., :1]), coeff[..., :-1]], -1)  # s * poly
-        coeff = torch.where(use, shifted + gains[..., i : i + 1] * coeff, coeff)
+        use, k = degree > i, gains[..., i]
+        grown = [k * coeff[0]] + [coeff[j - 1] + k * coeff[j] for j in range(1, top + 1)]  # (s + k) * poly
+        coeff = [xp.where(use, new, old) for new, old in zip(grown, coeff, strict=True)]
     # The polynomial is monic of degree r_k: coefficient j multiplies L_f^j h.
-    return (coeff * L).sum(-1)
+    return sum(coeff[j] * L[..., j] for j in range(top + 1))

@@ -7,12 +7,11 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from safeliquid.safety.filter import SafetyFilter
 
 
-class SafetyFilterWrapper(gym.ActionWrapper):
+class SafetyFilterWrapper(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
     """Filter the agent's action with ``safety_filter`` before the environment sees it.
 
     With ``safety_filter=None`` the wrapper builds ``SafetyFilter(env.unwrapped.constraints,
@@ -27,7 +26,8 @@ class SafetyFilterWrapper(gym.ActionWrapper):
     left as they are).
 
     An action containing NaN/inf raises ``ValueError`` (the agent is broken; no
-    action is sent). The action space is unchanged.
+    action is sent). The action space is unchanged. Each step runs the layer's batch-1
+    numpy path (:meth:`SafetyFilter.filter_numpy`).
     """
 
     def __init__(
@@ -36,7 +36,8 @@ class SafetyFilterWrapper(gym.ActionWrapper):
         safety_filter: SafetyFilter | None = None,
         state_fn: Callable[[gym.Env], np.ndarray] | None = None,
     ) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self, safety_filter=safety_filter, state_fn=state_fn)
+        gym.ActionWrapper.__init__(self, env)
         if not isinstance(env.action_space, gym.spaces.Box):
             raise TypeError(f"SafetyFilterWrapper needs a Box action space, got {type(env.action_space).__name__}")
         self._follow_env = safety_filter is None
@@ -65,14 +66,14 @@ class SafetyFilterWrapper(gym.ActionWrapper):
         u_raw = np.asarray(action, dtype=np.float64)
         if not np.isfinite(u_raw).all():
             raise ValueError(f"the action contains NaN or inf: {u_raw}")
-        x = torch.as_tensor(np.asarray(self.state_fn(self.env), dtype=np.float64)).unsqueeze(0)
-        u, record = self.safety_filter.filter(x, torch.as_tensor(u_raw).unsqueeze(0))
-        u_safe = u[0].numpy().astype(self.env.action_space.dtype)
+        x = np.asarray(self.state_fn(self.env), dtype=np.float64)
+        u, record = self.safety_filter.filter_numpy(x, u_raw)
+        u_safe = u.astype(self.env.action_space.dtype)
         self._last = {
             "filter/u_raw": u_raw,
             "filter/u_safe": u_safe,
             "filter/intervention": float(record.intervention[0]),
-            "filter/slack_max": float(record.slack[0].max()) if record.slack.numel() else 0.0,
+            "filter/slack_max": float(record.slack[0].max()) if record.slack.size else 0.0,
             "filter/solver_status": record.status_names()[0],
             **{f"filter/barrier_h/{n}": float(v) for n, v in zip(record.names, record.barrier[0], strict=True)},
         }
