@@ -22,8 +22,12 @@ class SafeBulletEnv(gym.Env):
     """Base class. Options common to every environment (all seeded by ``reset(seed=...)``):
 
     ``obs_noise``: std of Gaussian noise added to every observation entry.
-    ``action_noise``: std of Gaussian noise on the applied action, relative to the action bound.
-    ``disturbance``: std of a random external force/torque each step, relative to the action bound.
+    ``action_noise``: actuator noise: std of Gaussian noise on the commanded action, relative to the action
+    bound, added after clipping and clipped again (the actuator saturates), drawn from its own stream.
+    ``disturbance``: an external force on the robot's body, applied through PyBullet (not through the
+    actuators), drawn each control step from its own stream: Gaussian with std ``disturbance *
+    disturbance_scale`` per component (N), truncated at 3 std, so bounded (:meth:`disturbance_bound`). Where it
+    acts is the environment's (:attr:`disturbance_point`).
     ``randomize_mass``: relative spread of the robot's masses (uniform in ``1 ± randomize_mass``).
     ``terminate_on_violation``: end the episode at the first step with ``cost == 1``.
     """
@@ -31,7 +35,15 @@ class SafeBulletEnv(gym.Env):
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array", "human"], "render_fps": 20}
     dt: float  # control period (s)
     physics_substeps: int
+    disturbance_scale: float  # N: the external force per unit of ``disturbance``
+    disturbance_dim: int  # components of the external force (world frame, from x)
+    disturbance_point: str  # where the external force acts, for the docs
     gravity: tuple[float, float, float] = (0.0, 0.0, -9.81)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "dt" in cls.__dict__:  # one rendered frame per control step
+            cls.metadata = {**cls.metadata, "render_fps": round(1.0 / cls.dt)}
 
     def __init__(
         self,
@@ -64,6 +76,9 @@ class SafeBulletEnv(gym.Env):
         self.action_space = gym.spaces.Box(-bound32, bound32, dtype=np.float32)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
         self.sim = BulletSim(gui=render_mode == "human", timestep=self.dt / self.physics_substeps)
+        # Own streams for the actuator noise and the disturbance (they never share draws with each other or
+        # with the scene and observation noise of ``np_random``); reseeded by ``reset(seed=...)``.
+        self._noise_rng, self._push_rng = self._streams(None)
         self.model: ControlAffine | None = None
         self.constraints: ConstraintSet | None = None
         self._built = False
@@ -85,8 +100,9 @@ class SafeBulletEnv(gym.Env):
         """The noise-free observation, shape ``(obs_dim,)``."""
         raise NotImplementedError
 
-    def _apply(self, action: np.ndarray, external: np.ndarray) -> bool:
-        """Advance one control period with ``action`` (plus ``external``); return whether any contact happened."""
+    def _apply(self, action: np.ndarray, push: np.ndarray | None) -> bool:
+        """Advance one control period with ``action`` at the actuators and the external force ``push``
+        ``(disturbance_dim,)`` (N, world frame) or None; return whether any contact happened."""
         raise NotImplementedError
 
     def _task(self, state: np.ndarray) -> tuple[float, bool, bool]:
@@ -106,15 +122,34 @@ class SafeBulletEnv(gym.Env):
     def _mass_scale(self) -> float:
         return 1.0 + self.randomize_mass * float(self.np_random.uniform(-1.0, 1.0))
 
+    @staticmethod
+    def _streams(seed: int | None) -> tuple[np.random.Generator, np.random.Generator]:
+        root = np.random.SeedSequence(seed)
+        noise, push = root.spawn(2)
+        return np.random.default_rng(noise), np.random.default_rng(push)
+
+    def disturbance_bound(self) -> float:
+        """The largest magnitude of each component of the external force (N): 3 std, where it is truncated."""
+        return 3.0 * self.disturbance * self.disturbance_scale
+
+    def _draw_disturbance(self) -> np.ndarray | None:
+        if not self.disturbance > 0:
+            return None
+        draw = np.clip(self._push_rng.standard_normal(self.disturbance_dim), -3.0, 3.0)
+        return draw * self.disturbance * self.disturbance_scale
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
+        if seed is not None:
+            self._noise_rng, self._push_rng = self._streams(seed)
         self.sim.reset(self.gravity)
         self._build()
         self._built = True
         state = self.safety_state()
         self._task_reset(state)
         h = self.barrier_values(state)
-        return self._observation(state), {"barrier_min_h": float(h.min())}
+        # The step keys too, so that a vector env's autoreset step (which returns this info) carries them.
+        return self._observation(state), {"cost": float((h < 0).any()), **self._barrier_info(h)}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if not self._built:
@@ -127,11 +162,9 @@ class SafeBulletEnv(gym.Env):
         applied = np.clip(a, -self.action_bound, self.action_bound)
         clipped = bool((applied != a).any())
         if self.action_noise > 0:
-            applied = applied + self.np_random.normal(0.0, self.action_noise, a.shape) * self.action_bound
-        external = np.zeros_like(a)
-        if self.disturbance > 0:
-            external = self.np_random.normal(0.0, self.disturbance, a.shape) * self.action_bound
-        contact = self._apply(applied, external)
+            noise = self._noise_rng.normal(0.0, self.action_noise, a.shape) * self.action_bound
+            applied = np.clip(applied + noise, -self.action_bound, self.action_bound)
+        contact = self._apply(applied, self._draw_disturbance())
         state = self.safety_state()
         h = self.barrier_values(state)
         reward, success, done = self._task(state)
@@ -139,14 +172,18 @@ class SafeBulletEnv(gym.Env):
         assert self.constraints is not None
         info: dict[str, Any] = {
             "cost": float(violated),
-            "barrier_min_h": float(h.min()),
-            **{f"barrier_h/{name}": float(v) for name, v in zip(self.constraints.names, h, strict=True)},
+            **self._barrier_info(h),
             "contact": contact,
             "action_clipped": clipped,
             "is_success": success,
         }
         terminated = done or (violated and self.terminate_on_violation)
         return self._observation(state), float(reward), terminated, False, info
+
+    def _barrier_info(self, h: np.ndarray) -> dict[str, float]:
+        assert self.constraints is not None
+        names = self.constraints.names
+        return {"barrier_min_h": float(h.min()), **{f"barrier_h/{n}": float(v) for n, v in zip(names, h, strict=True)}}
 
     def _camera(self) -> tuple[tuple[float, float, float], float, float, float]:
         """``(target, distance, yaw, pitch)`` of the render camera."""
@@ -159,4 +196,6 @@ class SafeBulletEnv(gym.Env):
         return None
 
     def close(self) -> None:
+        """Disconnect the PyBullet client; a later :meth:`reset` connects a new one."""
         self.sim.close()
+        self._built = False

@@ -29,16 +29,23 @@ class BulletSim:
             )
             gui = False
         self.gui = gui
-        self.client = p.connect(p.GUI if gui else p.DIRECT)
+        self.client = -1
+        self.timestep = timestep
+        self._connect()
+
+    def _connect(self) -> None:
+        self.client = p.connect(p.GUI if self.gui else p.DIRECT)
         if self.client < 0:
             raise RuntimeError("could not start a PyBullet client")
-        self.timestep = timestep
 
     def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return fn(*args, physicsClientId=self.client, **kwargs)
 
     def reset(self, gravity: tuple[float, float, float] = (0.0, 0.0, -9.81)) -> None:
-        """Empty the world (deterministic, unlike resetting joint states across episodes)."""
+        """Empty the world (deterministic, unlike resetting joint states across episodes); after
+        :meth:`close`, connect a new client first (gymnasium allows ``reset()`` after ``close()``)."""
+        if self.client < 0:
+            self._connect()
         self.call(p.resetSimulation)
         self.call(p.setAdditionalSearchPath, pybullet_data.getDataPath())
         self.call(p.setGravity, *gravity)

@@ -247,6 +247,7 @@ class ArmReachEnv(SafeBulletEnv):
 
     dt = 0.02
     physics_substeps = 4  # 200 Hz physics under a 50 Hz controller
+    disturbance_scale, disturbance_dim, disturbance_point = 20.0, 3, "the end effector (control point ee)"
     goal_tolerance = 0.05
     goal_offset_obs = 17  # where ``target - ee`` (3,) starts in the observation (``train --goal-gain``)
     # Default HOCBF gains (a learned policy brings its own). The obstacle barrier is in m^2, so its
@@ -372,12 +373,16 @@ class ArmReachEnv(SafeBulletEnv):
         ee = self.end_effector()
         return np.concatenate([state, ee, self.target - ee, self.obstacle[:3] - ee, self.obstacle[3:]])
 
-    def _apply(self, action: np.ndarray, external: np.ndarray) -> bool:
+    def _apply(self, action: np.ndarray, push: np.ndarray | None) -> bool:
         self._points_cache = None
-        tau = (action + external).tolist()
+        tau = action.tolist()
         contact = False
         for _ in range(self.physics_substeps):
             self.sim.call(p.setJointMotorControlArray, self._robot, list(range(7)), p.TORQUE_CONTROL, forces=tau)
+            if push is not None:  # at the end effector, cleared by every stepSimulation
+                where = control_points(self.sim, self._robot)[-1].tolist()
+                link = CONTROL_POINTS["ee"][0]
+                self.sim.call(p.applyExternalForce, self._robot, link, push.tolist(), where, p.WORLD_FRAME)
             self.sim.call(p.stepSimulation)
             contact = contact or len(self.sim.call(p.getContactPoints, self._robot, self._obstacle_id)) > 0
         return contact

@@ -21,6 +21,7 @@ from safeliquid.envs._base import SafeBulletEnv
 from torch import Tensor
 
 from safeliquid.safety import ConstraintSet, ControlAffine, state_box
+from safeliquid.safety.models import rk4
 
 
 class CartPole(ControlAffine):
@@ -50,6 +51,10 @@ class CartPole(ControlAffine):
 
     def f(self, x: Tensor) -> Tensor:
         return torch.cat([x[:, 2:], self._accelerations(x, x.new_zeros(x.shape[0]))], 1)
+
+    def step_numpy(self, x: np.ndarray, u: np.ndarray, dt: float) -> np.ndarray:
+        """:meth:`step` in numpy (the same RK4 on the same accelerations): the batch-1 control loop's path."""
+        return rk4(lambda s, f: np.concatenate([s[:, 2:], self._accelerations(s, f[:, 0])], 1), x, u, dt)
 
     def g(self, x: Tensor) -> Tensor:
         c = torch.cos(x[:, 1])
@@ -86,6 +91,7 @@ class CartPoleRailEnv(SafeBulletEnv):
     """
 
     force_limit = 15.0
+    disturbance_scale, disturbance_dim, disturbance_point = 15.0, 1, "the cart, along the rail"
     dt = 0.02
     physics_substeps = 4  # 200 Hz physics under a 50 Hz controller
     cart_mass, pole_mass, pole_length = 1.0, 0.3, 1.0
@@ -169,10 +175,13 @@ class CartPoleRailEnv(SafeBulletEnv):
         x, th, xd, thd = state
         return np.array([x, np.cos(th), np.sin(th), xd, thd])
 
-    def _apply(self, action: np.ndarray, external: np.ndarray) -> bool:
-        force = [float(action[0] + external[0]), 0.0]
+    def _apply(self, action: np.ndarray, push: np.ndarray | None) -> bool:
+        force = [float(action[0]), 0.0]
         for _ in range(self.physics_substeps):
             self.sim.call(p.setJointMotorControlArray, self._robot, [0, 1], p.TORQUE_CONTROL, forces=force)
+            if push is not None:  # cleared by every stepSimulation
+                where = self.sim.call(p.getLinkState, self._robot, 0)[0]
+                self.sim.call(p.applyExternalForce, self._robot, 0, [float(push[0]), 0.0, 0.0], where, p.WORLD_FRAME)
             self.sim.call(p.stepSimulation)
         return False  # nothing to touch: the rail's ends are barriers, not bodies
 

@@ -50,6 +50,7 @@ class NavigateEnv(SafeBulletEnv):
 
     robot_radius = 0.2
     force_limit = 5.0
+    disturbance_scale, disturbance_dim, disturbance_point = 5.0, 2, "the disc's centre, in the plane"
     dt = 0.05
     physics_substeps = 5  # 100 Hz physics under a 20 Hz controller
     gravity = (0.0, 0.0, 0.0)
@@ -192,8 +193,8 @@ class NavigateEnv(SafeBulletEnv):
             parts += [state[:2], padded.ravel()]
         return np.concatenate(parts)
 
-    def _apply(self, action: np.ndarray, external: np.ndarray) -> bool:
-        force = action + external
+    def _apply(self, action: np.ndarray, push: np.ndarray | None) -> bool:
+        force = action if push is None else action + push  # for the contact check's reach only
         state = self.safety_state()
         # Contact queries cost more than the physics; skip them when no obstacle can be reached this
         # period: travel <= (|v| + |a| dt) dt with |a| = |force| / mass, against the current clearance.
@@ -204,7 +205,11 @@ class NavigateEnv(SafeBulletEnv):
         check = bool(clearance.min() <= travel + 0.01)
         contact = False
         for _ in range(self.physics_substeps):
-            self.sim.call(p.setJointMotorControlArray, self._robot, [0, 1], p.TORQUE_CONTROL, forces=force.tolist())
+            self.sim.call(p.setJointMotorControlArray, self._robot, [0, 1], p.TORQUE_CONTROL, forces=action.tolist())
+            if push is not None:  # cleared by every stepSimulation
+                where = self.sim.call(p.getLinkState, self._robot, 1)[0]
+                push3 = [float(push[0]), float(push[1]), 0.0]
+                self.sim.call(p.applyExternalForce, self._robot, 1, push3, where, p.WORLD_FRAME)
             self.sim.call(p.stepSimulation)
             if check and not contact:
                 contact = len(self.sim.call(p.getContactPoints, self._robot)) > 0

@@ -255,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--expert", action="store_true", help="run the environment's expert instead of a policy")
         p.add_argument("--run-safety", choices=SAFETY_MODES, help="override the policy's safety mode at run time")
         p.add_argument("--obs-noise", type=float, default=0.0, help="observation noise std")
-        p.add_argument("--disturbance", type=float, default=0.0, help="disturbance std (relative to the bound)")
+        p.add_argument(
+            "--disturbance", type=float, default=0.0, help="external-force std (units of the env's disturbance_scale)"
+        )
 
     p = sub.add_parser("collect", help="expert demonstrations", formatter_class=fmt)
     common(p)

@@ -95,6 +95,56 @@ def test_options_are_checked_and_seeded():
         check_env_id("safeliquid/Nope-v0")
 
 
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_action_noise_and_disturbance_are_separate_perturbations(env_id):
+    """Actuator noise perturbs the commanded action (clipped to the bound); the disturbance is an external
+    force on the body from its own stream: same seed, different trajectories, each repeatable."""
+    finals = {}
+    for kw in ({"action_noise": 0.2}, {"disturbance": 0.2}, {"disturbance": 0.2}):
+        env = make(env_id, **kw)
+        env.reset(seed=3)
+        for _ in range(5):
+            obs, *_ = env.step(np.zeros(env.action_space.shape, np.float32))
+        finals.setdefault(str(kw), []).append(obs)
+        env.close()
+    noise, (push, again) = finals[str({"action_noise": 0.2})][0], finals[str({"disturbance": 0.2})]
+    np.testing.assert_array_equal(push, again)
+    assert not np.allclose(noise, push)
+    env = make(env_id, disturbance=0.3)
+    assert env.unwrapped.disturbance_bound() == pytest.approx(0.9 * env.unwrapped.disturbance_scale)
+
+
+def test_push_is_an_external_force_on_the_body():
+    env = make(NAV).unwrapped
+    env.reset(seed=3)
+    v0 = env.safety_state()[2:]
+    for _ in range(20):  # one second
+        env._apply(np.zeros(2), np.array([1.0, -2.0]))
+    np.testing.assert_allclose(env.safety_state()[2:] - v0, np.array([1.0, -2.0]) / env.mass, atol=1e-4)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_render_fps_is_the_control_rate_and_reset_after_close_works(env_id):
+    env = make(env_id)
+    assert env.unwrapped.metadata["render_fps"] == round(1 / env.unwrapped.dt)
+    env.reset(seed=0)
+    env.close()
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.unwrapped.step(np.zeros(env.action_space.shape, np.float32))
+    env.reset(seed=1)
+    env.step(np.zeros(env.action_space.shape, np.float32))
+    env.close()
+
+
+def test_vector_env_reports_cost_at_every_step_including_autoreset():
+    envs = gym.make_vec(CART, num_envs=2, vectorization_mode="sync", max_episode_steps=5)
+    envs.reset(seed=0)
+    for _ in range(12):  # two episode ends, each followed by an autoreset step
+        *_, info = envs.step(envs.action_space.sample())
+        assert "cost" in info and info["_cost"].all()
+    envs.close()
+
+
 def test_async_vector_env():
     envs = gym.make_vec(NAV, num_envs=2, vectorization_mode="async")
     obs, _ = envs.reset(seed=[0, 1])

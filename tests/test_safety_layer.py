@@ -7,9 +7,9 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
 
-import safeliquid.envs  # noqa: F401 - registers the environments
 from safeliquid.qp import MAX_ITER, OPTIMAL, QPSettings, solve_qp, solve_qp_numpy
 from safeliquid.safety import (
     Barrier,
@@ -156,7 +156,8 @@ def test_qp_numpy_entry_equals_solve_qp_and_names_bad_input():
     np.testing.assert_array_equal(got.status, ref.status.numpy())
     assert (got.status == OPTIMAL).all()
     assert (solve_qp_numpy(Q, q, G, h, lb, ub, QPSettings(max_iter=1)).status == MAX_ITER).any()
-    with pytest.raises(TypeError, match="Q must be a torch.Tensor, got ndarray; for numpy arrays call solve_qp_numpy"):
+    numpy_hint = r"Q must be a torch\.Tensor, got ndarray; for numpy arrays call solve_qp_numpy"
+    with pytest.raises(TypeError, match=numpy_hint):
         solve_qp(Q, torch.from_numpy(q))
     with pytest.raises(ValueError, match=r"G must have shape \(20, 5, 3\)"):
         solve_qp_numpy(Q, q, G[:, :, :2], h)

@@ -62,6 +62,20 @@ def test_wrapped_env_passes_gymnasium_checker():
     check_env(wrapped(), skip_render_check=True)
 
 
+@pytest.mark.filterwarnings("ignore:.*is different from the unwrapped version")
+@pytest.mark.filterwarnings("ignore:.*Box observation space m")
+@pytest.mark.filterwarnings("ignore:.*we recommend using a symmetric and normalized space")
+@pytest.mark.filterwarnings("ignore:render_mode='human' needs a display")  # the checker tries every mode
+def test_wrapper_around_a_real_environment_passes_the_checker_with_default_arguments():
+    import safeliquid.envs  # noqa: F401 - registers the environments
+
+    env = SafetyFilterWrapper(gym.make("safeliquid/Navigate-v0", render_mode="rgb_array"))
+    check_env(env)  # includes the render check: the wrapper is rebuilt from its recorded arguments
+    env.close()
+    env.reset(seed=0)  # after close, as stable-baselines3's checker does
+    env.close()
+
+
 def test_agent_driving_at_the_obstacle_is_stopped_and_info_reports_it():
     env = wrapped()
     obs, _ = env.reset(seed=3)

@@ -246,19 +246,22 @@ class HocbfTerms:
         return -self.A, rhs(self.L, self.degree, gains)
 
 
-def rhs(L: Any, degree: Any, gains: Any) -> Any:
-    """``b (..., K) = sum_j c_j L_f^j h`` with ``c`` the coefficients of ``prod_{i < r_k} (s + k_i)``.
-
-    ``L (..., K, R+1)``, ``degree (K,)`` or ``(..., K)``, ``gains (..., K, R)``: torch tensors
-    (differentiable in ``gains``) or numpy arrays alike (the batch-1 control loop).
-    """
-    xp = np if isinstance(L, np.ndarray) else torch
-    top = L.shape[-1] - 1
-    one = L[..., 0] * 0 + 1
+def hocbf_coefficients(degree: Any, gains: Any, top: int) -> Any:
+    """The coefficients ``c (..., K, top+1)`` of ``prod_{i < r_k} (s + k_i)`` (``c[..., j]`` multiplies
+    ``s^j``, zero above ``r_k``) for ``degree (K,)`` or ``(..., K)`` and ``gains (..., K, R)``, ``R >= top``;
+    torch (differentiable in ``gains``) or numpy alike. The row's right-hand side is ``sum_j c_j L_f^j h``."""
+    xp = np if isinstance(gains, np.ndarray) else torch
+    one = gains[..., 0] * 0 + 1
     coeff = [one] + [one * 0 for _ in range(top)]  # coeff[j] (..., K): the coefficient of s^j
     for i in range(top):
         use, k = degree > i, gains[..., i]
         grown = [k * coeff[0]] + [coeff[j - 1] + k * coeff[j] for j in range(1, top + 1)]  # (s + k) * poly
         coeff = [xp.where(use, new, old) for new, old in zip(grown, coeff, strict=True)]
-    # The polynomial is monic of degree r_k: coefficient j multiplies L_f^j h.
-    return sum(coeff[j] * L[..., j] for j in range(top + 1))
+    return xp.stack(coeff, -1)
+
+
+def rhs(L: Any, degree: Any, gains: Any) -> Any:
+    """``b (..., K) = sum_j c_j L_f^j h`` with ``c`` :func:`hocbf_coefficients` (the polynomial is monic of
+    degree ``r_k``). ``L (..., K, R+1)``, ``degree (K,)`` or ``(..., K)``, ``gains (..., K, R)``: torch
+    tensors (differentiable in ``gains``) or numpy arrays alike (the batch-1 control loop)."""
+    return (hocbf_coefficients(degree, gains, L.shape[-1] - 1) * L).sum(-1)

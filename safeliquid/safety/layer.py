@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from safeliquid._checks import check_tensor
 from safeliquid.qp import DEFAULT_SETTINGS, STATUS_NAMES, QPSettings, QPSolution, solve_qp, solve_qp_numpy
-from safeliquid.safety.constraints import ConstraintSet, rhs
+from safeliquid.safety.constraints import ConstraintSet, hocbf_coefficients
 
 ROUNDING = {torch.float64: 1e-10, torch.float32: 1e-5}  # relative aim above h = 0, per dtype
 SAMPLED_DATA_TRIES = 6  # re-solves of the sampled-data correction
@@ -158,8 +158,8 @@ class BarrierLayer(nn.Module):
         # An extra e on psi_r raises h(x+) by about e dt^r / r!.
         self._per = None if dt is None else float(dt) ** degree / np.array([math.factorial(int(r)) for r in degree])
         self._linear = all(bar.class_k == "linear" for bar in constraints.barriers)
-        top = int(degree.max()) if len(degree) else 1
-        self._default = constraints.default_gains(top)  # (K, R)
+        self._default: np.ndarray | None = None  # (K, R) default gains, R + 1 the width of the terms' L
+        self._default_coeff: np.ndarray | None = None  # (K, R+1): the default rows' coefficients, once
         self._gain_at = constraints.gain_index()  # (barrier, order) of each flat gain
         self._eye = np.eye(self._m)[None].copy()
         self._lb = None if constraints.u_min is None else constraints.u_min.double().numpy()[None].copy()
@@ -285,11 +285,16 @@ class BarrierLayer(nn.Module):
             G, b, h = c.rows(torch.from_numpy(x[None]), flat)
             return G[0].detach().numpy(), b[0].detach().numpy(), h[0].detach().numpy()
         A, L = c.terms_numpy(x[None])
-        table = self._default
+        top = L.shape[-1] - 1
+        if self._default is None or self._default.shape[-1] != top:
+            self._default = c.default_gains(top)
+            self._default_coeff = hocbf_coefficients(self._degree, self._default, top)
+        coeff = self._default_coeff
         if gains is not None:
-            table = table.copy()
+            table = self._default.copy()
             table[self._gain_at] = gains
-        return -A[0], rhs(L[0], self._degree, table), L[0, :, 0]
+            coeff = hocbf_coefficients(self._degree, table, top)
+        return -A[0], (coeff * L[0]).sum(-1), L[0, :, 0]
 
 
 def _vector(name: str, a: np.ndarray, size: int) -> np.ndarray:

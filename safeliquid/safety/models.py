@@ -9,6 +9,7 @@ taken by autograd, never by hand.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,11 +50,7 @@ class ControlAffine:
 
     def step(self, x: Tensor, u: Tensor, dt: float) -> Tensor:
         """One RK4 step of length ``dt`` with ``u`` held: ``(B, n), (B, m) -> (B, n)``."""
-        k1 = self.xdot(x, u)
-        k2 = self.xdot(x + 0.5 * dt * k1, u)
-        k3 = self.xdot(x + 0.5 * dt * k2, u)
-        k4 = self.xdot(x + dt * k3, u)
-        return x + dt / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
+        return rk4(self.xdot, x, u, dt)
 
     def step_numpy(self, x: np.ndarray, u: np.ndarray, dt: float) -> np.ndarray:
         """:meth:`step` on numpy arrays ``(B, n), (B, m) -> (B, n)`` (float64); models with a closed
@@ -74,6 +71,15 @@ class ControlAffine:
             raise ValueError(f"{name}.g must return (B, {self.state_dim}, {self.control_dim}), got {tuple(gx.shape)}")
         if not (torch.isfinite(fx).all() and torch.isfinite(gx).all()):
             raise ValueError(f"{name}.f or .g returned NaN/inf on sample states")
+
+
+def rk4(xdot: Callable[[Any, Any], Any], x: Any, u: Any, dt: float) -> Any:
+    """One classic Runge-Kutta step of ``x' = xdot(x, u)`` with ``u`` held for ``dt``; torch or numpy alike."""
+    k1 = xdot(x, u)
+    k2 = xdot(x + 0.5 * dt * k1, u)
+    k3 = xdot(x + 0.5 * dt * k2, u)
+    k4 = xdot(x + dt * k3, u)
+    return x + dt / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
 
 
 class SingleIntegrator(ControlAffine):
