@@ -349,6 +349,9 @@ class ArmReachEnv(SafeBulletEnv):
         self.constraints = ConstraintSet(
             self.model, barriers, samples, -self.action_bound, self.action_bound, fast_terms=fast,
             sample_margin=2e-4, fast_terms_tol=(1e-5, 1e-5),
+            # Joint ranges and speeds a torque-saturating agent reaches; few samples: each costs PyBullet calls.
+            state_bounds=(np.r_[self.q_low, -6.0 * np.ones(7)], np.r_[self.q_high, 6.0 * np.ones(7)]),
+            certify_samples=32,
         )  # fmt: skip
 
     def safety_state(self) -> np.ndarray:

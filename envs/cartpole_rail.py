@@ -160,6 +160,8 @@ class CartPoleRailEnv(SafeBulletEnv):
             # per period; the cart's acceleration stays below 2 u_max / mc (pole reaction included).
             sample_margin=2 * self.force_limit / mc * self.dt**2 / (2 * self.physics_substeps),
             fast_terms=partial(rail_terms, model=self.model, rail=self.rail),
+            # The states the cart-pole can reach: the rail, any angle, speeds a bang-bang agent reaches.
+            state_bounds=([-self.rail, -np.pi, -4.0, -15.0], [self.rail, np.pi, 4.0, 15.0]),
         )
 
     def safety_state(self) -> np.ndarray:

@@ -2,9 +2,14 @@
 
 The robot slides on two prismatic joints (x, y) with no gravity, friction or
 damping, so PyBullet simulates exactly a planar double integrator, the model the
-safety layer uses: state ``[px, py, vx, vy]``, control a force in newtons.
-Each obstacle is a barrier ``h = |p - c|^2 - (r + r_robot + margin)^2 >= 0``
-(relative degree 2 under force control); forces are limited per axis.
+safety layer uses: state ``[px, py, vx, vy]``, control a force in newtons, limited
+per axis. Each obstacle is a **braking barrier** (:mod:`safeliquid.safety.braking`):
+the squared clearance ``dist(c, braking path)^2 - (r + r_robot + margin)^2 >= 0`` of
+the straight path the robot would cover braking at full force from where it is, so
+the safe set is certified under the force limit, with full braking as its backup
+controller (relative degree 1). Where the robot stands still the barrier is the
+plain clearance ``|p - c|^2 - R^2``; a step counts as violating (``cost``) when the
+robot can no longer stop before an obstacle, which every collision is too.
 
 Observation (default, 20 values): own velocity (2), goal minus position (2),
 and a range scan of ``n_rays`` PyBullet ray casts (distances from the robot's
@@ -16,29 +21,13 @@ sensors. ``privileged=True`` appends position and every obstacle's
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
 
 import numpy as np
 import pybullet as p
 import torch
 from safeliquid.envs._base import SafeBulletEnv
 
-from safeliquid.safety import ConstraintSet, DoubleIntegrator, cylinder_obstacle, position
-
-
-def disc_terms(x: Any, centers: np.ndarray, reach: np.ndarray, mass: float) -> tuple[Any, Any]:
-    """Closed-form HOCBF pieces of the disc barriers ``h = |p - c|^2 - R^2`` under ``p'' = u / mass``:
-    ``L_f h = 2 d.v``, ``L_f^2 h = 2 |v|^2``, ``L_g L_f h = 2 d / mass`` with ``d = p - c``.
-    ``x (B, 4)`` a torch tensor or a numpy array (the same type comes back); ``centers (K, 2)``, ``reach (K,)``."""
-    xp = np if isinstance(x, np.ndarray) else torch
-    if xp is torch:
-        centers, reach = torch.as_tensor(centers, dtype=x.dtype), torch.as_tensor(reach, dtype=x.dtype)
-    d = x[:, None, :2] - centers  # (B, K, 2)
-    v = x[:, None, 2:]
-    h = (d * d).sum(-1) - reach * reach
-    lf = 2 * (d * v).sum(-1)
-    lf2 = 2 * (v * v).sum(-1) + 0 * h
-    return 2 * d / mass, xp.stack([h, lf, lf2], -1)
+from safeliquid.safety import Backup, ConstraintSet, DoubleIntegrator, brake, braking_obstacles, braking_terms
 
 
 class NavigateEnv(SafeBulletEnv):
@@ -50,6 +39,8 @@ class NavigateEnv(SafeBulletEnv):
 
     robot_radius = 0.2
     force_limit = 5.0
+    obstacle_gain = 5.0  # default class-K gain of the braking barriers (1/s; a learned policy scales it)
+    max_speed = 8.0  # m/s: the speeds the certification samples (the barrier's argument holds at any speed)
     disturbance_scale, disturbance_dim, disturbance_point = 5.0, 2, "the disc's centre, in the plane"
     dt = 0.05
     physics_substeps = 5  # 100 Hz physics under a 20 Hz controller
@@ -143,28 +134,47 @@ class NavigateEnv(SafeBulletEnv):
             sim.call(p.changeDynamics, self._robot, j, linearDamping=0.0, angularDamping=0.0, jointDamping=0.0)
             sim.call(p.setJointMotorControl2, self._robot, j, p.VELOCITY_CONTROL, force=0.0)  # free the joint
             sim.call(p.resetJointState, self._robot, j, float(start[j]), 0.0)
-        self.model = DoubleIntegrator(2, mass=self.mass + 1e-6)
-        barriers = [
-            b
-            for i, (cx, cy, r) in enumerate(self.obstacles)
-            for b in cylinder_obstacle(f"obstacle{i}", position([0, 1]), [cx, cy], r + self.robot_radius, self.margin)
-        ]
+        # The x slider (1e-6 kg) carries the y slider with the disc; PyBullet's integrator in the model's step.
+        self.model = DoubleIntegrator(2, mass=[self.mass + 1e-6, self.mass], substeps=self.physics_substeps)
+        m = self.model.mass
+        decel = self.force_limit / m  # reachable in every direction within the per-axis box
+        centers, reach_k = self.obstacles[:, :2].copy(), self.obstacles[:, 2] + self.robot_radius + self.margin
+        barriers = braking_obstacles("obstacle", centers, reach_k, decel, self.dt, gains=[self.obstacle_gain])
         samples = torch.as_tensor(rng.uniform(-4, 4, (16, 4)), dtype=torch.float64)
-        # PyBullet's semi-implicit Euler over N substeps moves the disc a dt^2 / (2N) further than the
-        # model's exact zero-order hold; at the largest barrier radius that is this much of h.
-        shift = np.linalg.norm(self.action_bound) / self.mass * self.dt**2 / (2 * self.physics_substeps)
-        reach = self.obstacle_radius[1] + self.robot_radius + self.margin
-        reach_k = self.obstacles[:, 2] + self.robot_radius + self.margin
+        # Bound to this scene's obstacles: a ConstraintSet kept from an earlier episode stays right.
         self.constraints = ConstraintSet(
             self.model,
             barriers,
             samples,
             -self.action_bound,
             self.action_bound,
-            # Bound to this scene's obstacles: a ConstraintSet kept from an earlier episode stays right.
-            fast_terms=partial(disc_terms, centers=self.obstacles[:, :2].copy(), reach=reach_k, mass=self.model.mass),
-            sample_margin=2 * reach * shift + shift**2,
+            fast_terms=partial(
+                braking_terms, centers=centers, reach=reach_k, decel=decel, dt=self.dt, mass=self.model.masses
+            ),
+            sample_margin=self.sample_margin(),
+            backup=Backup(partial(brake, decel=decel, dt=self.dt, mass=self.model.masses), self.dt),
+            state_bounds=(
+                [-self.arena - 1, -self.arena - 1, -self.max_speed, -self.max_speed],
+                [self.arena + 1, self.arena + 1, self.max_speed, self.max_speed],
+            ),
         )
+
+    def sample_margin(self) -> float:
+        """How far (m^2 of barrier) the model's one-period prediction may be from PyBullet's.
+
+        PyBullet integrates the two sliders in reduced coordinates with ``N`` substeps of semi-implicit
+        Euler, and the model's step is that same integrator with the same per-axis masses
+        (:class:`DoubleIntegrator` ``substeps``): the prediction differs by rounding only, at any speed and
+        force (measured: 1e-14 m in position, 3e-15 m/s in velocity at 8 m/s and full force;
+        ``tests/test_envs.py`` checks it over the state range). The margin covers 1e-9 m of position and
+        1e-9 m/s of velocity: the braking path's length grows by ``(|v| / decel + dt / 2)`` per unit of
+        speed, so the clearance moves by at most ``e_p + e_v (v_max / decel + dt / 2)`` at ``v_max``
+        (``max_speed``; the margin is 30x that bound there) and the barrier ``d^2 - R^2`` by ``2 R`` times
+        it, for the largest reach ``R``."""
+        decel = self.force_limit / (self.mass + 1e-6)
+        drift = 1e-9 + 1e-9 * (self.max_speed / decel + self.dt / 2)
+        reach = self.obstacle_radius[1] + self.robot_radius + self.margin
+        return float(30 * (2 * reach * drift + drift**2))
 
     def safety_state(self) -> np.ndarray:
         """``[px, py, vx, vy]``: the state of :attr:`model` and :attr:`constraints`."""
@@ -173,8 +183,14 @@ class NavigateEnv(SafeBulletEnv):
 
     def barrier_values(self, state: np.ndarray | None = None) -> np.ndarray:
         s = self.safety_state() if state is None else state
+        assert self.constraints is not None
+        return self.constraints.values_numpy(s[None])[0]
+
+    def clearance(self, state: np.ndarray | None = None) -> np.ndarray:
+        """Each obstacle's clearance ``|p - c| - R`` (m) from the robot's position (< 0: inside its margin)."""
+        s = self.safety_state() if state is None else state
         reach = self.obstacles[:, 2] + self.robot_radius + self.margin
-        return ((s[:2] - self.obstacles[:, :2]) ** 2).sum(1) - reach**2
+        return np.sqrt(((s[:2] - self.obstacles[:, :2]) ** 2).sum(1)) - reach
 
     def _scan(self, pos: np.ndarray) -> np.ndarray:
         origin = np.array([pos[0], pos[1], 0.1])

@@ -360,7 +360,7 @@ class LiquidBarrierPolicy(nn.Module):
         y, self._h = self.cell(z, self._h, self.config.cell_time)  # the cell's own step (batch-1 fast path)
         u_ref, mult = self._outputs(self._readout(y, z), dyn, self.goal_command(o))
         slack = torch.zeros(o.shape[0], 0)
-        failed = torch.zeros(o.shape[0], dtype=torch.bool)
+        failed = fallback = torch.zeros(o.shape[0], dtype=torch.bool)
         if mode == "none":
             u = torch.maximum(torch.minimum(u_ref, self.bound), -self.bound)
         else:
@@ -369,13 +369,14 @@ class LiquidBarrierPolicy(nn.Module):
             if mode == "barrier" and mult is not None:
                 gains = torch.from_numpy(self._scene_gains(constraints, mult.double().numpy()))
             u, record = self._layer_of(constraints)(x, u_ref.double(), gains)
-            slack, failed = record.slack, record.status == MAX_ITER
+            slack, failed, fallback = record.slack, record.status == MAX_ITER, record.fallback
         u_ref_np, out = u_ref.numpy(), u.float().numpy()
         self.last_report = {
             "u_ref": u_ref_np[0] if single else u_ref_np,
             "intervention": np.linalg.norm(out - u_ref_np, axis=-1),
             "slack": slack.amax(-1).numpy() if slack.shape[-1] else np.zeros(o.shape[0]),
             "failed": failed.numpy(),
+            "fallback": fallback.numpy(),
         }
         return out[0] if single else out
 
@@ -463,6 +464,7 @@ class LiquidBarrierPolicy(nn.Module):
             "intervention": record.intervention,
             "slack": np.array([record.slack[0].max() if record.slack.size else 0.0]),
             "failed": record.status == MAX_ITER,
+            "fallback": record.fallback,
         }
         return u.astype(np.float32)
 

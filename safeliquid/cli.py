@@ -104,6 +104,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         ("max_intervention", "max intervention", "{:.3f}"),
         ("slack_steps", "steps with QP slack", "{}"),
         ("solver_failures", "solver failures", "{}"),
+        ("fallback_steps", "steps on the layer's fallback", "{}"),
         ("mean_step_ms", "compute per step (ms, mean)", "{:.3f}"),
         ("p99_step_ms", "compute per step (ms, worst p99)", "{:.3f}"),
     ]

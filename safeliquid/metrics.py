@@ -23,7 +23,9 @@ class EpisodeMetrics:
     """One episode. ``min_barrier`` is the smallest ``h`` seen (>= 0 safe); ``deepest_violation`` is
     ``min(0, min_barrier)``; ``violating_steps`` counts steps with ``cost > 0``; ``unguarded_contacts``
     counts steps where the simulator reports a contact (``info["contact"]``) while every barrier is
-    still >= 0: a gap in the constraints themselves, which no safety layer on them can close."""
+    still >= 0: a gap in the constraints themselves, which no safety layer on them can close.
+    ``fallback_steps`` counts steps where the safety layer sent its declared fallback (its backup
+    controller, or the least-violating input) instead of a solution meeting every row."""
 
     success: bool
     ep_ret: float
@@ -39,6 +41,7 @@ class EpisodeMetrics:
     solver_failures: int
     mean_step_ms: float
     p99_step_ms: float
+    fallback_steps: int = 0
 
     def to_dict(self) -> dict[str, float | int | bool]:
         return asdict(self)
@@ -55,6 +58,7 @@ class EpisodeRecorder:
     interventions: list[float] = field(default_factory=list)
     slack: list[bool] = field(default_factory=list)
     failures: list[bool] = field(default_factory=list)
+    fallbacks: list[bool] = field(default_factory=list)
     step_s: list[float] = field(default_factory=list)
     success: bool = False
 
@@ -66,9 +70,11 @@ class EpisodeRecorder:
         slack: float = 0.0,
         solver_failed: bool = False,
         compute_s: float = 0.0,
+        fallback: bool = False,
     ) -> None:
         """Record one step from the environment's ``info`` (``cost``, ``barrier_min_h``, ``is_success``)
-        and the safety layer's report (``intervention``, ``slack``, whether the solve failed)."""
+        and the safety layer's report (``intervention``, ``slack``, whether the solve failed, whether it
+        sent its fallback)."""
         for key in ("cost", "barrier_min_h"):
             if key not in info:
                 raise KeyError(f"info must carry {key!r} (a safeliquid environment provides it); got {sorted(info)}")
@@ -79,6 +85,7 @@ class EpisodeRecorder:
         self.interventions.append(float(intervention))
         self.slack.append(slack > SLACK_TOL)
         self.failures.append(bool(solver_failed))
+        self.fallbacks.append(bool(fallback))
         self.step_s.append(float(compute_s))
         self.success = bool(info.get("is_success", False))
 
@@ -102,6 +109,7 @@ class EpisodeRecorder:
             solver_failures=int(np.sum(self.failures)),
             mean_step_ms=float(ms.mean()),
             p99_step_ms=float(np.percentile(ms, 99)),
+            fallback_steps=int(np.sum(self.fallbacks)),
         )
 
 
@@ -156,6 +164,7 @@ def aggregate(episodes: list[EpisodeMetrics]) -> dict[str, float | int | tuple[f
         "max_intervention": float(max(e.max_intervention for e in episodes)),
         "slack_steps": int(sum(e.slack_steps for e in episodes)),
         "solver_failures": int(sum(e.solver_failures for e in episodes)),
+        "fallback_steps": int(sum(e.fallback_steps for e in episodes)),
         "mean_step_ms": float(np.mean([e.mean_step_ms for e in episodes])),
         "p99_step_ms": float(max(e.p99_step_ms for e in episodes)),  # the worst episode's p99
     }

@@ -246,17 +246,22 @@ def test_arm_task_jacobian_is_the_derivative_of_the_end_effector_point():
 
 
 def test_barriers_agree_with_pybullet_closest_points_navigate():
+    """At rest the braking barrier is the clearance PyBullet measures; moving, it is at most that (the
+    braking path starts at the robot), and the clearance helper is PyBullet's distance."""
     env = make(NAV)
     for seed in range(4):
         env.reset(seed=seed)
-        env.step(np.array([3.0, -2.0], np.float32))
-        h = env.barrier_values()
-        for i, body in enumerate(env._obstacle_ids):
-            d_pb = min(c[8] for c in env.sim.call(p.getClosestPoints, env._robot, body, 100.0, linkIndexA=1))
-            reach = env.obstacles[i, 2] + env.robot_radius + env.margin
-            assert abs(d_pb - (np.sqrt(h[i] + reach**2) - env.obstacles[i, 2] - env.robot_radius)) < 1e-4
-        x = torch.tensor(env.safety_state()).unsqueeze(0)
-        torch.testing.assert_close(env.constraints.values(x)[0], torch.tensor(h))
+        for action, at_rest in ((np.zeros(2, np.float32), True), (np.array([3.0, -2.0], np.float32), False)):
+            env.step(action)
+            h = env.barrier_values()
+            reach = env.obstacles[:, 2] + env.robot_radius + env.margin
+            for i, body in enumerate(env._obstacle_ids):
+                d_pb = min(c[8] for c in env.sim.call(p.getClosestPoints, env._robot, body, 100.0, linkIndexA=1))
+                assert abs(d_pb - env.margin - env.clearance()[i]) < 1e-4
+                from_h = np.sqrt(h[i] + reach[i] ** 2) - env.obstacles[i, 2] - env.robot_radius
+                assert abs(d_pb - from_h) < 1e-4 if at_rest else from_h <= d_pb + 1e-4
+            x = torch.tensor(env.safety_state()).unsqueeze(0)
+            torch.testing.assert_close(env.constraints.values(x)[0], torch.tensor(h))
 
 
 def test_barriers_agree_with_pybullet_closest_points_arm():

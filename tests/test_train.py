@@ -71,9 +71,18 @@ def test_gradients_reach_the_gains_and_the_ltc_through_the_qp(demos):
     batch = make_batch(demos, policy.config.gain_groups)
     u_ref, mult, _ = policy(batch["obs"])
     B, T, m = u_ref.shape
-    u, _ = policy.project(u_ref.reshape(B * T, m), mult.reshape(B * T, *mult.shape[2:]), batch["rows"])
-    active = (u - u_ref.reshape(B * T, m)).norm(dim=-1) > 1e-6
-    loss = (u.reshape(B, T, m) - batch["expert"]).square().sum(-1)[batch["step_mask"]].mean()
+    # The rows of states approaching an obstacle (the expert's paths keep clear of the braking barriers, so
+    # that the untrained policy's commands would not make them active), under the policy's outputs.
+    env = gym.make(NAV).unwrapped
+    env.reset(seed=5)
+    x = torch.tensor(np.array(_approaching_states(env, count=40)))
+    rows = scene_rows(env.constraints, x, policy.config.gain_groups)
+    env.close()
+    n = x.shape[0]
+    u_ref, mult = u_ref.reshape(B * T, m)[:n], mult.reshape(B * T, *mult.shape[2:])[:n]
+    u, _ = policy.project(u_ref, mult, rows)
+    active = (u - u_ref).norm(dim=-1) > 1e-6
+    loss = (u - batch["expert"].reshape(B * T, m)[:n]).square().sum(-1).mean()
     mult.retain_grad()
     loss.backward()
     assert mult.grad is not None and float(mult.grad.abs().sum()) > 0, "no gradient reached the class-K gains"
@@ -246,15 +255,11 @@ def _approaching_states(env, count=40, seed=0):
     return states
 
 
-@pytest.mark.parametrize("tries", [None, 0], ids=["corrected", "continuous-only"])
-def test_run_time_layer_keeps_the_next_sample_above_the_margin(demos, monkeypatch, tries):
-    """At run time the barrier layer adds SafetyFilter's sampled-data correction: the model's prediction of
-    every barrier at the next sample stays >= the constraint set's sample margin. Without it (0 tries) the
-    continuous condition alone lets some of these samples fall below: the check is not vacuous."""
-    from safeliquid.safety import layer
-
-    if tries is not None:
-        monkeypatch.setattr(layer, "SAMPLED_DATA_TRIES", tries)
+def test_run_time_layer_keeps_the_next_sample_above_the_margin(demos):
+    """At run time the policy's barrier layer (learned gains) is the whole layer: wherever it reports no
+    fallback, the model's prediction of every barrier at the next sample is >= the constraint set's sample
+    margin, on the fast path and the torch path alike (``test_safety_discrete`` shows what happens without
+    the sampled-data correction)."""
     policy = _policy(demos)
     env = gym.make(NAV).unwrapped
     obs, _ = env.reset(seed=5)
@@ -264,8 +269,8 @@ def test_run_time_layer_keeps_the_next_sample_above_the_margin(demos, monkeypatc
     for state in _approaching_states(env):
         policy.reset()
         u = policy.act(obs, state, cons)
-        if float(policy.last_report["slack"][0]) > 1e-6:
-            continue  # too fast to stop within the force limit: no action can keep the bound
+        if policy.last_report["fallback"][0]:
+            continue  # outside the safe set, or too fast to stop: the reported backup acts (tested elsewhere)
         feasible += 1
         policy.reset()
         u_torch = policy.act(obs[None], state[None], cons)[0]
@@ -276,11 +281,8 @@ def test_run_time_layer_keeps_the_next_sample_above_the_margin(demos, monkeypatc
                 lowest_fast = min(lowest_fast, float(h_next.min()))
             else:
                 lowest_torch = min(lowest_torch, float(h_next.min()))
-    assert feasible >= 20
-    if tries is None:
-        assert lowest_fast >= cons.sample_margin - 1e-6 and lowest_torch >= cons.sample_margin - 1e-5
-    else:
-        assert lowest_fast < cons.sample_margin
+    assert feasible >= 10
+    assert lowest_fast >= cons.sample_margin - 1e-9 and lowest_torch >= cons.sample_margin - 1e-9
 
 
 def test_learning_rate_decays_from_lr_to_lr_times_lr_final():

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from safeliquid.safety import FilterRecord, SafetyFilter
 
@@ -16,7 +15,7 @@ class FilteredExpert:
     The expert reads the privileged state (``env.unwrapped.safety_state()``) and the
     scene, computes :meth:`reference` and passes it through
     :class:`~safeliquid.safety.SafetyFilter` over the episode's constraints at the
-    environment's control period. ``last_record`` holds the filter's record.
+    environment's control period (its batch-1 numpy path). ``last_record`` holds the filter's record.
     """
 
     gamma = 1.0
@@ -38,5 +37,5 @@ class FilteredExpert:
             raise RuntimeError("call expert.reset(env) after env.reset() before asking for actions")
         state = env.safety_state()
         u_ref = np.clip(self.reference(env, state), -env.action_bound, env.action_bound)
-        u, self.last_record = self.filter.filter(torch.tensor(state).unsqueeze(0), torch.tensor(u_ref).unsqueeze(0))
-        return u[0].numpy().astype(np.float32)
+        u, self.last_record = self.filter.filter_numpy(state, u_ref)
+        return u.astype(np.float32)

@@ -1,6 +1,8 @@
 """Safety constraints in Python: models, barriers, HOCBF rows, the safety filter and the BarrierNet layer."""
 
 from safeliquid.safety.barriers import CLASS_K, Barrier, cubic, find_relative_degree, hocbf_row, linear
+from safeliquid.safety.braking import brake, braking_obstacles, braking_terms
+from safeliquid.safety.certify import Backup, Certificate, UncertifiedWarning, certify
 from safeliquid.safety.constraints import ConstraintSet
 from safeliquid.safety.filter import SafetyFilter
 from safeliquid.safety.layer import BarrierLayer, FilterRecord, SampledData
@@ -24,8 +26,10 @@ from safeliquid.safety.wrapper import SafetyFilterWrapper
 
 __all__ = [
     "CLASS_K",
+    "Backup",
     "Barrier",
     "BarrierLayer",
+    "Certificate",
     "ConstraintSet",
     "ControlAffine",
     "DoubleIntegrator",
@@ -35,8 +39,13 @@ __all__ = [
     "SafetyFilterWrapper",
     "SampledData",
     "SingleIntegrator",
+    "UncertifiedWarning",
     "Unicycle",
     "box_obstacle",
+    "brake",
+    "braking_obstacles",
+    "braking_terms",
+    "certify",
     "cubic",
     "cylinder_obstacle",
     "find_relative_degree",

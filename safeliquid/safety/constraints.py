@@ -12,6 +12,8 @@ from torch import Tensor
 
 from safeliquid._checks import check_tensor
 from safeliquid.safety.barriers import Barrier, _lie, find_relative_degree, hocbf_row_at
+from safeliquid.safety.certify import CERTIFY_MODES, SAFE_SET_TOL, Backup, Certificate, report, sample_box
+from safeliquid.safety.certify import certify as run_certification
 from safeliquid.safety.models import ControlAffine
 
 
@@ -33,6 +35,13 @@ class ConstraintSet:
     of a barrier may be from the plant's (an environment sets it from its integrator);
     sampled-data corrections (:class:`SafetyFilter`, the policies' run-time layer)
     demand this much more than ``h(x+) >= 0`` at the next sample.
+
+    ``backup``: a :class:`~safeliquid.safety.certify.Backup` controller under which the safe set is invariant
+    (the layer's fallback). ``certify`` (``"warn"``, ``"error"`` or ``"off"``): with input bounds, test at
+    construction that the safe set is certified under them (:mod:`safeliquid.safety.certify`) on ``samples``
+    and, with ``state_bounds`` ``(low (n,), high (n,))`` (the state range the system can reach), on
+    ``certify_samples`` more states drawn in that box; a failure warns (:class:`UncertifiedWarning`) or
+    raises, naming the constraint and a sampled state. The result is :attr:`certificate`.
     """
 
     def __init__(
@@ -45,6 +54,10 @@ class ConstraintSet:
         fast_terms: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
         sample_margin: float = 0.0,
         fast_terms_tol: tuple[float, float] = (1e-6, 1e-8),
+        backup: Backup | None = None,
+        certify: str = "warn",
+        state_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
+        certify_samples: int = 256,
     ) -> None:
         check_tensor("samples", samples, ("B", model.state_dim))
         if not (np.isfinite(sample_margin) and sample_margin >= 0):
@@ -79,6 +92,30 @@ class ConstraintSet:
         if fast_terms is not None:
             self._check_fast_terms(fast_terms, samples, *fast_terms_tol)
             self.fast_terms = fast_terms
+        self._linear = all(bar.class_k == "linear" for bar in self.barriers)
+        top = int(self._degree.max()) if self.barriers else 1
+        # Level i of barrier k is sum_j C[k, i, j] L_f^j h with the default gains (the safe set's psi_i).
+        self._level_coeff = np.stack(
+            [hocbf_coefficients(np.minimum(self._degree.numpy(), i), self.default_gains(top), top) for i in range(top)],
+            1,
+        )  # (K, R, R+1)
+        self._level_valid = np.arange(top)[None, :] < self._degree.numpy()[:, None]  # (K, R)
+        if backup is not None and not isinstance(backup, Backup):
+            raise TypeError(f"backup must be a safeliquid.safety.Backup, got {type(backup).__name__}")
+        self.backup = backup
+        self.certificate: Certificate | None = None
+        if certify not in CERTIFY_MODES:
+            raise ValueError(f"certify must be one of {CERTIFY_MODES}, got {certify!r}")
+        if certify != "off" and self.u_min is not None and self.u_max is not None:
+            states = samples
+            if state_bounds is not None:
+                low, high = (np.asarray(b, dtype=np.float64).reshape(model.state_dim) for b in state_bounds)
+                if not (np.isfinite(low).all() and np.isfinite(high).all() and (low <= high).all()):
+                    raise ValueError(f"state_bounds must be finite (low, high) with low <= high, got {state_bounds}")
+                box = sample_box(low, high, certify_samples).to(samples.dtype)
+                states = torch.cat([samples.detach(), box])
+            self.certificate = run_certification(self, states)
+            report(self, self.certificate, certify)
 
     def _check_fast_terms(
         self, fast: Callable[[Tensor], tuple[Tensor, Tensor]], samples: Tensor, rtol: float, atol: float
@@ -135,6 +172,35 @@ class ConstraintSet:
                 hs.append(h)
                 start += r
         return torch.stack(Gs, 1), torch.stack(bs, 1), torch.stack(hs, 1)
+
+    def safe_set_levels(self, x: Any) -> Any:
+        """The safe set's levels ``psi_{k,i} (B, K, R)`` at ``x (B, n)`` (torch or numpy; ``+inf`` above each
+        barrier's degree) with the default gains: ``x`` is in the safe set where all are >= 0. Linear class-K
+        barriers only; otherwise just ``h`` (``(B, K, 1)``)."""
+        if isinstance(x, np.ndarray):
+            if not self._linear:
+                return self.values_numpy(x)[..., None]
+            return self.levels_from_terms(self.terms_numpy(x)[1])
+        if not self._linear:
+            with torch.no_grad():
+                return self.values(x)[..., None]
+        return self.levels_from_terms(self.terms(x).L.detach())
+
+    def levels_from_terms(self, L: Any) -> Any:
+        """:meth:`safe_set_levels` from the terms' ``L (B, K, R+1)`` (torch or numpy)."""
+        if isinstance(L, np.ndarray):
+            levels = np.einsum("...kj,kij->...ki", L[..., : self._level_coeff.shape[-1]], self._level_coeff)
+            return np.where(self._level_valid, levels, np.inf)
+        coeff = torch.as_tensor(self._level_coeff, dtype=L.dtype)
+        levels = torch.einsum("...kj,kij->...ki", L[..., : coeff.shape[-1]], coeff)
+        return torch.where(torch.as_tensor(self._level_valid), levels, torch.full_like(levels, torch.inf))
+
+    def in_safe_set(self, x: Any) -> Any:
+        """``(B,)`` bool: is ``x (B, n)`` (torch or numpy) in the safe set (every level >= 0, up to rounding)?"""
+        levels = self.safe_set_levels(x)
+        if not len(self.barriers):
+            return np.ones(x.shape[0], bool) if isinstance(levels, np.ndarray) else torch.ones(x.shape[0], dtype=bool)
+        return (levels >= -SAFE_SET_TOL).all(-1).all(-1)
 
     def gain_index(self) -> tuple[np.ndarray, np.ndarray]:
         """Where each of the ``gain_count`` flat gains sits in a per-barrier table ``(K, R)``: ``(barrier

@@ -17,6 +17,12 @@ raises ``h(x+)`` by about ``e dt^r / r!``, so the tightening grows by
 ``OVERSHOOT * deficit * r! / dt^r``. The target sits a hair (:data:`ROUNDING`) above the
 bound so that rounding at ``h = 0`` cannot land on the unsafe side.
 
+**Fallback.** Where the QP cannot meet its rows (status not optimal) or the state is outside the
+constraint set's safe set (:meth:`ConstraintSet.in_safe_set`, e.g. after a disturbance beyond the margin),
+the layer sends the set's declared backup controller (:class:`~safeliquid.safety.certify.Backup`) if it has
+one, else the QP's least-violating input, and says so in the record (``fallback``): it never relaxes a row
+silently. On a certified set (:mod:`safeliquid.safety.certify`) the backup keeps the state in the safe set.
+
 Two paths, side by side and held equal by a test:
 
 - :meth:`BarrierLayer.forward`: batched torch, differentiable in ``u_ref``, the gains and
@@ -30,18 +36,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from safeliquid._checks import check_tensor
-from safeliquid.qp import DEFAULT_SETTINGS, STATUS_NAMES, QPSettings, QPSolution, solve_qp, solve_qp_numpy
+from safeliquid.qp import DEFAULT_SETTINGS, OPTIMAL, STATUS_NAMES, QPSettings, QPSolution, solve_qp, solve_qp_numpy
+from safeliquid.safety.certify import SAFE_SET_TOL
 from safeliquid.safety.constraints import ConstraintSet, hocbf_coefficients
 
 ROUNDING = {torch.float64: 1e-10, torch.float32: 1e-5}  # relative aim above h = 0, per dtype
 SAMPLED_DATA_TRIES = 6  # re-solves of the sampled-data correction
-OVERSHOOT = 1.5  # the tightening closes this multiple of the predicted deficit (the prediction is first order)
+OVERSHOOT = 0.5  # a discrete-time cut aims this share of the deficit above the target
+PAD_RHS = 1.0  # right-hand side of the rows of barriers that need no discrete-time row: 0 u <= 1, never active
 ACTIVE = 1e-9  # a row's multiplier above this: the row is active
 
 
@@ -75,8 +84,10 @@ class FilterRecord:
     ``barrier (B, K)`` values ``h_k(x)``; ``active (B, K)`` rows at their bound;
     ``intervention (B,)`` ``|u_safe - u_raw|``; ``slack (B, K)`` row violation the
     QP had to accept (0 unless infeasible); ``status (B,)`` QP status
-    (:data:`safeliquid.qp.OPTIMAL`, ``INFEASIBLE``: ``u_safe`` minimises the violation within
-    the input bounds, ``MAX_ITER``); ``corrections (B,)`` sampled-data re-solves made.
+    (:data:`safeliquid.qp.OPTIMAL`, ``INFEASIBLE``: no input within the bounds meets the rows,
+    ``MAX_ITER``); ``corrections (B,)`` sampled-data re-solves made; ``fallback (B,)`` the layer sent its
+    fallback (the backup controller, or the least-violating input) instead of a QP solution that meets
+    every row: the QP was not optimal, or the state was outside the safe set.
     """
 
     barrier: Tensor | np.ndarray
@@ -86,9 +97,33 @@ class FilterRecord:
     status: Tensor | np.ndarray
     names: list[str]
     corrections: Tensor | np.ndarray | None = None
+    fallback: Tensor | np.ndarray | None = None
 
     def status_names(self) -> list[str]:
         return [STATUS_NAMES.get(int(s), "unknown") for s in self.status]
+
+
+def discrete_rows(h0: Any, J: Any, u0: Any, target: Any) -> tuple[Any, Any]:
+    """The discrete-time CBF condition ``h_k(x+(u)) >= target_k`` linearised at ``u0 (B, m)``, as QP rows
+    ``G (B, K, m)``, ``b (B, K)`` (torch or numpy): ``h0 (B, K)`` the prediction at ``u0``, ``J (B, K, m)`` its
+    input sensitivity. Each row aims :data:`OVERSHOOT` of the deficit above the target (a linearisation
+    overestimates a concave barrier; the cuts are kept and re-linearised until the prediction holds).
+    Rows are scaled to unit ``|G|`` (so their multipliers are in input units, well below
+    the elastic penalty); barriers that already meet their target get an inactive row; a barrier that misses
+    it and that no input moves (``J = 0``) gets an unsatisfiable one (``0 u <= -1``): the QP reports it."""
+    xp = np if isinstance(h0, np.ndarray) else torch
+    norm = xp.sqrt((J * J).sum(-1))
+    short = h0 < target
+    movable = norm > 1e-12 * (1.0 + xp.abs(h0))
+    scale = xp.where(movable, norm, 0 * norm + 1.0)
+    G = -J / scale[..., None]
+    short_by = target - h0
+    aim = target + OVERSHOOT * xp.where(short, short_by, 0 * short_by)
+    b = (h0 - (J * u0[..., None, :]).sum(-1) - aim) / scale
+    keep = (short & movable)[..., None]
+    G = xp.where(keep, G, 0 * G)
+    b = xp.where(short & movable, b, xp.where(short, 0 * b - 1.0, 0 * b + PAD_RHS))
+    return G, b
 
 
 def solve_rows(
@@ -155,8 +190,9 @@ class BarrierLayer(nn.Module):
         self._m = model.control_dim
         degree = constraints.degrees.numpy()
         self._degree = degree
-        # An extra e on psi_r raises h(x+) by about e dt^r / r!.
-        self._per = None if dt is None else float(dt) ** degree / np.array([math.factorial(int(r)) for r in degree])
+        # The finite-difference step of the prediction's input sensitivity: 1e-6 of the input scale.
+        scale = 1.0 if constraints.u_max is None else float(constraints.u_max.abs().max())
+        self._delta = 1e-6 * (1.0 + scale)
         self._linear = all(bar.class_k == "linear" for bar in constraints.barriers)
         self._default: np.ndarray | None = None  # (K, R) default gains, R + 1 the width of the terms' L
         self._default_coeff: np.ndarray | None = None  # (K, R+1): the default rows' coefficients, once
@@ -180,32 +216,59 @@ class BarrierLayer(nn.Module):
         u_min, u_max = self._bounds(x.dtype)
         sol = solve_rows(u_ref, G, b, u_min, u_max, h_diag, settings=self.settings)
         corrections = torch.zeros(x.shape[0], dtype=torch.long)
-        if self.sampling is not None and G.shape[1]:
+        verified = torch.ones(x.shape[0], dtype=torch.bool)
+        k = G.shape[1]
+        if self.sampling is not None and k and self.sampling.tries:
             s = self.sampling
             target = (1.0 - s.gamma) * hx.clamp_min(0.0) + ROUNDING[b.dtype] * (1.0 + hx.abs()) + s.margin
-            tighten = torch.zeros_like(b)
-            per = torch.as_tensor(self._per, dtype=b.dtype)
+            h0, J = self._predict_torch(x, sol.u.detach())
+            G_all, b_all = G, b
             for _ in range(s.tries):
-                with torch.no_grad():
-                    h_next = self.constraints.values(self.constraints.model.step(x, sol.u.detach().to(x.dtype), s.dt))
-                    deficit = (target - h_next).clamp_min(0.0)
-                short = (deficit > 0).any(-1)
-                if not bool(short.any()):
+                verified = (h0 >= target).all(-1)
+                if bool(verified.all()):
                     break
-                corrections += short.long()
-                tighten = tighten + OVERSHOOT * deficit / per
-                sol = solve_rows(u_ref, G, b - tighten, u_min, u_max, h_diag, settings=self.settings)
+                corrections += (~verified).long()
+                # A cut per iteration, kept: re-solving must not undo what an earlier cut fixed.
+                G_d, b_d = discrete_rows(h0, J, sol.u.detach(), target)
+                G_all, b_all = torch.cat([G_all, G_d], 1), torch.cat([b_all, b_d], 1)
+                sol = solve_rows(u_ref, G_all, b_all, u_min, u_max, h_diag, settings=self.settings)
+                h0, J = self._predict_torch(x, sol.u.detach())
+            verified = (h0 >= target).all(-1)
+        slack = sol.slack.reshape(x.shape[0], -1, k).amax(1)  # per barrier: its row and its cuts
         active = sol.lam.detach() > ACTIVE if sol.lam is not None else torch.zeros_like(b, dtype=torch.bool)
+        u = sol.u
+        fallback = (sol.status != OPTIMAL) | ~verified | ~self.constraints.in_safe_set(x.detach())
+        backup = self.constraints.backup
+        if backup is not None and bool(fallback.any()):
+            u_b = torch.as_tensor(backup.control(x.detach()), dtype=u.dtype)
+            u = torch.where(fallback.unsqueeze(-1), u_b, u)
         record = FilterRecord(
             barrier=hx,
-            active=active,
-            intervention=(sol.u.detach() - u_ref.detach()).norm(dim=-1),
-            slack=sol.slack,
+            active=active[:, :k],
+            intervention=(u.detach() - u_ref.detach()).norm(dim=-1),
+            slack=slack,
             status=sol.status,
             names=self.constraints.names,
             corrections=corrections,
+            fallback=fallback,
         )
-        return sol.u, record
+        return u, record
+
+    def _predict_torch(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """The model's barriers at the next sample with ``u (B, m)`` held from ``x (B, n)``, ``h (B, K)``, and
+        their sensitivity to ``u``, ``J (B, K, m)`` (forward differences; one prediction of the batch each,
+        so that barriers written for this batch size keep working)."""
+        s, c = self.sampling, self.constraints
+        assert s is not None
+        with torch.no_grad():
+            x, u = x.detach(), u.to(x.dtype)
+            h0 = c.values(c.model.step(x, u, s.dt))
+            cols = []
+            for i in range(self._m):
+                du = torch.zeros_like(u)
+                du[:, i] = self._delta
+                cols.append((c.values(c.model.step(x, u + du, s.dt)) - h0) / self._delta)
+        return h0, torch.stack(cols, -1)
 
     def _check_torch(self, x: Tensor, u_ref: Tensor, gains: Tensor | None, h_diag: Tensor | None) -> None:
         model = self.constraints.model
@@ -242,48 +305,67 @@ class BarrierLayer(nn.Module):
             gains = _vector("gains", gains, self.gain_count)
             if (gains <= 0).any():
                 raise ValueError("gains must be positive (class-K); use softplus or a scaled sigmoid on the head")
-        G, b, hx = self._rows_numpy(x, gains)
+        G, b, hx, levels = self._rows_numpy(x, gains)
         k = b.shape[0]
         q = -u_ref[None]
 
-        def solve(rhs_b: np.ndarray) -> tuple[np.ndarray, ...]:
-            return solve_qp_numpy(self._eye, q, G[None], rhs_b[None], self._lb, self._ub, self.settings)
+        def solve(rows: np.ndarray, rhs_b: np.ndarray) -> tuple[np.ndarray, ...]:
+            return solve_qp_numpy(self._eye, q, rows[None], rhs_b[None], self._lb, self._ub, self.settings)
 
-        u, slack, status, lam = solve(b)
-        corrections = 0
-        s = self.sampling
-        if s is not None and k:
-            target = (1.0 - s.gamma) * np.maximum(hx, 0.0) + ROUNDING[torch.float64] * (1.0 + np.abs(hx)) + s.margin
-            tighten = np.zeros(k)
-            for _ in range(s.tries):
-                h_next = c.values_numpy(c.model.step_numpy(x[None], u, s.dt))[0]
-                deficit = np.maximum(target - h_next, 0.0)
-                if not (deficit > 0).any():
+        u, slack, status, lam = solve(G, b)
+        corrections, verified = 0, True
+        sp = self.sampling
+        if sp is not None and k and sp.tries:
+            target = (1.0 - sp.gamma) * np.maximum(hx, 0.0) + ROUNDING[torch.float64] * (1.0 + np.abs(hx)) + sp.margin
+            h0, J = self._predict_numpy(x, u[0])
+            G_all, b_all = G, b
+            for _ in range(sp.tries):
+                if (h0 >= target).all():
                     break
                 corrections += 1
-                tighten += OVERSHOOT * deficit / self._per
-                u, slack, status, lam = solve(b - tighten)
+                G_d, b_d = discrete_rows(h0, J, u[0], target)
+                G_all, b_all = np.concatenate([G_all, G_d]), np.concatenate([b_all, b_d])
+                u, slack_all, status, lam = solve(G_all, b_all)
+                slack = slack_all.reshape(1, -1, k).max(1)
+                h0, J = self._predict_numpy(x, u[0])
+            verified = bool((h0 >= target).all())
+        fallback = status[0] != OPTIMAL or not verified or bool((levels < -SAFE_SET_TOL).any())
+        if fallback and c.backup is not None:
+            u = np.asarray(c.backup.control(x[None]), dtype=np.float64)
         record = FilterRecord(
             barrier=hx[None],
-            active=lam[:, :k] > ACTIVE,
+            active=lam[:, :k] > ACTIVE,  # the continuous rows
             intervention=np.array([np.linalg.norm(u[0] - u_ref)]),
             slack=slack,
             status=status.astype(np.int64),
             names=c.names,
             corrections=np.array([corrections]),
+            fallback=np.array([fallback]),
         )
         return u[0], record
 
-    def _rows_numpy(self, x: np.ndarray, gains: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(G (K, m), b (K,), h (K,))`` at one state: from the gain-free terms (linear class-K), else through
+    def _predict_numpy(self, x: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_predict_torch` for one state: ``x (n,)``, ``u (m,)`` -> ``h (K,)``, ``J (K, m)``."""
+        s, c = self.sampling, self.constraints
+        assert s is not None
+        U = u[None] + np.concatenate([np.zeros((1, self._m)), self._delta * np.eye(self._m)])
+        H = c.values_numpy(c.model.step_numpy(np.repeat(x[None], self._m + 1, 0), U, s.dt))  # (m+1, K)
+        return H[0], ((H[1:] - H[:1]) / self._delta).T
+
+    def _rows_numpy(
+        self, x: np.ndarray, gains: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(G (K, m), b (K,), h (K,), levels (K, R))`` at one state, ``levels`` the safe set's
+        (:meth:`ConstraintSet.safe_set_levels`): from the gain-free terms (linear class-K), else through
         :meth:`ConstraintSet.rows` in torch."""
         c = self.constraints
         if not len(c.barriers):
-            return np.zeros((0, self._m)), np.zeros(0), np.zeros(0)
+            return np.zeros((0, self._m)), np.zeros(0), np.zeros(0), np.zeros((0, 1))
         if not self._linear:
             flat = None if gains is None else torch.from_numpy(gains[None])
             G, b, h = c.rows(torch.from_numpy(x[None]), flat)
-            return G[0].detach().numpy(), b[0].detach().numpy(), h[0].detach().numpy()
+            h = h[0].detach().numpy()
+            return G[0].detach().numpy(), b[0].detach().numpy(), h, h[:, None]
         A, L = c.terms_numpy(x[None])
         top = L.shape[-1] - 1
         if self._default is None or self._default.shape[-1] != top:
@@ -294,7 +376,7 @@ class BarrierLayer(nn.Module):
             table = self._default.copy()
             table[self._gain_at] = gains
             coeff = hocbf_coefficients(self._degree, table, top)
-        return -A[0], (coeff * L[0]).sum(-1), L[0, :, 0]
+        return -A[0], (coeff * L[0]).sum(-1), L[0, :, 0], c.levels_from_terms(L[0])
 
 
 def _vector(name: str, a: np.ndarray, size: int) -> np.ndarray:

@@ -8,7 +8,7 @@ taken by autograd, never by hand.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -96,12 +96,24 @@ class SingleIntegrator(ControlAffine):
 
 
 class DoubleIntegrator(ControlAffine):
-    """``p'' = u / mass`` in ``dim`` dimensions (2 planar, 3 spatial); state ``[p, v]``, control a force."""
+    """``p'' = u / mass`` in ``dim`` dimensions (2 planar, 3 spatial); state ``[p, v]``, control a force.
 
-    def __init__(self, dim: int = 2, mass: float = 1.0) -> None:
-        if mass <= 0:
-            raise ValueError(f"mass must be positive, got {mass}")
-        self.dim, self.mass = dim, mass
+    ``mass``: one value, or one per axis (a robot on stacked sliders moves a slightly different mass along
+    each). ``substeps``: ``None`` for the exact zero-order-hold step; ``N`` for the step a physics engine
+    takes with ``N`` substeps of semi-implicit Euler (PyBullet's), ``x + v dt + a dt^2 (N + 1) / (2 N)``,
+    ``v + a dt``: the same velocity, the position further along the force. The sampled-data prediction then
+    matches such a simulator to rounding, instead of by ``|a| dt^2 / (2 N)``.
+    """
+
+    def __init__(self, dim: int = 2, mass: float | Sequence[float] = 1.0, substeps: int | None = None) -> None:
+        masses = np.broadcast_to(np.asarray(mass, dtype=np.float64), (dim,)).copy()
+        if not (np.isfinite(masses).all() and (masses > 0).all()):
+            raise ValueError(f"mass must be positive (one value or one per axis), got {mass}")
+        if substeps is not None and not (isinstance(substeps, int) and substeps >= 1):
+            raise ValueError(f"substeps must be an integer >= 1 or None, got {substeps!r}")
+        self.dim, self.substeps = dim, substeps
+        self.masses = masses
+        self.mass = float(masses.max())  # the heaviest axis: what bounds the acceleration a force can give
         self.state_dim, self.control_dim, self.task_dim = 2 * dim, dim, dim
 
     def f(self, x: Tensor) -> Tensor:
@@ -114,13 +126,22 @@ class DoubleIntegrator(ControlAffine):
     def g(self, x: Tensor) -> Tensor:
         d = self.dim
         g = x.new_zeros(x.shape[0], 2 * d, d)
-        g[:, d:, :] = torch.eye(d, dtype=x.dtype, device=x.device) / self.mass
+        g[:, d:, :] = torch.diag(torch.as_tensor(1.0 / self.masses, dtype=x.dtype, device=x.device))
         return g
 
+    def step(self, x: Tensor, u: Tensor, dt: float) -> Tensor:
+        """The zero-order-hold step in closed form (exact, or the simulator's; see the class docstring)."""
+        a = u / torch.as_tensor(self.masses, dtype=u.dtype, device=u.device)
+        return self._step(x, a, dt, torch.cat)
+
     def step_numpy(self, x: np.ndarray, u: np.ndarray, dt: float) -> np.ndarray:
-        """Exact zero-order-hold step: ``p + v dt + a dt^2 / 2``, ``v + a dt`` with ``a = u / mass``."""
-        d, a = self.dim, u / self.mass
-        return np.concatenate([x[:, :d] + x[:, d:] * dt + 0.5 * a * dt * dt, x[:, d:] + a * dt], 1)
+        """:meth:`step` on numpy arrays ``(B, n), (B, m) -> (B, n)``."""
+        return self._step(x, u / self.masses, dt, np.concatenate)
+
+    def _step(self, x: Any, a: Any, dt: float, cat: Callable[..., Any]) -> Any:
+        d = self.dim
+        ahead = 0.5 if self.substeps is None else (self.substeps + 1) / (2 * self.substeps)
+        return cat([x[:, :d] + x[:, d:] * dt + ahead * a * dt * dt, x[:, d:] + a * dt], 1)
 
 
 class Unicycle(ControlAffine):

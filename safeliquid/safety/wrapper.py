@@ -21,7 +21,9 @@ class SafetyFilterWrapper(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
     ``state_fn(env)`` returns the state in the filter's model coordinates, shape
     ``(n,)`` (default: ``env.unwrapped.safety_state()``). The step's ``info`` gets,
     under ``filter/``: ``u_raw``, ``u_safe``, ``intervention`` (``|u_safe - u_raw|``),
-    ``slack_max``, ``solver_status`` and one ``barrier_h/<name>`` per constraint at
+    ``slack_max``, ``solver_status``, ``fallback`` (the layer sent its fallback: the constraint set's
+    backup controller, or the least-violating input; see :mod:`safeliquid.safety.layer`),
+    ``corrections`` (sampled-data re-solves) and one ``barrier_h/<name>`` per constraint at
     the state the filter saw (``>= 0`` safe; the environment's own ``info`` keys are
     left as they are).
 
@@ -75,6 +77,8 @@ class SafetyFilterWrapper(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
             "filter/intervention": float(record.intervention[0]),
             "filter/slack_max": float(record.slack[0].max()) if record.slack.size else 0.0,
             "filter/solver_status": record.status_names()[0],
+            "filter/fallback": bool(record.fallback[0]),
+            "filter/corrections": int(record.corrections[0]),
             **{f"filter/barrier_h/{n}": float(v) for n, v in zip(record.names, record.barrier[0], strict=True)},
         }
         return u_safe

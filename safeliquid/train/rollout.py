@@ -10,11 +10,13 @@ import gymnasium as gym
 import numpy as np
 
 from safeliquid.metrics import EpisodeMetrics, EpisodeRecorder, aggregate
+from safeliquid.qp import MAX_ITER, warmup
 
 
 class Controller(Protocol):
     """``reset(env)`` at each episode start; ``__call__(obs, env) -> action``; ``report`` after each call:
-    ``intervention`` (float), ``slack`` (float, > 0 if the QP had to relax a row), ``failed`` (bool)."""
+    ``intervention`` (float), ``slack`` (float, > 0 if the QP had to relax a row), ``failed`` (bool),
+    ``fallback`` (bool: the safety layer sent its fallback, see :mod:`safeliquid.safety.layer`)."""
 
     report: dict[str, Any]
 
@@ -39,6 +41,7 @@ class PolicyController:
             "intervention": float(np.ravel(r["intervention"])[0]),
             "slack": float(np.ravel(r["slack"])[0]),
             "failed": bool(np.ravel(r["failed"])[0]),
+            "fallback": bool(np.ravel(r.get("fallback", [False]))[0]),
         }
         return u
 
@@ -57,8 +60,9 @@ class ExpertController:
         rec = self.expert.last_record
         self.report = {
             "intervention": float(rec.intervention[0]),
-            "slack": float(rec.slack.max()) if rec.slack.numel() else 0.0,
-            "failed": bool(rec.status[0] == 2),
+            "slack": float(rec.slack.max()) if rec.slack.size else 0.0,
+            "failed": bool(rec.status[0] == MAX_ITER),
+            "fallback": bool(rec.fallback[0]),
         }
         return u
 
@@ -81,6 +85,7 @@ def run_episode(
 ) -> tuple[EpisodeMetrics, Trace | None]:
     """One seeded episode to its end (termination or the time limit); the control step's compute time
     (``controller(...)``) is timed per step. ``render_every > 0`` keeps every n-th frame in the trace."""
+    warmup()  # the QP kernel compiled (or loaded from numba's cache) before the clock starts
     obs, _ = env.reset(seed=seed)
     controller.reset(env)
     base = env.unwrapped
@@ -97,7 +102,15 @@ def run_episode(
         compute = time.perf_counter() - t0
         obs, reward, terminated, truncated, info = env.step(action)
         r = controller.report
-        rec.step(reward, info, r.get("intervention", 0.0), r.get("slack", 0.0), r.get("failed", False), compute)
+        rec.step(
+            reward,
+            info,
+            r.get("intervention", 0.0),
+            r.get("slack", 0.0),
+            r.get("failed", False),
+            compute,
+            fallback=r.get("fallback", False),
+        )
         done, k = terminated or truncated, k + 1
         if tr is not None:
             tr.state.append(base.safety_state())
