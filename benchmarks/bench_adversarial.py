@@ -68,15 +68,13 @@ def main() -> None:
                     flush=True,
                 )
     path = write("adversarial", {"steps": args.steps, "seed": args.seed, "results": rows})
-    print(
-        "\n| env | adversary | filter | violating steps | contacts | min h | QP not optimal | fallbacks | unreported |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
+    head = ["env", "adversary", "filter", "violating steps", "contacts", "min h", "QP not optimal", "fallbacks"]
+    print("\n| " + " | ".join([*head, "unreported"]) + " |")
+    print("|---" * (len(head) + 1) + "|")
     for r in rows:
-        print(
-            f"| {r['env'].split('/')[1]} | {r['adversary']} | {'on' if r['filter'] else 'off'} | {r['violating_steps']} "
-            f"| {r['contacts']} | {r['min_h']:.3g} | {r['infeasible']} | {r['fallbacks']} | {r['unreported_infeasible']} |"
-        )
+        cells = [r["env"].split("/")[1], r["adversary"], "on" if r["filter"] else "off", r["violating_steps"]]
+        cells += [r["contacts"], f"{r['min_h']:.3g}", r["infeasible"], r["fallbacks"], r["unreported_infeasible"]]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
     print(f"\nwrote {path}")
 
 
