@@ -13,6 +13,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e ".[test]"
 	$(PY) -m pip install -q --no-deps qpth==0.0.18
+	$(PY) -c "import safeliquid.qp as qp; print(f'QP kernel compiled in {qp.warmup():.1f} s (cached for every later run)')"
 	touch $@
 
 demo: $(VENV)/.installed
@@ -30,6 +31,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_adjoint.py
 	$(PY) benchmarks/bench_qp.py
 	$(PY) benchmarks/bench_envs.py
+	$(PY) benchmarks/bench_adversarial.py
 	$(PY) benchmarks/bench_experts.py
 	$(PY) benchmarks/bench_policy.py
 

@@ -1,8 +1,10 @@
 """Environment steps per second, one process, random actions, constraints evaluated; peers in the same run.
 
-Every safeliquid step evaluates all barrier values (they are in ``info``). Peers:
-panda-gym's ``PandaReach-v3`` (a PyBullet arm, when installed) and gymnasium's
-``CartPole-v1`` (pure Python, the floor). Writes ``benchmarks/results/envs.json``.
+Every safeliquid step evaluates all barrier values (they are in ``info``). Each environment is timed
+raw and behind :class:`~safeliquid.safety.SafetyFilterWrapper` (the safety layer's batch-1 path on every
+action) in the same run: the ratio is the wrapper's cost. Peers: panda-gym's ``PandaReach-v3`` (a
+PyBullet arm, when installed) and gymnasium's ``CartPole-v1`` (pure Python, the floor). Writes
+``benchmarks/results/envs.json``.
 
     python benchmarks/bench_envs.py [--steps 5000]
 """
@@ -17,6 +19,9 @@ import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
 from _util import write
 from safeliquid.envs import ENV_IDS
+
+from safeliquid.qp import warmup
+from safeliquid.safety import SafetyFilterWrapper
 
 TARGETS = {"safeliquid/Navigate-v0": 3000, "safeliquid/CartPoleRail-v0": 3000, "safeliquid/ArmReach-v0": 1000}
 
@@ -39,11 +44,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5000, help="steps per environment (default 5000)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    warmup()
     rows = {}
     for env_id in ENV_IDS:
+        steps = args.steps if env_id != "safeliquid/ArmReach-v0" else max(args.steps // 5, 1)
         env = gym.make(env_id)
-        rows[env_id] = {"steps_per_s": steps_per_second(env, args.steps), "target": TARGETS[env_id]}
+        raw = steps_per_second(env, steps)
         env.close()
+        env = SafetyFilterWrapper(gym.make(env_id))
+        wrapped = steps_per_second(env, steps)
+        env.close()
+        rows[env_id] = {
+            "steps_per_s": raw,
+            "target": TARGETS[env_id],
+            "wrapped_steps_per_s": wrapped,
+            "wrapped_ratio": wrapped / raw,
+            "wrapper_overhead_ms": 1e3 * (1 / wrapped - 1 / raw),
+        }
     try:
         import panda_gym  # noqa: F401
 
@@ -56,7 +73,13 @@ def main() -> None:
     rows["CartPole-v1 (gymnasium)"] = {"steps_per_s": steps_per_second(env, args.steps)}
     for name, row in rows.items():
         target = f"  target >= {row['target']}" if "target" in row else ""
-        print(f"{name:32s} {row['steps_per_s']:9.0f} steps/s{target}")
+        wrapped = ""
+        if "wrapped_steps_per_s" in row:
+            wrapped = (
+                f"  wrapped {row['wrapped_steps_per_s']:7.0f} steps/s ({row['wrapped_ratio']:.0%} of raw, "
+                f"+{row['wrapper_overhead_ms']:.2f} ms/step)"
+            )
+        print(f"{name:32s} {row['steps_per_s']:9.0f} steps/s{target}{wrapped}")
     print("wrote", write("envs", {"steps": args.steps, "results": rows}))
 
 

@@ -1,25 +1,31 @@
-"""The native QP against qpth and cvxpylayers, one process, one thread.
+"""The native QP against qpth and cvxpylayers, and its batch-1 path against DAQP; one process, one thread.
 
     python benchmarks/bench_qp.py [--quick]
 
 Random feasible safety-filter-sized problems (n = 7 variables, m = 18
 constraint rows, input bounds), batch 1 and 1024, float64 and float32:
-forward, and forward + backward of a sum of the solution. Writes
-``benchmarks/results/qp.json`` and prints a markdown table.
+forward, and forward + backward of a sum of the solution. At batch 1 (float64)
+also the floor: DAQP (a C dual active-set solver, ``pip install daqp``) through
+its Python call, against :func:`safeliquid.qp.solve_qp_numpy` (what the safety
+layer's control-loop path calls) and :func:`safeliquid.qp.solve_qp`'s forward
+(torch, differentiable), on the same problems. Writes
+``benchmarks/results/qp.json`` and prints markdown tables.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+import numpy as np
 from _util import timeit, write
 
-from safeliquid.qp import solve_qp
+from safeliquid.qp import solve_qp, solve_qp_numpy
 
 
 def problems(batch: int, n: int, m: int, dtype: torch.dtype, seed: int = 0) -> list[torch.Tensor]:
@@ -32,6 +38,56 @@ def problems(batch: int, n: int, m: int, dtype: torch.dtype, seed: int = 0) -> l
     h = torch.rand(batch, m, generator=g, dtype=torch.float64)
     lb, ub = -2 * torch.ones(batch, n, dtype=torch.float64), 2 * torch.ones(batch, n, dtype=torch.float64)
     return [t.to(dtype) for t in (Q, q, G, h, lb, ub)]
+
+
+def batch_one_floor(count: int) -> dict | None:
+    """Median time per batch-1 solve over ``count`` problems for DAQP, ``solve_qp_numpy`` and ``solve_qp``,
+    each run over all problems in turn (so every solver sees the same mix), and the largest difference in
+    ``u`` from DAQP's. ``None`` without daqp installed."""
+    try:
+        import daqp
+    except ImportError:
+        print("daqp not installed: the batch-1 floor is skipped (pip install daqp)")
+        return None
+    probs = [[t.numpy() for t in problems(1, 7, 18, torch.float64, seed=s)] for s in range(count)]
+    inf = np.full(18, -1e30)
+
+    def run_daqp(p: list[np.ndarray]) -> np.ndarray:
+        Q, q, G, h, lb, ub = (a[0] for a in p)
+        x, _, flag, _ = daqp.solve(Q, q, G, np.concatenate([ub, h]), np.concatenate([lb, inf]))
+        assert flag == 1, flag
+        return x
+
+    def run_numpy(p: list[np.ndarray]) -> np.ndarray:
+        return solve_qp_numpy(*p).u[0]
+
+    tensors = [[torch.from_numpy(a) for a in p] for p in probs]
+
+    def run_torch(t: list[torch.Tensor]) -> np.ndarray:
+        with torch.no_grad():
+            return solve_qp(*t).u[0].numpy()
+
+    out: dict = {"problems": count}
+    answers = {}
+    for key, fn, data in (
+        ("daqp_us", run_daqp, probs),
+        ("numpy_us", run_numpy, probs),
+        ("torch_us", run_torch, tensors),
+    ):
+        for d in data[:50]:
+            fn(d)  # warm-up
+        times = []
+        sols = []
+        for d in data:
+            t0 = time.perf_counter()
+            sols.append(fn(d))
+            times.append(time.perf_counter() - t0)
+        out[key] = float(np.median(times) * 1e6)
+        answers[key] = np.array(sols)
+    out["max_abs_diff"] = float(max(np.abs(answers[k] - answers["daqp_us"]).max() for k in ("numpy_us", "torch_us")))
+    out["numpy_vs_daqp"] = out["numpy_us"] / out["daqp_us"]
+    out["torch_vs_daqp"] = out["torch_us"] / out["daqp_us"]
+    return out
 
 
 def main() -> None:
@@ -71,7 +127,8 @@ def main() -> None:
                     f"fwd+bwd {row['forward_backward']['median_us'] / 1e3:9.3f} ms",
                     flush=True,
                 )
-    path = write("qp", {"n": 7, "m": 18, "quick": args.quick, "results": results})
+    floor = batch_one_floor(200 if args.quick else 2000)
+    path = write("qp", {"n": 7, "m": 18, "quick": args.quick, "results": results, "batch_one_floor": floor})
     print("\n| batch | dtype | backend | forward (ms) | forward+backward (ms) | native speed-up (fwd+bwd) |")
     print("|---|---|---|---|---|---|")
     for r in results:
@@ -83,6 +140,13 @@ def main() -> None:
             f"| {r['batch']} | {r['dtype']} | {r['backend']} | {r['forward']['median_us'] / 1e3:.3f} | "
             f"{r['forward_backward']['median_us'] / 1e3:.3f} | {ratio:.1f}x |"
         )
+    if floor:
+        print("\n| batch 1, float64 | median (us) | against DAQP |")
+        print("|---|---|---|")
+        for key, label in (("daqp_us", "DAQP (C, Python call)"), ("numpy_us", "solve_qp_numpy (the layer's fast path)"),
+                           ("torch_us", "solve_qp forward (torch)")):  # fmt: skip
+            print(f"| {label} | {floor[key]:.1f} | {floor[key] / floor['daqp_us']:.2f}x |")
+        print(f"\nlargest difference from DAQP's solution: {floor['max_abs_diff']:.2e}")
     print(f"\nwrote {path}")
 
 

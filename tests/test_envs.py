@@ -452,3 +452,60 @@ def test_arm_control_points_leave_no_gap_the_link_radius_cannot_cover():
         base._points_cache = None
         gaps = np.linalg.norm(np.diff(base._points_now(), axis=0), axis=1)
         assert gaps.max() <= 0.22 and gaps[:6].max() <= 0.11, gaps
+
+
+def _set_state(env, q, qd):
+    joints = range(len(q))
+    for j in joints:
+        env.sim.call(p.resetJointState, env._robot, j, float(q[j]), float(qd[j]))
+    if hasattr(env, "_points_cache"):
+        env._points_cache = None
+
+
+def _clear_of_obstacles(env, rng):
+    """A Navigate position at least 0.5 m clear of every obstacle (a period at 8 m/s moves 0.4 m: no contact,
+    whose forces no model of free motion predicts), and a speed up to the certified range's."""
+    while True:
+        pos = rng.uniform(-4, 4, 2)
+        if (np.linalg.norm(pos - env.obstacles[:, :2], axis=1) - env.obstacles[:, 2] - env.robot_radius).min() > 0.5:
+            return pos, rng.uniform(-env.max_speed, env.max_speed, 2)
+
+
+EXTREMES = {  # positions and speeds a torque-saturating agent reaches, per environment
+    NAV: _clear_of_obstacles,
+    CART: lambda env, rng: ([rng.uniform(-1.5, 1.5), rng.uniform(-np.pi, np.pi)], rng.uniform(-1, 1, 2) * [4, 15]),
+    ARM: lambda env, rng: _arm_clear(env, rng),
+}
+
+
+def _arm_clear(env, rng):
+    """Joints 0.5 rad inside their URDF limits (PyBullet enforces those, the barriers keep 0.05 rad from them)
+    and every control point 0.3 m from the sphere: a period at 6 rad/s and full torque touches neither."""
+    while True:
+        q = rng.uniform(env.q_low + 0.5, env.q_high - 0.5)
+        _set_state(env, q, np.zeros(7))
+        if (np.linalg.norm(env._points_now() - env.obstacle[:3], axis=1) - env.obstacle[3]).min() > 0.3:
+            return q, rng.uniform(-6, 6, 7)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_sample_margin_bounds_the_one_period_prediction_error_at_extreme_speeds(env_id):
+    """The model's prediction of the next sample against PyBullet's, from random states at the largest speeds
+    and full inputs: every barrier within a tenth of the environment's sample margin (the margin is what the
+    layer demands above h = 0 at the prediction)."""
+    env = make(env_id)
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for k in range(40 if env_id == ARM else 150):
+        env.reset(seed=k)
+        q, qd = EXTREMES[env_id](env, rng)
+        _set_state(env, q, qd)
+        x = env.safety_state()
+        u = env.action_bound * rng.choice([-1.0, 1.0], env.action_bound.shape)  # a corner: full input
+        predicted = env.constraints.values_numpy(env.model.step_numpy(x[None], u[None], env.dt))[0]
+        env._apply(u, None)
+        if hasattr(env, "_points_cache"):
+            env._points_cache = None
+        worst = max(worst, float(np.abs(env.barrier_values() - predicted).max()))
+    assert worst <= env.constraints.sample_margin / 10, worst
+    env.close()

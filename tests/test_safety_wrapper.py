@@ -151,3 +151,32 @@ def test_the_navigate_adversaries_collide_without_the_filter():
         result = attack(env, adversary, steps=600, seed=10)
         assert result.violating_steps > 0 and result.contacts > 0, (adversary.name, result)
     env.close()
+
+
+def test_vector_wrapper_solves_every_sub_env_at_once_with_the_single_path_actions():
+    """SafetyFilterVectorWrapper on a SyncVectorEnv: each sub-environment gets the action the single-scene layer
+    gives at its state (one batched solve, the rare hard cases on the single path), and info says so."""
+    import safeliquid.envs  # noqa: F401 - registers the environments
+
+    from safeliquid.safety import SafetyFilterVectorWrapper
+    from safeliquid.safety.layer import BarrierLayer
+
+    envs = SafetyFilterVectorWrapper(gym.make_vec("safeliquid/Navigate-v0", num_envs=3, vectorization_mode="sync"))
+    envs.reset(seed=[0, 1, 2])
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(60):
+        subs = [e.unwrapped for e in envs.unwrapped.envs]
+        states = [s.safety_state() for s in subs]
+        u_raw = rng.uniform(-5, 5, (3, 2)).astype(np.float32)
+        layers = [BarrierLayer(s.constraints, dt=s.dt) for s in subs]
+        expected = [layer.project(x, u)[0] for layer, x, u in zip(layers, states, u_raw, strict=True)]
+        *_, info = envs.step(u_raw)
+        assert info["filter/intervention"].shape == (3,) and info["_filter/fallback"].all()
+        for i in range(3):
+            np.testing.assert_allclose(info["filter/u_safe"][i], expected[i], atol=1e-9)
+            checked += 1
+    assert checked > 100
+    with pytest.raises(TypeError, match="needs a SyncVectorEnv"):
+        SafetyFilterVectorWrapper(gym.make_vec("safeliquid/Navigate-v0", num_envs=2, vectorization_mode="async"))
+    envs.close()

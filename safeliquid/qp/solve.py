@@ -102,6 +102,25 @@ class NumpyQPSolution(NamedTuple):
 
 
 _EMPTY: dict[tuple[int, np.dtype], np.ndarray] = {}
+_TOLERANCES = {np.dtype(d): QPSettings.tolerances(d) for d in (np.float32, np.float64)}
+
+
+def _raise_named(Q: np.ndarray, q: np.ndarray, G: np.ndarray, h: np.ndarray, lb: np.ndarray, ub: np.ndarray) -> None:
+    """The error :func:`solve_qp_numpy` gives for badly shaped or typed arrays, naming the argument."""
+    batch, n = q.shape
+    if q.dtype not in _TOLERANCES:
+        raise TypeError(f"q must be float32 or float64, got {q.dtype}")
+    m = G.shape[1] if G.ndim == 3 else -1
+    for name, a, shape in (("Q", Q, (batch, n, n)), ("G", G, (batch, m, n)), ("h", h, (batch, m))):
+        if a.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    for name, a in (("lb", lb), ("ub", ub)):
+        if a.shape not in ((batch, n), (batch, 0)):
+            raise ValueError(f"{name} must have shape {(batch, n)} or be None, got {a.shape}")
+    for name, a in (("Q", Q), ("G", G), ("h", h), ("lb", lb), ("ub", ub)):
+        if a.dtype != q.dtype:
+            raise TypeError(f"{name} must have q's dtype {q.dtype}, got {a.dtype}")
+    raise AssertionError("unreachable: the fast check failed but no argument is wrong")
 
 
 def _none(batch: int, dtype: np.dtype) -> np.ndarray:
@@ -131,23 +150,24 @@ def solve_qp_numpy(
         raise ValueError(f"q must have shape (B, n), got {q.shape}")
     batch, n = q.shape
     dtype = q.dtype
-    if dtype not in (np.float32, np.float64):
-        raise TypeError(f"q must be float32 or float64, got {dtype}")
     lb = _none(batch, dtype) if lb is None else lb
     ub = _none(batch, dtype) if ub is None else ub
     m = G.shape[1] if G.ndim == 3 else -1
-    for name, a, shape in (("Q", Q, (batch, n, n)), ("G", G, (batch, m, n)), ("h", h, (batch, m))):
-        if a.shape != shape:
-            raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
-    for name, a in (("lb", lb), ("ub", ub)):
-        if a.shape not in ((batch, n), (batch, 0)):
-            raise ValueError(f"{name} must have shape {(batch, n)} or be None, got {a.shape}")
-    for name, a in (("Q", Q), ("G", G), ("h", h), ("lb", lb), ("ub", ub)):
-        if a.dtype != dtype:
-            raise TypeError(f"{name} must have q's dtype {dtype}, got {a.dtype}")
+    # One cheap test on the control-loop path; the named checks run only when it fails.
+    if not (
+        Q.shape == (batch, n, n)
+        and G.shape == (batch, m, n)
+        and h.shape == (batch, m)
+        and lb.shape[0] == ub.shape[0] == batch
+        and lb.shape[1] in (0, n)
+        and ub.shape[1] in (0, n)
+        and dtype in _TOLERANCES
+        and Q.dtype == G.dtype == h.dtype == lb.dtype == ub.dtype == dtype
+    ):
+        _raise_named(Q, q, G, h, lb, ub)
     from safeliquid.qp import _kernel
 
-    tol, rel_reg = settings.tolerances(dtype)
+    tol, rel_reg = _TOLERANCES[dtype]
     lam = np.zeros((batch, _kernel.row_count(G, h, lb, ub)), dtype=dtype)
     u, slack, status, *_ = _kernel.solve_checked(
         Q, q, G, h, lb, ub, settings.penalty, tol, rel_reg, settings.max_iter, lam

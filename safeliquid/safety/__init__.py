@@ -22,6 +22,7 @@ from safeliquid.safety.primitives import (
     sphere_obstacle,
     state_box,
 )
+from safeliquid.safety.vector_wrapper import SafetyFilterVectorWrapper
 from safeliquid.safety.wrapper import SafetyFilterWrapper
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "FilterRecord",
     "Manipulator",
     "SafetyFilter",
+    "SafetyFilterVectorWrapper",
     "SafetyFilterWrapper",
     "SampledData",
     "SingleIntegrator",

@@ -152,11 +152,11 @@ def sample_box(low: np.ndarray, high: np.ndarray, count: int, seed: int = 0) -> 
     return torch.as_tensor(rng.uniform(low, high, (count, len(low))), dtype=torch.float64)
 
 
-_WARNED: set[tuple[str, str, str]] = set()
+_WARNED: set[str] = set()
 
 
 def report(constraints: ConstraintSet, certificate: Certificate, mode: str) -> None:
-    """Warn (once per model type and failing constraint in a process: scenes change each episode) or raise."""
+    """Warn (once per model type in a process: scenes, and so the failing states, change each episode) or raise."""
     if certificate.certified or mode == "off" or not certificate.failures:
         return
     first = certificate.failures[0]
@@ -167,7 +167,7 @@ def report(constraints: ConstraintSet, certificate: Certificate, mode: str) -> N
     )
     if mode == "error":
         raise ValueError(message)
-    key = (type(constraints.model).__name__, first.what, first.constraint)
+    key = type(constraints.model).__name__
     if key not in _WARNED:
         _WARNED.add(key)
         warnings.warn(message, UncertifiedWarning, stacklevel=3)

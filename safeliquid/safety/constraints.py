@@ -36,6 +36,10 @@ class ConstraintSet:
     sampled-data corrections (:class:`SafetyFilter`, the policies' run-time layer)
     demand this much more than ``h(x+) >= 0`` at the next sample.
 
+    ``fast_values``: an optional closed form ``x (B, n) numpy -> h (B, K)`` for :meth:`values_numpy` (the
+    sampled-data prediction evaluates barriers at predicted states every control step; the terms cost more
+    where they need Jacobians), checked against :meth:`values` on ``samples`` with ``fast_terms_tol``.
+
     ``backup``: a :class:`~safeliquid.safety.certify.Backup` controller under which the safe set is invariant
     (the layer's fallback). ``certify`` (``"warn"``, ``"error"`` or ``"off"``): with input bounds, test at
     construction that the safe set is certified under them (:mod:`safeliquid.safety.certify`) on ``samples``
@@ -54,6 +58,7 @@ class ConstraintSet:
         fast_terms: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
         sample_margin: float = 0.0,
         fast_terms_tol: tuple[float, float] = (1e-6, 1e-8),
+        fast_values: Callable[[np.ndarray], np.ndarray] | None = None,
         backup: Backup | None = None,
         certify: str = "warn",
         state_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
@@ -92,6 +97,17 @@ class ConstraintSet:
         if fast_terms is not None:
             self._check_fast_terms(fast_terms, samples, *fast_terms_tol)
             self.fast_terms = fast_terms
+        self.fast_values = None
+        if fast_values is not None:
+            got = np.asarray(fast_values(samples.detach().double().numpy()))
+            want = self.values(samples).detach().double().numpy()
+            if got.shape != want.shape or not np.allclose(got, want, *fast_terms_tol):
+                worst = float(np.abs(got - want).max()) if got.shape == want.shape else float("nan")
+                raise ValueError(
+                    f"fast_values must return {want.shape} values that agree with the barriers' h on the samples, "
+                    f"got shape {got.shape} (max error {worst:.3g})"
+                )
+            self.fast_values = fast_values
         self._linear = all(bar.class_k == "linear" for bar in self.barriers)
         top = int(self._degree.max()) if self.barriers else 1
         # Level i of barrier k is sum_j C[k, i, j] L_f^j h with the default gains (the safe set's psi_i).
@@ -249,7 +265,10 @@ class ConstraintSet:
         return self._degree
 
     def values_numpy(self, x: np.ndarray) -> np.ndarray:
-        """Barrier values ``(B, K)`` at a numpy state ``(B, n)`` (from the fast terms when they take numpy)."""
+        """Barrier values ``(B, K)`` at a numpy state ``(B, n)`` (from ``fast_values``, else from the fast terms
+        when they take numpy, else through torch)."""
+        if self.fast_values is not None:
+            return self.fast_values(x)
         if self.fast_terms is not None:
             return self.terms_numpy(x)[1][..., 0]
         with torch.no_grad():

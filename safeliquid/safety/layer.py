@@ -221,7 +221,7 @@ class BarrierLayer(nn.Module):
         if self.sampling is not None and k and self.sampling.tries:
             s = self.sampling
             target = (1.0 - s.gamma) * hx.clamp_min(0.0) + ROUNDING[b.dtype] * (1.0 + hx.abs()) + s.margin
-            h0, J = self._predict_torch(x, sol.u.detach())
+            h0 = self._predict_torch(x, sol.u.detach())
             G_all, b_all = G, b
             for _ in range(s.tries):
                 verified = (h0 >= target).all(-1)
@@ -229,10 +229,11 @@ class BarrierLayer(nn.Module):
                     break
                 corrections += (~verified).long()
                 # A cut per iteration, kept: re-solving must not undo what an earlier cut fixed.
+                J = self._sensitivity_torch(x, sol.u.detach(), h0)
                 G_d, b_d = discrete_rows(h0, J, sol.u.detach(), target)
                 G_all, b_all = torch.cat([G_all, G_d], 1), torch.cat([b_all, b_d], 1)
                 sol = solve_rows(u_ref, G_all, b_all, u_min, u_max, h_diag, settings=self.settings)
-                h0, J = self._predict_torch(x, sol.u.detach())
+                h0 = self._predict_torch(x, sol.u.detach())
             verified = (h0 >= target).all(-1)
         slack = sol.slack.reshape(x.shape[0], -1, k).amax(1)  # per barrier: its row and its cuts
         active = sol.lam.detach() > ACTIVE if sol.lam is not None else torch.zeros_like(b, dtype=torch.bool)
@@ -254,21 +255,22 @@ class BarrierLayer(nn.Module):
         )
         return u, record
 
-    def _predict_torch(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-        """The model's barriers at the next sample with ``u (B, m)`` held from ``x (B, n)``, ``h (B, K)``, and
-        their sensitivity to ``u``, ``J (B, K, m)`` (forward differences; one prediction of the batch each,
-        so that barriers written for this batch size keep working)."""
+    def _predict_torch(self, x: Tensor, u: Tensor) -> Tensor:
+        """The model's barriers at the next sample with ``u (B, m)`` held from ``x (B, n)``: ``h (B, K)``."""
         s, c = self.sampling, self.constraints
         assert s is not None
         with torch.no_grad():
-            x, u = x.detach(), u.to(x.dtype)
-            h0 = c.values(c.model.step(x, u, s.dt))
-            cols = []
-            for i in range(self._m):
-                du = torch.zeros_like(u)
-                du[:, i] = self._delta
-                cols.append((c.values(c.model.step(x, u + du, s.dt)) - h0) / self._delta)
-        return h0, torch.stack(cols, -1)
+            return c.values(c.model.step(x.detach(), u.to(x.dtype), s.dt))
+
+    def _sensitivity_torch(self, x: Tensor, u: Tensor, h0: Tensor) -> Tensor:
+        """``J (B, K, m)``: how the prediction ``h0`` at ``u`` changes with ``u`` (forward differences, one
+        prediction of the batch per input, so that barriers written for this batch size keep working)."""
+        cols = []
+        for i in range(self._m):
+            du = torch.zeros_like(u)
+            du[:, i] = self._delta
+            cols.append((self._predict_torch(x, u + du) - h0) / self._delta)
+        return torch.stack(cols, -1)
 
     def _check_torch(self, x: Tensor, u_ref: Tensor, gains: Tensor | None, h_diag: Tensor | None) -> None:
         model = self.constraints.model
@@ -317,40 +319,56 @@ class BarrierLayer(nn.Module):
         sp = self.sampling
         if sp is not None and k and sp.tries:
             target = (1.0 - sp.gamma) * np.maximum(hx, 0.0) + ROUNDING[torch.float64] * (1.0 + np.abs(hx)) + sp.margin
-            h0, J = self._predict_numpy(x, u[0])
+            h0 = self._predict_numpy(x, u[None, 0])[0]
             G_all, b_all = G, b
             for _ in range(sp.tries):
                 if (h0 >= target).all():
                     break
                 corrections += 1
+                U = u[0] + np.concatenate([np.zeros((1, self._m)), self._delta * np.eye(self._m)])[1:]
+                J = ((self._predict_numpy(x, U) - h0) / self._delta).T  # (K, m)
                 G_d, b_d = discrete_rows(h0, J, u[0], target)
                 G_all, b_all = np.concatenate([G_all, G_d]), np.concatenate([b_all, b_d])
                 u, slack_all, status, lam = solve(G_all, b_all)
                 slack = slack_all.reshape(1, -1, k).max(1)
-                h0, J = self._predict_numpy(x, u[0])
+                h0 = self._predict_numpy(x, u[None, 0])[0]
             verified = bool((h0 >= target).all())
         fallback = status[0] != OPTIMAL or not verified or bool((levels < -SAFE_SET_TOL).any())
         if fallback and c.backup is not None:
             u = np.asarray(c.backup.control(x[None]), dtype=np.float64)
-        record = FilterRecord(
+        return u[0], self._record(hx, lam[:, :k], u[0], u_ref, slack, status, corrections, fallback)
+
+    def _record(
+        self, hx: np.ndarray, lam: np.ndarray, u: np.ndarray, u_ref: np.ndarray, slack: np.ndarray,
+        status: np.ndarray, corrections: int, fallback: bool,
+    ) -> FilterRecord:  # fmt: skip
+        """The batch-1 :class:`FilterRecord` of :meth:`project` (``lam (1, K)`` the continuous rows')."""
+        return FilterRecord(
             barrier=hx[None],
-            active=lam[:, :k] > ACTIVE,  # the continuous rows
-            intervention=np.array([np.linalg.norm(u[0] - u_ref)]),
+            active=lam > ACTIVE,
+            intervention=np.array([np.linalg.norm(u - u_ref)]),
             slack=slack,
             status=status.astype(np.int64),
-            names=c.names,
+            names=self.constraints.names,
             corrections=np.array([corrections]),
             fallback=np.array([fallback]),
         )
-        return u[0], record
 
-    def _predict_numpy(self, x: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`_predict_torch` for one state: ``x (n,)``, ``u (m,)`` -> ``h (K,)``, ``J (K, m)``."""
+    def predicted_ok(self, x: np.ndarray, u: np.ndarray, hx: np.ndarray) -> bool:
+        """Does the model's next sample from ``x (n,)`` under ``u (m,)`` meet the discrete-time target (True
+        without a sampled-data correction)?"""
+        sp = self.sampling
+        if sp is None or not sp.tries or not hx.size:
+            return True
+        target = (1.0 - sp.gamma) * np.maximum(hx, 0.0) + ROUNDING[torch.float64] * (1.0 + np.abs(hx)) + sp.margin
+        return bool((self._predict_numpy(x, u[None])[0] >= target).all())
+
+    def _predict_numpy(self, x: np.ndarray, U: np.ndarray) -> np.ndarray:
+        """The model's barriers at the next sample from one state ``x (n,)`` under each input of ``U (J, m)``:
+        ``h (J, K)`` (one batched prediction)."""
         s, c = self.sampling, self.constraints
         assert s is not None
-        U = u[None] + np.concatenate([np.zeros((1, self._m)), self._delta * np.eye(self._m)])
-        H = c.values_numpy(c.model.step_numpy(np.repeat(x[None], self._m + 1, 0), U, s.dt))  # (m+1, K)
-        return H[0], ((H[1:] - H[:1]) / self._delta).T
+        return c.values_numpy(c.model.step_numpy(np.repeat(x[None], U.shape[0], 0), U, s.dt))
 
     def _rows_numpy(
         self, x: np.ndarray, gains: np.ndarray | None
@@ -377,6 +395,45 @@ class BarrierLayer(nn.Module):
             table[self._gain_at] = gains
             coeff = hocbf_coefficients(self._degree, table, top)
         return -A[0], (coeff * L[0]).sum(-1), L[0, :, 0], c.levels_from_terms(L[0])
+
+
+def project_many(layers: list[BarrierLayer], x: np.ndarray, u_ref: np.ndarray) -> tuple[np.ndarray, list[FilterRecord]]:
+    """:meth:`BarrierLayer.project` for ``N`` states of ``N`` scenes at once (a vector environment): ``x (N, n)``,
+    ``u_ref (N, m)``, one layer per row (default gains) -> ``(u_safe (N, m), records)``. The rows of every scene,
+    padded to the largest, go to **one** QP solve; a scene whose solve is not optimal, whose prediction misses
+    the discrete-time target or whose state is outside its safe set then takes the single-scene path (its
+    sampled-data cuts and fallback), so the results are :meth:`BarrierLayer.project`'s."""
+    if len(layers) != x.shape[0] or u_ref.shape[0] != x.shape[0]:
+        raise ValueError(f"project_many needs one layer per state, got {len(layers)}, {x.shape}, {u_ref.shape}")
+    n_envs, m = u_ref.shape
+    if not np.isfinite(u_ref).all():
+        raise ValueError(f"{layers[0].action_name} contains NaN or inf; expected finite values")
+    parts = [
+        layer._rows_numpy(_vector("x", xi, layer.constraints.model.state_dim), None)
+        for layer, xi in zip(layers, x, strict=True)
+    ]
+    k_max = max(p[1].shape[0] for p in parts)
+    G = np.zeros((n_envs, k_max, m))
+    b = np.full((n_envs, k_max), PAD_RHS)
+    for i, (Gi, bi, _, _) in enumerate(parts):
+        G[i, : bi.shape[0]], b[i, : bi.shape[0]] = Gi, bi
+    if any(layer._lb is None or layer._ub is None for layer in layers):
+        raise ValueError("project_many needs input bounds (u_min and u_max) on every constraint set")
+    bounds = [np.concatenate([layer._lb for layer in layers]), np.concatenate([layer._ub for layer in layers])]
+    eye = np.broadcast_to(np.eye(m), (n_envs, m, m)).copy()
+    u, slack, status, lam = solve_qp_numpy(eye, -np.asarray(u_ref, np.float64), G, b, *bounds, layers[0].settings)
+    out, records = u.copy(), []
+    for i, (layer, (_, bi, hx, levels)) in enumerate(zip(layers, parts, strict=True)):
+        k = bi.shape[0]
+        simple = status[i] == OPTIMAL and not (levels < -SAFE_SET_TOL).any() and layer.predicted_ok(x[i], u[i], hx)
+        if simple:
+            records.append(
+                layer._record(hx, lam[i : i + 1, :k], u[i], u_ref[i], slack[i : i + 1, :k], status[i : i + 1], 0, False)
+            )
+        else:
+            out[i], record = layer.project(x[i], u_ref[i])
+            records.append(record)
+    return out, records
 
 
 def _vector(name: str, a: np.ndarray, size: int) -> np.ndarray:

@@ -24,13 +24,16 @@ class ControlAffine:
     """Base class: ``state_dim`` n, ``control_dim`` m, and the two maps.
 
     ``f(x)``: drift, ``(B, n) -> (B, n)``. ``g(x)``: input matrix, ``(B, n) -> (B, n, m)``.
-    ``step(x, u, dt)`` integrates one zero-order-hold period with RK4 (used to
-    check the discrete-time guarantee; environments use their simulator).
+    ``step(x, u, dt)`` predicts one zero-order-hold period (the safety layer's sampled-data
+    prediction): with RK4, or, for a second-order state ``[q, q']`` with ``substeps = N``, with the
+    ``N`` substeps of semi-implicit Euler a physics engine such as PyBullet takes
+    (:func:`semi_implicit`), so that the prediction matches the simulator instead of the ODE.
     """
 
     state_dim: int
     control_dim: int
     task_dim: int = 0  # rows of :meth:`task_jacobian`; 0: the model has no task space
+    substeps: int | None = None  # None: RK4; N: N semi-implicit Euler substeps (state [q, q'])
 
     def f(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -49,8 +52,10 @@ class ControlAffine:
         return self.f(x) + (self.g(x) @ u.unsqueeze(-1)).squeeze(-1)
 
     def step(self, x: Tensor, u: Tensor, dt: float) -> Tensor:
-        """One RK4 step of length ``dt`` with ``u`` held: ``(B, n), (B, m) -> (B, n)``."""
-        return rk4(self.xdot, x, u, dt)
+        """One step of length ``dt`` with ``u`` held: ``(B, n), (B, m) -> (B, n)`` (see the class docstring)."""
+        if self.substeps is None:
+            return rk4(self.xdot, x, u, dt)
+        return semi_implicit(self.xdot, x, u, dt, self.substeps)
 
     def step_numpy(self, x: np.ndarray, u: np.ndarray, dt: float) -> np.ndarray:
         """:meth:`step` on numpy arrays ``(B, n), (B, m) -> (B, n)`` (float64); models with a closed
@@ -80,6 +85,18 @@ def rk4(xdot: Callable[[Any, Any], Any], x: Any, u: Any, dt: float) -> Any:
     k3 = xdot(x + 0.5 * dt * k2, u)
     k4 = xdot(x + dt * k3, u)
     return x + dt / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+
+def semi_implicit(xdot: Callable[[Any, Any], Any], x: Any, u: Any, dt: float, substeps: int) -> Any:
+    """``substeps`` steps of semi-implicit (symplectic) Euler over ``dt`` for a state ``[q, q']``: the velocity
+    first, ``q' += h q''``, then the position with the new velocity, ``q += h q'`` (PyBullet's order);
+    torch or numpy alike."""
+    half, h = x.shape[1] // 2, dt / substeps
+    cat = np.concatenate if isinstance(x, np.ndarray) else torch.cat
+    for _ in range(substeps):
+        qd = x[:, half:] + h * xdot(x, u)[:, half:]
+        x = cat([x[:, :half] + h * qd, qd], 1)
+    return x
 
 
 class SingleIntegrator(ControlAffine):
@@ -182,9 +199,11 @@ class Manipulator(ControlAffine):
         bias: Callable[[Tensor, Tensor], Tensor],
         jacobian: Callable[[Tensor], Tensor] | None = None,
         task_dim: int = 0,
+        substeps: int | None = None,
     ):
         if (jacobian is None) != (task_dim == 0):
             raise ValueError(f"a Manipulator's jacobian and task_dim come together, got task_dim={task_dim}")
+        self.substeps = substeps
         self.dof = dof
         self.state_dim, self.control_dim, self.task_dim = 2 * dof, dof, task_dim
         self._mass_matrix, self._bias, self._jacobian = mass_matrix, bias, jacobian
@@ -205,6 +224,12 @@ class Manipulator(ControlAffine):
     def g(self, x: Tensor) -> Tensor:
         top = x.new_zeros(x.shape[0], self.dof, self.dof)
         return torch.cat([top, self._minv(x)], dim=1)
+
+    def xdot(self, x: Tensor, u: Tensor) -> Tensor:
+        """``[q', M^-1 (u - c)]``: one mass matrix and one bias per call (``f + g u`` would ask for two)."""
+        q, qd = x[:, : self.dof], x[:, self.dof :]
+        rhs = (u.to(x.dtype) - self._bias(q, qd)).unsqueeze(-1)
+        return torch.cat([qd, torch.linalg.solve(self._mass_matrix(q), rhs).squeeze(-1)], dim=1)
 
 
 def joint_velocity(J: Tensor, v: Tensor, damping: float = DLS_DAMPING) -> Tensor:
