@@ -374,8 +374,10 @@ class ArmReachEnv(SafeBulletEnv):
         URDF, masses and armature, for ``M(q)`` and ``c(q, q')`` and integrates them by the simulator's
         ``physics_substeps`` of semi-implicit Euler, and its barrier values read the same kinematics: the
         prediction matches to rounding at any speed (measured: 3e-14 in the state, 1e-15 in the barriers at
-        |q'| <= 6 rad/s and full torque; ``tests/test_envs.py`` checks it). 1e-9 covers that with room."""
-        return 1e-9
+        |q'| <= 6 rad/s and full torque; ``tests/test_envs.py`` checks it). PyBullet's link frames, which place
+        the control points, are float32 (7.5e-9 m steps), so a sphere barrier ``d^2 - R^2`` (``d`` <~ 1.5 m)
+        is resolved to about ``2 d sqrt(3) 7.5e-9 ~ 4e-8``: the margin is 1e-7."""
+        return 1e-7
 
     def safety_state(self) -> np.ndarray:
         """``[q (7), q_dot (7)]``: the state of :attr:`model` and :attr:`constraints`."""

@@ -8,14 +8,14 @@ with ``G, b`` the HOCBF rows of the constraint set (:meth:`ConstraintSet.rows`) 
 class-K gains ``p`` (learned, per sample: BarrierNet; or each barrier's defaults: a
 safety filter), the rows elastic and the bounds hard (:func:`safeliquid.qp.solve_qp`).
 
-**Sampled-data correction** (``t``). With ``u`` held for the control period ``dt``, the
+**Sampled-data correction** (the cuts). With ``u`` held for the control period ``dt``, the
 continuous condition at the sample does not bound ``h`` at the next sample. The layer
 predicts ``h(x+)`` with the model; for every barrier whose prediction misses the
-discrete-time condition ``h(x+) >= (1 - gamma) h(x) + margin`` it tightens that row by what
-closes the deficit and re-solves, at most ``tries`` times. An extra ``e`` on ``psi_r``
-raises ``h(x+)`` by about ``e dt^r / r!``, so the tightening grows by
-``OVERSHOOT * deficit * r! / dt^r``. The target sits a hair (:data:`ROUNDING`) above the
-bound so that rounding at ``h = 0`` cannot land on the unsafe side.
+discrete-time condition ``h(x+) >= (1 - gamma) h(x) + margin`` it adds that condition
+linearised in ``u`` as a cut (:func:`discrete_rows`), keeps it, and re-solves, at most
+``tries`` times, each cut aiming further above the target (:data:`OVERSHOOT`, doubled per
+round: a linearisation overestimates a concave barrier). The target sits a hair
+(:data:`ROUNDING`) above the bound so that rounding at ``h = 0`` cannot land on the unsafe side.
 
 **Fallback.** Where the QP cannot meet its rows (status not optimal) or the state is outside the
 constraint set's safe set (:meth:`ConstraintSet.in_safe_set`, e.g. after a disturbance beyond the margin),
@@ -49,7 +49,7 @@ from safeliquid.safety.constraints import ConstraintSet, hocbf_coefficients
 
 ROUNDING = {torch.float64: 1e-10, torch.float32: 1e-5}  # relative aim above h = 0, per dtype
 SAMPLED_DATA_TRIES = 6  # re-solves of the sampled-data correction
-OVERSHOOT = 0.5  # a discrete-time cut aims this share of the deficit above the target
+OVERSHOOT = 0.5  # the first discrete-time cut aims this share of the deficit above the target; doubled per round
 PAD_RHS = 1.0  # right-hand side of the rows of barriers that need no discrete-time row: 0 u <= 1, never active
 ACTIVE = 1e-9  # a row's multiplier above this: the row is active
 
@@ -103,10 +103,10 @@ class FilterRecord:
         return [STATUS_NAMES.get(int(s), "unknown") for s in self.status]
 
 
-def discrete_rows(h0: Any, J: Any, u0: Any, target: Any) -> tuple[Any, Any]:
+def discrete_rows(h0: Any, J: Any, u0: Any, target: Any, overshoot: float = OVERSHOOT) -> tuple[Any, Any]:
     """The discrete-time CBF condition ``h_k(x+(u)) >= target_k`` linearised at ``u0 (B, m)``, as QP rows
     ``G (B, K, m)``, ``b (B, K)`` (torch or numpy): ``h0 (B, K)`` the prediction at ``u0``, ``J (B, K, m)`` its
-    input sensitivity. Each row aims :data:`OVERSHOOT` of the deficit above the target (a linearisation
+    input sensitivity. Each row aims ``overshoot`` times the deficit above the target (a linearisation
     overestimates a concave barrier; the cuts are kept and re-linearised until the prediction holds).
     Rows are scaled to unit ``|G|`` (so their multipliers are in input units, well below
     the elastic penalty); barriers that already meet their target get an inactive row; a barrier that misses
@@ -118,7 +118,7 @@ def discrete_rows(h0: Any, J: Any, u0: Any, target: Any) -> tuple[Any, Any]:
     scale = xp.where(movable, norm, 0 * norm + 1.0)
     G = -J / scale[..., None]
     short_by = target - h0
-    aim = target + OVERSHOOT * xp.where(short, short_by, 0 * short_by)
+    aim = target + overshoot * xp.where(short, short_by, 0 * short_by)
     b = (h0 - (J * u0[..., None, :]).sum(-1) - aim) / scale
     keep = (short & movable)[..., None]
     G = xp.where(keep, G, 0 * G)
@@ -190,9 +190,11 @@ class BarrierLayer(nn.Module):
         self._m = model.control_dim
         degree = constraints.degrees.numpy()
         self._degree = degree
-        # The finite-difference step of the prediction's input sensitivity: 1e-6 of the input scale.
+        # The finite-difference step of the prediction's input sensitivity: 1e-3 of the input scale, well above
+        # the resolution of a simulator's kinematics (PyBullet's link frames are float32: 7.5e-9 m steps) and
+        # small enough that the prediction's curvature in u does not matter next to the cuts' overshoot.
         scale = 1.0 if constraints.u_max is None else float(constraints.u_max.abs().max())
-        self._delta = 1e-6 * (1.0 + scale)
+        self._delta = 1e-3 * (1.0 + scale)
         self._linear = all(bar.class_k == "linear" for bar in constraints.barriers)
         self._default: np.ndarray | None = None  # (K, R) default gains, R + 1 the width of the terms' L
         self._default_coeff: np.ndarray | None = None  # (K, R+1): the default rows' coefficients, once
@@ -223,14 +225,14 @@ class BarrierLayer(nn.Module):
             target = (1.0 - s.gamma) * hx.clamp_min(0.0) + ROUNDING[b.dtype] * (1.0 + hx.abs()) + s.margin
             h0 = self._predict_torch(x, sol.u.detach())
             G_all, b_all = G, b
-            for _ in range(s.tries):
+            for i in range(s.tries):
                 verified = (h0 >= target).all(-1)
                 if bool(verified.all()):
                     break
                 corrections += (~verified).long()
                 # A cut per iteration, kept: re-solving must not undo what an earlier cut fixed.
                 J = self._sensitivity_torch(x, sol.u.detach(), h0)
-                G_d, b_d = discrete_rows(h0, J, sol.u.detach(), target)
+                G_d, b_d = discrete_rows(h0, J, sol.u.detach(), target, OVERSHOOT * 2**i)
                 G_all, b_all = torch.cat([G_all, G_d], 1), torch.cat([b_all, b_d], 1)
                 sol = solve_rows(u_ref, G_all, b_all, u_min, u_max, h_diag, settings=self.settings)
                 h0 = self._predict_torch(x, sol.u.detach())
@@ -321,13 +323,13 @@ class BarrierLayer(nn.Module):
             target = (1.0 - sp.gamma) * np.maximum(hx, 0.0) + ROUNDING[torch.float64] * (1.0 + np.abs(hx)) + sp.margin
             h0 = self._predict_numpy(x, u[None, 0])[0]
             G_all, b_all = G, b
-            for _ in range(sp.tries):
+            for i in range(sp.tries):
                 if (h0 >= target).all():
                     break
                 corrections += 1
                 U = u[0] + np.concatenate([np.zeros((1, self._m)), self._delta * np.eye(self._m)])[1:]
                 J = ((self._predict_numpy(x, U) - h0) / self._delta).T  # (K, m)
-                G_d, b_d = discrete_rows(h0, J, u[0], target)
+                G_d, b_d = discrete_rows(h0, J, u[0], target, OVERSHOOT * 2**i)
                 G_all, b_all = np.concatenate([G_all, G_d]), np.concatenate([b_all, b_d])
                 u, slack_all, status, lam = solve(G_all, b_all)
                 slack = slack_all.reshape(1, -1, k).max(1)
