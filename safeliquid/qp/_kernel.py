@@ -239,7 +239,7 @@ def _solve_one(W, c, upper, tol, rel_reg, max_iter, lam):
 
 
 @njit(**_FAST)
-def solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam):
+def solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam, keep=True):
     """Solve ``B`` problems (``lb``/``ub`` of shape ``(B, 0)`` when absent).
 
     ``lam (B, m')`` holds the warm start and receives the multipliers of all rows
@@ -256,15 +256,16 @@ def solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam):
     slack = np.zeros((B, m), dtype=dtype)
     status = np.zeros(B, dtype=np.int8)
     most = 0
-    Lq_all = np.zeros((B, n, n), dtype=dtype)
-    W_all = np.zeros((B, n, mt), dtype=dtype)
+    kept = B if keep else 1  # the factors the backward pass reuses; a forward-only solve keeps one scratch
+    Lq_all = np.zeros((kept, n, n), dtype=dtype)
+    W_all = np.zeros((kept, n, mt), dtype=dtype)
     v = np.empty(n, dtype=dtype)
     G_all = np.empty((mt, n), dtype=dtype)
     h_all = np.empty(mt, dtype=dtype)
     upper = np.empty(mt, dtype=dtype)
     c = np.empty(mt, dtype=dtype)
     for b in range(B):
-        Lq, W = Lq_all[b], W_all[b]
+        Lq, W = Lq_all[b if keep else 0], W_all[b if keep else 0]
         _rows(G[b], h[b], lb[b], ub[b], rho, G_all, h_all, upper)
         if not _setup(Q[b], q[b], G_all, Lq, W, v):
             status[b] = NOT_POSITIVE_DEFINITE
@@ -403,19 +404,43 @@ def row_count(G: np.ndarray, h: np.ndarray, lb: np.ndarray, ub: np.ndarray) -> i
     return G.shape[1] + ub.shape[1] + lb.shape[1]
 
 
-def solve_checked(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam):
-    """:func:`solve_batch` after :func:`check_inputs`: a NaN/inf, ``lb > ub`` or a ``Q`` that is not positive
-    definite raises ``ValueError`` naming the argument (and the batch elements)."""
+@njit(**_FAST)
+def _forward(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam):
+    """:func:`check_inputs` and a forward-only :func:`solve_batch` in one compiled call (the control loop's):
+    ``(problem, u, slack, status)``; ``problem`` as :func:`check_inputs` (then nothing was solved)."""
     problem = check_inputs(Q, q, G, h, lb, ub)
+    if problem:
+        return problem, np.zeros_like(q), np.zeros_like(h), np.zeros(q.shape[0], dtype=np.int8)
+    u, slack, status, _, _, _ = solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam, False)
+    return 0, u, slack, status
+
+
+def _raise(problem: int, status: np.ndarray) -> None:
+    """The named ``ValueError`` for a failed :func:`check_inputs` or a ``Q`` that is not positive definite."""
     if problem:
         raise ValueError(
             f"{_NAMES[problem - 1]} contains NaN or inf; expected finite values"
             if problem <= len(_NAMES)
             else "lb must not exceed ub (the input bounds are hard constraints)"
         )
-    out = solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam)
-    status = out[2]
     if (status == NOT_POSITIVE_DEFINITE).any():
         bad = np.flatnonzero(status == NOT_POSITIVE_DEFINITE).tolist()
         raise ValueError(f"Q must be positive definite; it is not for batch elements {bad[:10]}")
+
+
+def solve_checked(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam):
+    """:func:`solve_batch` after :func:`check_inputs`: a NaN/inf, ``lb > ub`` or a ``Q`` that is not positive
+    definite raises ``ValueError`` naming the argument (and the batch elements)."""
+    _raise(check_inputs(Q, q, G, h, lb, ub), np.zeros(0, np.int8))
+    out = solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam)
+    _raise(0, out[2])
     return out
+
+
+def forward_checked(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam):
+    """The forward-only solve with :func:`solve_checked`'s errors, in one compiled call with no factors kept:
+    ``(u, slack, status)``; ``lam`` receives the multipliers."""
+    problem, u, slack, status = _forward(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam)
+    if problem or status.any():  # the status scan only when some element is not optimal
+        _raise(problem, status)
+    return u, slack, status
