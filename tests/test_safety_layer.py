@@ -190,3 +190,14 @@ def test_nothing_outside_the_qp_package_imports_its_private_modules():
             if any(x.startswith(("safeliquid.qp._", "safeliquid.qp.native")) for x in names):
                 offenders.append(str(rel))
     assert offenders == []
+
+
+def test_a_set_with_bounds_only_clips_on_both_paths():
+    cs = ConstraintSet(DoubleIntegrator(2), [], torch.randn(4, 4, dtype=F64), u_min=[-1.0, -1.0], u_max=[1.0, 1.0])
+    layer = BarrierLayer(cs, dt=0.05)
+    u_t, rec = layer(torch.zeros(2, 4, dtype=F64), torch.tensor([[3.0, -0.5], [-2.0, 2.0]], dtype=F64))
+    torch.testing.assert_close(u_t, torch.tensor([[1.0, -0.5], [-1.0, 1.0]], dtype=F64))
+    assert rec.barrier.shape == (2, 0) and not bool(rec.fallback.any())
+    u, rec = layer.project(np.zeros(4), np.array([3.0, -0.5]))
+    np.testing.assert_allclose(u, [1.0, -0.5])
+    assert not rec.fallback[0]

@@ -172,6 +172,12 @@ class ConstraintSet:
         """
         if gains is not None and gains.shape != (x.shape[0], self.gain_count):
             raise ValueError(f"gains must have shape ({x.shape[0]}, {self.gain_count}), got {tuple(gains.shape)}")
+        if not self.barriers:  # nothing to keep: no rows
+            return (
+                x.new_zeros(x.shape[0], 0, self.model.control_dim),
+                x.new_zeros(x.shape[0], 0),
+                x.new_zeros(x.shape[0], 0),
+            )
         if self.fast_terms is not None and all(bar.class_k == "linear" for bar in self.barriers):
             return self._rows_from_terms(x, gains)
         Gs, bs, hs = [], [], []

@@ -237,7 +237,7 @@ class BarrierLayer(nn.Module):
                 sol = solve_rows(u_ref, G_all, b_all, u_min, u_max, h_diag, settings=self.settings)
                 h0 = self._predict_torch(x, sol.u.detach())
             verified = (h0 >= target).all(-1)
-        slack = sol.slack.reshape(x.shape[0], -1, k).amax(1)  # per barrier: its row and its cuts
+        slack = sol.slack.reshape(x.shape[0], -1, k).amax(1) if k else sol.slack  # a barrier's row and its cuts
         active = sol.lam.detach() > ACTIVE if sol.lam is not None else torch.zeros_like(b, dtype=torch.bool)
         u = sol.u
         fallback = (sol.status != OPTIMAL) | ~verified | ~self.constraints.in_safe_set(x.detach())
