@@ -407,12 +407,12 @@ def row_count(G: np.ndarray, h: np.ndarray, lb: np.ndarray, ub: np.ndarray) -> i
 @njit(**_FAST)
 def _forward(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam):
     """:func:`check_inputs` and a forward-only :func:`solve_batch` in one compiled call (the control loop's):
-    ``(problem, u, slack, status)``; ``problem`` as :func:`check_inputs` (then nothing was solved)."""
+    ``(problem, u, slack, status, iterations)``; ``problem`` as :func:`check_inputs` (then nothing was solved)."""
     problem = check_inputs(Q, q, G, h, lb, ub)
     if problem:
-        return problem, np.zeros_like(q), np.zeros_like(h), np.zeros(q.shape[0], dtype=np.int8)
-    u, slack, status, _, _, _ = solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam, False)
-    return 0, u, slack, status
+        return problem, np.zeros_like(q), np.zeros_like(h), np.zeros(q.shape[0], dtype=np.int8), 0
+    u, slack, status, most, _, _ = solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam, False)
+    return 0, u, slack, status, most
 
 
 def _raise(problem: int, status: np.ndarray) -> None:
@@ -439,8 +439,8 @@ def solve_checked(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam):
 
 def forward_checked(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam):
     """The forward-only solve with :func:`solve_checked`'s errors, in one compiled call with no factors kept:
-    ``(u, slack, status)``; ``lam`` receives the multipliers."""
-    problem, u, slack, status = _forward(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam)
+    ``(u, slack, status, iterations)``; ``lam`` receives the multipliers."""
+    problem, u, slack, status, most = _forward(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam)
     if problem or status.any():  # the status scan only when some element is not optimal
         _raise(problem, status)
-    return u, slack, status
+    return u, slack, status, most

@@ -194,6 +194,24 @@ def _param_grads(u: Tensor, lam: Tensor, w_u: Tensor, w_lam: Tensor) -> tuple[Te
     return g_Q, -w_u, g_G, w_lam
 
 
+def _kernel_inputs(
+    Q: Tensor, q: Tensor, G: Tensor, h: Tensor, lb: Tensor | None, ub: Tensor | None, penalty: float,
+    lam0: Tensor | None,
+) -> tuple[list[np.ndarray], np.ndarray, float, float]:  # fmt: skip
+    """The kernel's arrays (``(B, 0)`` for absent bounds), the multipliers' buffer (warm-started from ``lam0``)
+    and the dtype's tolerances."""
+    from safeliquid.qp import _kernel
+
+    batch = q.shape[0]
+    tol, rel_reg = QPSettings.tolerances(q.dtype)
+    none = np.zeros((batch, 0), dtype=q.detach().numpy().dtype)
+    arrays = [none if t is None else t.detach().contiguous().numpy() for t in (Q, q, G, h, lb, ub)]
+    lam = np.zeros((batch, _kernel.row_count(*arrays[2:])), dtype=arrays[1].dtype)
+    if lam0 is not None:
+        lam[:, : G.shape[1]] = np.clip(lam0.detach().numpy(), 0.0, penalty)
+    return arrays, lam, tol, rel_reg
+
+
 class _KernelQP(torch.autograd.Function):
     """The same method through the compiled CPU kernel (:mod:`safeliquid.qp._kernel`), one problem at a time.
 
@@ -216,13 +234,7 @@ class _KernelQP(torch.autograd.Function):
     ) -> tuple[Tensor, ...]:
         from safeliquid.qp import _kernel
 
-        batch = q.shape[0]
-        tol, rel_reg = QPSettings.tolerances(q.dtype)
-        none = np.zeros((batch, 0), dtype=q.detach().numpy().dtype)
-        arrays = [none if t is None else t.detach().contiguous().numpy() for t in (Q, q, G, h, lb, ub)]
-        lam = np.zeros((batch, _kernel.row_count(*arrays[2:])), dtype=arrays[1].dtype)
-        if lam0 is not None:
-            lam[:, : G.shape[1]] = np.clip(lam0.detach().numpy(), 0.0, penalty)
+        arrays, lam, tol, rel_reg = _kernel_inputs(Q, q, G, h, lb, ub, penalty, lam0)
         u, slack, status, iterations, Lq, W = _kernel.solve_checked(*arrays, penalty, tol, rel_reg, max_iter, lam)
         u_t, lam_t = torch.from_numpy(u), torch.from_numpy(lam)
         ctx.save_for_backward(G, lb, ub, u_t, lam_t)
@@ -274,8 +286,15 @@ def solve_native(
         args = (Q, q, G, h, lb, ub, penalty, max_iter, warm_start)
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args[:6]):
             u, lam_all, slack, status, iterations = _KernelQP.apply(*args)
-        else:  # no graph to record: skip the autograd.Function machinery
-            u, lam_all, slack, status, iterations = _KernelQP.forward(_NoContext(), *args)
+        else:  # no graph to record: the forward-only kernel, no autograd.Function machinery, no factors kept
+            from safeliquid.qp import _kernel
+
+            arrays, lam, tol, rel_reg = _kernel_inputs(Q, q, G, h, lb, ub, penalty, warm_start)
+            u_np, slack_np, status_np, iterations = _kernel.forward_checked(
+                *arrays, penalty, tol, rel_reg, max_iter, lam
+            )
+            u, lam_all, slack = torch.from_numpy(u_np), torch.from_numpy(lam), torch.from_numpy(slack_np)
+            status = torch.from_numpy(status_np.astype(np.int64))
         return QPSolution(u=u, lam=lam_all[:, :m], slack=slack, status=status, iterations=int(iterations))
     Q = 0.5 * (Q + Q.transpose(1, 2))  # the objective only sees the symmetric part
     _raise_if_not_pd(torch.linalg.cholesky_ex(Q.detach())[1] != 0)
@@ -287,13 +306,6 @@ def solve_native(
     u, inside = _into_box(u, lb, ub)
     slack, status = residual_status(u, G, h, converged & inside)
     return QPSolution(u=u, lam=lam_all[:, :m], slack=slack, status=status, iterations=int(iterations))
-
-
-class _NoContext:
-    """Stands in for autograd's ctx when the kernel runs without recording a graph."""
-
-    def save_for_backward(self, *tensors: Tensor | None) -> None:
-        pass
 
 
 def _raise_if_not_pd(bad: Tensor) -> None:

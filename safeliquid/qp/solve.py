@@ -169,7 +169,7 @@ def solve_qp_numpy(
 
     tol, rel_reg = _TOLERANCES[dtype]
     lam = np.zeros((batch, _kernel.row_count(G, h, lb, ub)), dtype=dtype)
-    u, slack, status = _kernel.forward_checked(
+    u, slack, status, _ = _kernel.forward_checked(
         Q, q, G, h, lb, ub, settings.penalty, tol, rel_reg, settings.max_iter, lam
     )
     return NumpyQPSolution(u, slack, status, lam)
