@@ -21,7 +21,7 @@ from safeliquid.envs._base import SafeBulletEnv
 from torch import Tensor
 
 from safeliquid.safety import ConstraintSet, ControlAffine, state_box
-from safeliquid.safety.models import rk4, semi_implicit
+from safeliquid.safety.models import rk4
 
 
 class CartPole(ControlAffine):
@@ -56,15 +56,31 @@ class CartPole(ControlAffine):
         r1 = u + ml * s * thd**2
         r2 = ml * self.grav * s
         det = a * d - b * b
+        if xp is np:  # the control loop's batch 1: fill instead of stacking
+            out = np.empty((x.shape[0], 2))
+            out[:, 0], out[:, 1] = (d * r1 - b * r2) / det, (a * r2 - b * r1) / det
+            return out
         return xp.stack([(d * r1 - b * r2) / det, (a * r2 - b * r1) / det], 1)
+
+    def cart_gain(self, x: Any) -> Any:
+        """The cart's acceleration per newton, ``d / det`` ``(B,)`` (torch or numpy): ``g``'s ``x''`` entry."""
+        xp = np if isinstance(x, np.ndarray) else torch
+        b, a, d = self.mp * self.l * xp.cos(x[:, 1]), self.mc + self.mp, self.inertia + self.mp * self.l**2
+        return d / (a * d - b * b)
 
     def f(self, x: Tensor) -> Tensor:
         return torch.cat([x[:, 2:], self._accelerations(x, x.new_zeros(x.shape[0]))], 1)
 
     def step_numpy(self, x: np.ndarray, u: np.ndarray, dt: float) -> np.ndarray:
-        """:meth:`step` in numpy (the same integrator on the same accelerations): the control loop's path."""
-        xdot = lambda s, f: np.concatenate([s[:, 2:], self._accelerations(s, f[:, 0])], 1)  # noqa: E731
-        return rk4(xdot, x, u, dt) if self.substeps is None else semi_implicit(xdot, x, u, dt, self.substeps)
+        """:meth:`step` in numpy (the same integrator on the same accelerations): the control loop's path.
+        The semi-implicit substeps are :func:`semi_implicit`'s, written in place (velocity, then position)."""
+        if self.substeps is None:
+            return rk4(lambda s, f: np.concatenate([s[:, 2:], self._accelerations(s, f[:, 0])], 1), x, u, dt)
+        h, x, force = dt / self.substeps, np.array(x, dtype=np.float64), u[:, 0]
+        for _ in range(self.substeps):
+            x[:, 2:] += h * self._accelerations(x, force)
+            x[:, :2] += h * x[:, 2:]
+        return x
 
     def g(self, x: Tensor) -> Tensor:
         c = torch.cos(x[:, 1])
@@ -80,12 +96,16 @@ def rail_terms(x: Any, model: CartPole, rail: float) -> tuple[Any, Any]:
     cart's acceleration at zero force and ``b`` its gain per newton, ``rail.low`` is ``h = x + rail``,
     ``L_f h = x'``, ``L_f^2 h = a0``, ``L_g L_f h = b``, and ``rail.high`` the negatives with ``rail - x``."""
     xp = np if isinstance(x, np.ndarray) else torch
-    zero = 0.0 * x[:, 0]
-    drift = model._accelerations(x, zero)[:, 0]
-    gain = model._accelerations(x, zero + 1.0)[:, 0] - drift
+    drift = model._accelerations(x, 0.0 * x[:, 0])[:, 0]
+    gain = model.cart_gain(x)
     low = xp.stack([x[:, 0] + rail, x[:, 2], drift], -1)
     high = xp.stack([rail - x[:, 0], -x[:, 2], -drift], -1)
     return xp.stack([gain, -gain], 1)[..., None], xp.stack([low, high], 1)
+
+
+def rail_values(x: np.ndarray, rail: float) -> np.ndarray:
+    """The rail barriers' values ``[x + rail, rail - x]`` ``(B, 2)`` at ``x (B, 4)`` (numpy)."""
+    return np.stack([x[:, 0] + rail, rail - x[:, 0]], 1)
 
 
 def wrap_angle(theta: np.ndarray | float) -> np.ndarray | float:
@@ -168,6 +188,7 @@ class CartPoleRailEnv(SafeBulletEnv):
             self.action_bound,
             sample_margin=self.sample_margin(),
             fast_terms=partial(rail_terms, model=self.model, rail=self.rail),
+            fast_values=partial(rail_values, rail=self.rail),
             # The states the cart-pole can reach: the rail, any angle, speeds a bang-bang agent reaches.
             state_bounds=([-self.rail, -np.pi, -4.0, -15.0], [self.rail, np.pi, 4.0, 15.0]),
         )

@@ -27,7 +27,15 @@ import pybullet as p
 import torch
 from safeliquid.envs._base import SafeBulletEnv
 
-from safeliquid.safety import Backup, ConstraintSet, DoubleIntegrator, brake, braking_obstacles, braking_terms
+from safeliquid.safety import (
+    Backup,
+    ConstraintSet,
+    DoubleIntegrator,
+    brake,
+    braking_obstacles,
+    braking_terms,
+    braking_values,
+)
 
 
 class NavigateEnv(SafeBulletEnv):
@@ -151,8 +159,10 @@ class NavigateEnv(SafeBulletEnv):
             fast_terms=partial(
                 braking_terms, centers=centers, reach=reach_k, decel=decel, dt=self.dt, mass=self.model.masses
             ),
+            fast_values=partial(braking_values, centers=centers, reach=reach_k, decel=decel, dt=self.dt),
             sample_margin=self.sample_margin(),
             backup=Backup(partial(brake, decel=decel, dt=self.dt, mass=self.model.masses), self.dt),
+            certify_samples=128,
             state_bounds=(
                 [-self.arena - 1, -self.arena - 1, -self.max_speed, -self.max_speed],
                 [self.arena + 1, self.arena + 1, self.max_speed, self.max_speed],

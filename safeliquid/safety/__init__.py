@@ -1,7 +1,7 @@
 """Safety constraints in Python: models, barriers, HOCBF rows, the safety filter and the BarrierNet layer."""
 
 from safeliquid.safety.barriers import CLASS_K, Barrier, cubic, find_relative_degree, hocbf_row, linear
-from safeliquid.safety.braking import brake, braking_obstacles, braking_terms
+from safeliquid.safety.braking import brake, braking_obstacles, braking_terms, braking_values
 from safeliquid.safety.certify import Backup, Certificate, UncertifiedWarning, certify
 from safeliquid.safety.constraints import ConstraintSet
 from safeliquid.safety.filter import SafetyFilter
@@ -47,6 +47,7 @@ __all__ = [
     "brake",
     "braking_obstacles",
     "braking_terms",
+    "braking_values",
     "certify",
     "cubic",
     "cylinder_obstacle",

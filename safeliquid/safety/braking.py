@@ -105,6 +105,13 @@ def braking_terms(
     return dh_dv / mass, xp.stack([h, -2.0 * vr[..., 0]], -1)
 
 
+def braking_values(x: np.ndarray, centers: np.ndarray, reach: np.ndarray, decel: float, dt: float) -> np.ndarray:
+    """:func:`braking_obstacles`' values ``h (B, K)`` at ``x (B, 2 d)`` (numpy): what the sampled-data prediction
+    and the environment's ``info`` need, without the terms' derivatives."""
+    r = _parts(x, centers, x.shape[1] // 2, decel, dt)[1]
+    return (r * r).sum(-1) - reach * reach
+
+
 def brake(x: Any, decel: float, dt: float, mass: float | np.ndarray) -> Any:
     """The backup: ``u (B, d) = -mass * v * min(decel / |v|, 1 / dt)`` at ``x (B, 2 d)`` (torch or numpy; ``mass``
     one value or one per axis): full braking against the velocity, and in the last period exactly the force
