@@ -132,6 +132,19 @@ class SafeBulletEnv(gym.Env):
         """The largest magnitude of each component of the external force (N): 3 std, where it is truncated."""
         return 3.0 * self.disturbance * self.disturbance_scale
 
+    disturbance_matched = True  # the external force enters as the actuators' does (a safety layer can be robust)
+
+    def disturbance_input_bound(self) -> np.ndarray:
+        """The disturbance's bound in the input's units ``(m,)``, for a robust safety layer
+        (``SafetyFilterWrapper(env, robust=True)``): where the external force enters as the actuators' does
+        (Navigate's disc, CartPoleRail's cart), each component's :meth:`disturbance_bound`."""
+        if not self.disturbance_matched:
+            raise NotImplementedError(
+                f"{type(self).__name__}'s disturbance acts at {self.disturbance_point}, not through the inputs: "
+                "no per-input bound is declared"
+            )
+        return np.full(self.action_bound.shape, self.disturbance_bound())
+
     def _draw_disturbance(self) -> np.ndarray | None:
         if not self.disturbance > 0:
             return None

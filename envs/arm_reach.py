@@ -263,6 +263,7 @@ class ArmReachEnv(SafeBulletEnv):
     dt = 0.02
     physics_substeps = 4  # 200 Hz physics under a 50 Hz controller
     disturbance_scale, disturbance_dim, disturbance_point = 20.0, 3, "the end effector (control point ee)"
+    disturbance_matched = False  # a force at the end effector is J^T F in joint torques: posture dependent
     goal_tolerance = 0.05
     goal_offset_obs = 17  # where ``target - ee`` (3,) starts in the observation (``train --goal-gain``)
     # Default HOCBF gains (a learned policy brings its own). The obstacle barrier is in m^2, so its

@@ -129,6 +129,8 @@ def test_bad_input_is_named(call, error, match):
         ({"dt": 0.05, "margin": -1.0}, "margin must be a finite number >= 0"),
         ({"margin": 0.1}, "margin needs dt"),
         ({"dt": 0.05, "tries": -1}, "tries must be an integer >= 0"),
+        ({"dt": 0.05, "disturbance": [-1.0, 0.0]}, "disturbance must be finite bounds >= 0"),
+        ({"disturbance": 1.0}, "disturbance needs dt"),
     ],
 )
 def test_layer_settings_are_checked(kwargs, match):

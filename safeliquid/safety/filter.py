@@ -27,6 +27,9 @@ class SafetyFilter:
     ``margin``: robustness to model error, in barrier units: a simulator (or robot) whose one-period
     prediction differs from the model's by less than ``margin`` still keeps ``h >= 0``. Needs ``dt``;
     ``None`` takes the constraint set's ``sample_margin`` when ``dt`` is given (else 0).
+
+    ``disturbance``: the bound ``(m,)`` of a matched disturbance (in input units) the next sample must be
+    robust to, one period at a time (:class:`~safeliquid.safety.layer.SampledData`). Needs ``dt``.
     """
 
     def __init__(
@@ -36,10 +39,12 @@ class SafetyFilter:
         gamma: float = 1.0,
         margin: float | None = None,
         settings: QPSettings = DEFAULT_SETTINGS,
+        disturbance: np.ndarray | list[float] | None = None,
     ) -> None:
         self.layer = BarrierLayer(
-            constraints, dt=dt, gamma=gamma, margin=margin, settings=settings, action_name="u_raw"
-        )
+            constraints, dt=dt, gamma=gamma, margin=margin, settings=settings, action_name="u_raw",
+            disturbance=disturbance,
+        )  # fmt: skip
         self.constraints = constraints
         self.model = constraints.model
         self.dt, self.gamma = dt, gamma

@@ -58,14 +58,21 @@ ACTIVE = 1e-9  # a row's multiplier above this: the row is active
 class SampledData:
     """The sampled-data correction's settings: control period ``dt`` (s, zero-order hold), the discrete-time
     CBF rate ``gamma`` in (0, 1], the robustness ``margin`` (barrier units, >= 0) the prediction must clear,
-    and the number of re-solves ``tries`` (>= 0; 0 enforces the continuous condition only)."""
+    the number of re-solves ``tries`` (>= 0; 0 enforces the continuous condition only), and an optional bound
+    ``disturbance (m,)`` on a matched disturbance (one that enters as the input does, in its units, e.g. an
+    external force on a force-driven body): the prediction must then clear the target against the worst
+    such disturbance to first order, ``h(x+(u)) - |dh(x+)/du| w_bar`` (a discrete-time robust CBF margin,
+    after Jankovic 2018), one period at a time."""
 
     dt: float
     gamma: float = 1.0
     margin: float = 0.0
     tries: int = SAMPLED_DATA_TRIES
+    disturbance: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.disturbance is not None and not all(math.isfinite(w) and w >= 0 for w in self.disturbance):
+            raise ValueError(f"disturbance must be finite bounds >= 0 (input units), got {self.disturbance}")
         if not (math.isfinite(self.dt) and self.dt > 0):
             raise ValueError(f"dt must be a positive finite number (the control period, s), got {self.dt}")
         if not 0 < self.gamma <= 1:
@@ -161,6 +168,8 @@ class BarrierLayer(nn.Module):
     barrier and HOCBF order, in barrier order: each barrier's ``r`` orders consecutive); ``None`` uses each
     barrier's defaults. ``h_diag``: an optional positive diagonal of the QP's quadratic term.
     ``action_name``: what error messages call the action (a filter's is the agent's ``u_raw``).
+    ``disturbance``: the bound ``(m,)`` (or one number) of a matched disturbance the prediction must be robust
+    to (see :class:`SampledData`); needs ``dt``.
     """
 
     def __init__(
@@ -172,6 +181,7 @@ class BarrierLayer(nn.Module):
         tries: int | None = None,
         settings: QPSettings = DEFAULT_SETTINGS,
         action_name: str = "u_ref",
+        disturbance: np.ndarray | list[float] | None = None,
     ) -> None:
         super().__init__()
         self.action_name = action_name
@@ -183,9 +193,16 @@ class BarrierLayer(nn.Module):
         if dt is not None:
             margin = constraints.sample_margin if margin is None else margin
             tries = SAMPLED_DATA_TRIES if tries is None else tries
-            self.sampling = SampledData(float(dt), gamma, float(margin), tries)
+            w = None
+            if disturbance is not None:
+                w = tuple(
+                    float(v) for v in np.broadcast_to(np.asarray(disturbance, float), (constraints.model.control_dim,))
+                )
+            self.sampling = SampledData(float(dt), gamma, float(margin), tries, w)
         elif not 0 < gamma <= 1:
             raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+        elif disturbance is not None:
+            raise ValueError("disturbance needs dt (its margin is on the sampled-data prediction)")
         model = constraints.model
         self._m = model.control_dim
         degree = constraints.degrees.numpy()
@@ -223,7 +240,7 @@ class BarrierLayer(nn.Module):
         if self.sampling is not None and k and self.sampling.tries:
             s = self.sampling
             target = (1.0 - s.gamma) * hx.clamp_min(0.0) + ROUNDING[b.dtype] * (1.0 + hx.abs()) + s.margin
-            h0 = self._predict_torch(x, sol.u.detach())
+            h0, J = self._robust_torch(x, sol.u.detach())
             G_all, b_all = G, b
             for i in range(s.tries):
                 verified = (h0 >= target).all(-1)
@@ -231,11 +248,12 @@ class BarrierLayer(nn.Module):
                     break
                 corrections += (~verified).long()
                 # A cut per iteration, kept: re-solving must not undo what an earlier cut fixed.
-                J = self._sensitivity_torch(x, sol.u.detach(), h0)
+                if J is None:
+                    J = self._sensitivity_torch(x, sol.u.detach(), h0)
                 G_d, b_d = discrete_rows(h0, J, sol.u.detach(), target, OVERSHOOT * 2**i)
                 G_all, b_all = torch.cat([G_all, G_d], 1), torch.cat([b_all, b_d], 1)
                 sol = solve_rows(u_ref, G_all, b_all, u_min, u_max, h_diag, settings=self.settings)
-                h0 = self._predict_torch(x, sol.u.detach())
+                h0, J = self._robust_torch(x, sol.u.detach())
             verified = (h0 >= target).all(-1)
         slack = sol.slack.reshape(x.shape[0], -1, k).amax(1) if k else sol.slack  # a barrier's row and its cuts
         active = sol.lam.detach() > ACTIVE if sol.lam is not None else torch.zeros_like(b, dtype=torch.bool)
@@ -263,6 +281,16 @@ class BarrierLayer(nn.Module):
         assert s is not None
         with torch.no_grad():
             return c.values(c.model.step(x.detach(), u.to(x.dtype), s.dt))
+
+    def _robust_torch(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor | None]:
+        """:meth:`_robust_numpy` for a batch: ``(h (B, K), J (B, K, m) or None)``."""
+        s = self.sampling
+        assert s is not None
+        h0 = self._predict_torch(x, u)
+        if s.disturbance is None:
+            return h0, None
+        J = self._sensitivity_torch(x, u, h0)
+        return h0 - J.abs() @ torch.as_tensor(s.disturbance, dtype=h0.dtype), J
 
     def _sensitivity_torch(self, x: Tensor, u: Tensor, h0: Tensor) -> Tensor:
         """``J (B, K, m)``: how the prediction ``h0`` at ``u`` changes with ``u`` (forward differences, one
@@ -321,19 +349,19 @@ class BarrierLayer(nn.Module):
         sp = self.sampling
         if sp is not None and k and sp.tries:
             target = (1.0 - sp.gamma) * np.maximum(hx, 0.0) + ROUNDING[torch.float64] * (1.0 + np.abs(hx)) + sp.margin
-            h0 = self._predict_numpy(x, u[None, 0])[0]
+            h0, J = self._robust_numpy(x, u[0])
             G_all, b_all = G, b
             for i in range(sp.tries):
                 if (h0 >= target).all():
                     break
                 corrections += 1
-                U = u[0] + np.concatenate([np.zeros((1, self._m)), self._delta * np.eye(self._m)])[1:]
-                J = ((self._predict_numpy(x, U) - h0) / self._delta).T  # (K, m)
+                if J is None:
+                    J = self._sensitivity_numpy(x, u[0], h0)
                 G_d, b_d = discrete_rows(h0, J, u[0], target, OVERSHOOT * 2**i)
                 G_all, b_all = np.concatenate([G_all, G_d]), np.concatenate([b_all, b_d])
                 u, slack_all, status, lam = solve(G_all, b_all)
                 slack = slack_all.reshape(1, -1, k).max(1)
-                h0 = self._predict_numpy(x, u[None, 0])[0]
+                h0, J = self._robust_numpy(x, u[0])
             verified = bool((h0 >= target).all())
         fallback = status[0] != OPTIMAL or not verified or bool((levels < -SAFE_SET_TOL).any())
         if fallback and c.backup is not None:
@@ -363,7 +391,23 @@ class BarrierLayer(nn.Module):
         if sp is None or not sp.tries or not hx.size:
             return True
         target = (1.0 - sp.gamma) * np.maximum(hx, 0.0) + ROUNDING[torch.float64] * (1.0 + np.abs(hx)) + sp.margin
-        return bool((self._predict_numpy(x, u[None])[0] >= target).all())
+        return bool((self._robust_numpy(x, u)[0] >= target).all())
+
+    def _sensitivity_numpy(self, x: np.ndarray, u: np.ndarray, h0: np.ndarray) -> np.ndarray:
+        """``J (K, m)``: how the prediction ``h0 (K,)`` at ``u (m,)`` changes with ``u`` (forward differences)."""
+        U = u + self._delta * np.eye(self._m)
+        return ((self._predict_numpy(x, U) - h0) / self._delta).T
+
+    def _robust_numpy(self, x: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The prediction at ``u (m,)``, less the worst matched disturbance's first-order effect where the
+        layer has one: ``(h (K,), J (K, m) or None)`` (``J`` computed only then)."""
+        sp = self.sampling
+        assert sp is not None
+        h0 = self._predict_numpy(x, u[None])[0]
+        if sp.disturbance is None:
+            return h0, None
+        J = self._sensitivity_numpy(x, u, h0)
+        return h0 - np.abs(J) @ np.asarray(sp.disturbance), J
 
     def _predict_numpy(self, x: np.ndarray, U: np.ndarray) -> np.ndarray:
         """The model's barriers at the next sample from one state ``x (n,)`` under each input of ``U (J, m)``:

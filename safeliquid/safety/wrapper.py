@@ -27,6 +27,10 @@ class SafetyFilterWrapper(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
     the state the filter saw (``>= 0`` safe; the environment's own ``info`` keys are
     left as they are).
 
+    ``robust=True`` (with ``safety_filter=None``): the filter's prediction is robust to the environment's
+    declared bounded disturbance, ``env.unwrapped.disturbance_input_bound()`` (a matched one, in input
+    units), one period at a time.
+
     An action containing NaN/inf raises ``ValueError`` (the agent is broken; no
     action is sent). The action space is unchanged. Each step runs the layer's batch-1
     numpy path (:meth:`SafetyFilter.filter_numpy`).
@@ -37,12 +41,16 @@ class SafetyFilterWrapper(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         env: gym.Env,
         safety_filter: SafetyFilter | None = None,
         state_fn: Callable[[gym.Env], np.ndarray] | None = None,
+        robust: bool = False,
     ) -> None:
-        gym.utils.RecordConstructorArgs.__init__(self, safety_filter=safety_filter, state_fn=state_fn)
+        gym.utils.RecordConstructorArgs.__init__(self, safety_filter=safety_filter, state_fn=state_fn, robust=robust)
         gym.ActionWrapper.__init__(self, env)
         if not isinstance(env.action_space, gym.spaces.Box):
             raise TypeError(f"SafetyFilterWrapper needs a Box action space, got {type(env.action_space).__name__}")
         self._follow_env = safety_filter is None
+        if robust and not self._follow_env:
+            raise ValueError("robust=True builds the filter from the environment; pass safety_filter=None")
+        self.robust = robust
         if safety_filter is not None:
             self._check(safety_filter)
         self.safety_filter = safety_filter
@@ -58,7 +66,8 @@ class SafetyFilterWrapper(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         obs, info = self.env.reset(**kwargs)
         if self._follow_env:
             inner = self.env.unwrapped
-            self.safety_filter = SafetyFilter(inner.constraints, dt=getattr(inner, "dt", None))  # type: ignore[attr-defined]
+            w = inner.disturbance_input_bound() if self.robust else None  # type: ignore[attr-defined]
+            self.safety_filter = SafetyFilter(inner.constraints, dt=getattr(inner, "dt", None), disturbance=w)  # type: ignore[attr-defined]
             self._check(self.safety_filter)
         return obs, info
 
