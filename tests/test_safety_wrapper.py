@@ -188,6 +188,7 @@ def test_a_robust_filter_holds_navigate_against_its_declared_disturbance():
     case to first order: not a certified robust set, so not asserted as zero)."""
     import safeliquid.envs  # noqa: F401 - registers the environments
     from safeliquid.envs.adversaries import adversaries
+
     from safeliquid.safety.adversaries import attack
 
     results = {}
