@@ -21,7 +21,7 @@ class SafetyFilter:
 
     ``dt``: the control period when actions are held between samples (zero-order hold). The continuous
     CBF condition then does not bound the barrier at the next sample; the filter predicts it with the
-    model and tightens the rows until the discrete-time condition ``h(x+) >= (1 - gamma) h(x) + margin``
+    model and adds cuts to the QP until the discrete-time condition ``h(x+) >= (1 - gamma) h(x) + margin``
     holds (:mod:`safeliquid.safety.layer`). ``None`` enforces the continuous-time condition only.
 
     ``margin``: robustness to model error, in barrier units: a simulator (or robot) whose one-period

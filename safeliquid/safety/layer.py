@@ -26,7 +26,7 @@ silently. On a certified set (:mod:`safeliquid.safety.certify`) the backup keeps
 Two paths, side by side and held equal by a test:
 
 - :meth:`BarrierLayer.forward`: batched torch, differentiable in ``u_ref``, the gains and
-  ``H`` through the QP's KKT conditions (the tightening is a constant of the backward pass);
+  ``H`` through the QP's KKT conditions (the sampled-data cuts are constants of the backward pass);
   for training and vectorised environments.
 - :meth:`BarrierLayer.project`: one state in numpy, the closed-form rows and the compiled
   QP kernel called directly (:func:`safeliquid.qp.solve_qp_numpy`); for control loops.
