@@ -84,7 +84,7 @@ def descent(env: Any, names: tuple[str, ...] | None = None, delta: float = 1e-3)
     m = cons.model.control_dim
     scale = delta * (1.0 + float(np.abs(env.action_space.high).max()))
     U = np.concatenate([np.zeros((1, m)), scale * np.eye(m)])
-    H = cons.values_numpy(cons.model.step_numpy(np.repeat(x[None], m + 1, 0), U, base.dt))[:, k]
+    H = cons.predict_numpy(x, U, base.dt)[:, k]
     return (H[1:] - H[0]) / scale
 
 

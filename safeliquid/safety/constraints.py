@@ -270,6 +270,11 @@ class ConstraintSet:
         """Relative degree of every barrier, ``(K,)`` long."""
         return self._degree
 
+    def predict_numpy(self, x: np.ndarray, U: np.ndarray, dt: float) -> np.ndarray:
+        """The barriers at the next sample, ``h (J, K)``, from one state ``x (n,)`` with each input of ``U (J, m)``
+        held for ``dt`` (the model's :meth:`~ControlAffine.step_numpy`; one batched prediction)."""
+        return self.values_numpy(self.model.step_numpy(np.repeat(x[None], U.shape[0], 0), U, dt))
+
     def values_numpy(self, x: np.ndarray) -> np.ndarray:
         """Barrier values ``(B, K)`` at a numpy state ``(B, n)`` (from ``fast_values``, else from the fast terms
         when they take numpy, else through torch)."""

@@ -412,9 +412,8 @@ class BarrierLayer(nn.Module):
     def _predict_numpy(self, x: np.ndarray, U: np.ndarray) -> np.ndarray:
         """The model's barriers at the next sample from one state ``x (n,)`` under each input of ``U (J, m)``:
         ``h (J, K)`` (one batched prediction)."""
-        s, c = self.sampling, self.constraints
-        assert s is not None
-        return c.values_numpy(c.model.step_numpy(np.repeat(x[None], U.shape[0], 0), U, s.dt))
+        assert self.sampling is not None
+        return self.constraints.predict_numpy(x, U, self.sampling.dt)
 
     def _rows_numpy(
         self, x: np.ndarray, gains: np.ndarray | None
