@@ -210,10 +210,16 @@ def arm_values(x: np.ndarray, model: KukaModel, center: np.ndarray, reach: float
     for xi in np.asarray(x, np.float64):
         for j in range(7):
             sim.call(p.resetJointState, body, j, float(xi[j]), 0.0)
-        q = xi[:7]
-        sphere = ((control_points(sim, body) - center) ** 2).sum(1) - reach * reach
-        out.append(np.concatenate([sphere, np.stack([q - low, high - q], 1).ravel()]))
+        out.append(barriers_at(control_points(sim, body), xi[:7], center, reach, low, high))
     return np.array(out)
+
+
+def barriers_at(points: np.ndarray, q: np.ndarray, center: np.ndarray, reach: float, low: np.ndarray,
+                high: np.ndarray) -> np.ndarray:  # fmt: skip
+    """ArmReach's barrier values ``(22,)`` from the control points ``(P, 3)`` and the joints ``q (7,)``: the
+    sphere's for each point, then ``joint1.low``, ``joint1.high``, ``joint2.low``, ..."""
+    sphere = ((points - center) ** 2).sum(1) - reach * reach
+    return np.concatenate([sphere, np.stack([q - low, high - q], 1).ravel()])
 
 
 class _Kinematics:
@@ -391,10 +397,8 @@ class ArmReachEnv(SafeBulletEnv):
             raise ValueError("ArmReach evaluates barriers at the current state only (PyBullet places the points)")
         q = self.safety_state()[:7] if state is None else state[:7]
         reach = self.obstacle[3] + self.link_radius + self.margin
-        points = ((self._points_now() - self.obstacle[:3]) ** 2).sum(1) - reach**2
         lo, hi = self.q_low + self.joint_margin, self.q_high - self.joint_margin
-        joints = np.stack([q - lo, hi - q], 1).ravel()  # joint1.low, joint1.high, joint2.low, ...
-        return np.concatenate([points, joints])
+        return barriers_at(self._points_now(), q, self.obstacle[:3], reach, lo, hi)
 
     def end_effector(self) -> np.ndarray:
         return self._points_now()[-1]

@@ -210,7 +210,7 @@ class CartPoleRailEnv(SafeBulletEnv):
 
     def barrier_values(self, state: np.ndarray | None = None) -> np.ndarray:
         s = self.safety_state() if state is None else state
-        return np.array([s[0] + self.rail, self.rail - s[0]])
+        return rail_values(np.asarray(s, np.float64)[None], self.rail)[0]
 
     def _observe(self, state: np.ndarray) -> np.ndarray:
         x, th, xd, thd = state

@@ -108,7 +108,8 @@ class ConstraintSet:
                     f"got shape {got.shape} (max error {worst:.3g})"
                 )
             self.fast_values = fast_values
-        self._linear = all(bar.class_k == "linear" for bar in self.barriers)
+        # Every barrier's class-K function is linear: the gain-free terms (and so the closed forms) apply.
+        self.linear = all(bar.class_k == "linear" for bar in self.barriers)
         top = int(self._degree.max()) if self.barriers else 1
         # Level i of barrier k is sum_j C[k, i, j] L_f^j h with the default gains (the safe set's psi_i).
         self._level_coeff = np.stack(
@@ -178,7 +179,7 @@ class ConstraintSet:
                 x.new_zeros(x.shape[0], 0),
                 x.new_zeros(x.shape[0], 0),
             )
-        if self.fast_terms is not None and all(bar.class_k == "linear" for bar in self.barriers):
+        if self.fast_terms is not None and self.linear:
             return self._rows_from_terms(x, gains)
         Gs, bs, hs = [], [], []
         start = 0
@@ -200,10 +201,10 @@ class ConstraintSet:
         barrier's degree) with the default gains: ``x`` is in the safe set where all are >= 0. Linear class-K
         barriers only; otherwise just ``h`` (``(B, K, 1)``)."""
         if isinstance(x, np.ndarray):
-            if not self._linear:
+            if not self.linear:
                 return self.values_numpy(x)[..., None]
             return self.levels_from_terms(self.terms_numpy(x)[1])
-        if not self._linear:
+        if not self.linear:
             with torch.no_grad():
                 return self.values(x)[..., None]
         return self.levels_from_terms(self.terms(x).L.detach())
@@ -245,11 +246,8 @@ class ConstraintSet:
         top = max(t.L.shape[-1] - 1, 1)
         per = torch.as_tensor(self.default_gains(top), dtype=x.dtype).expand(x.shape[0], -1, -1).clone()
         if gains is not None:
-            start = 0
-            for i, bar in enumerate(self.barriers):
-                r = bar.relative_degree or 0
-                per[:, i, :r] = gains[:, start : start + r]
-                start += r
+            barrier, order = self.gain_index()
+            per[:, torch.from_numpy(barrier), torch.from_numpy(order)] = gains
         return -t.A, rhs(t.L, t.degree, per), t.L[..., 0]
 
     def terms_numpy(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -73,6 +73,7 @@ class SampledData:
     def __post_init__(self) -> None:
         if self.disturbance is not None and not all(math.isfinite(w) and w >= 0 for w in self.disturbance):
             raise ValueError(f"disturbance must be finite bounds >= 0 (input units), got {self.disturbance}")
+
         if not (math.isfinite(self.dt) and self.dt > 0):
             raise ValueError(f"dt must be a positive finite number (the control period, s), got {self.dt}")
         if not 0 < self.gamma <= 1:
@@ -81,6 +82,13 @@ class SampledData:
             raise ValueError(f"margin must be a finite number >= 0 (barrier units), got {self.margin}")
         if not (isinstance(self.tries, int) and self.tries >= 0):
             raise ValueError(f"tries must be an integer >= 0, got {self.tries!r}")
+
+    def target(self, h: Any) -> Any:
+        """What each barrier must reach at the next sample from values ``h (..., K)`` now (torch or numpy):
+        ``(1 - gamma) max(h, 0) + margin``, a hair (:data:`ROUNDING`) above it."""
+        if isinstance(h, np.ndarray):
+            return (1.0 - self.gamma) * np.maximum(h, 0.0) + ROUNDING[torch.float64] * (1.0 + np.abs(h)) + self.margin
+        return (1.0 - self.gamma) * h.clamp_min(0.0) + ROUNDING[h.dtype] * (1.0 + h.abs()) + self.margin
 
 
 @dataclass
@@ -212,7 +220,6 @@ class BarrierLayer(nn.Module):
         # small enough that the prediction's curvature in u does not matter next to the cuts' overshoot.
         scale = 1.0 if constraints.u_max is None else float(constraints.u_max.abs().max())
         self._delta = 1e-3 * (1.0 + scale)
-        self._linear = all(bar.class_k == "linear" for bar in constraints.barriers)
         self._default: np.ndarray | None = None  # (K, R) default gains, R + 1 the width of the terms' L
         self._default_coeff: np.ndarray | None = None  # (K, R+1): the default rows' coefficients, once
         self._gain_at = constraints.gain_index()  # (barrier, order) of each flat gain
@@ -239,7 +246,7 @@ class BarrierLayer(nn.Module):
         k = G.shape[1]
         if self.sampling is not None and k and self.sampling.tries:
             s = self.sampling
-            target = (1.0 - s.gamma) * hx.clamp_min(0.0) + ROUNDING[b.dtype] * (1.0 + hx.abs()) + s.margin
+            target = s.target(hx)
             h0, J = self._robust_torch(x, sol.u.detach())
             G_all, b_all = G, b
             for i in range(s.tries):
@@ -348,7 +355,7 @@ class BarrierLayer(nn.Module):
         corrections, verified = 0, True
         sp = self.sampling
         if sp is not None and k and sp.tries:
-            target = (1.0 - sp.gamma) * np.maximum(hx, 0.0) + ROUNDING[torch.float64] * (1.0 + np.abs(hx)) + sp.margin
+            target = sp.target(hx)
             h0, J = self._robust_numpy(x, u[0])
             G_all, b_all = G, b
             for i in range(sp.tries):
@@ -390,8 +397,7 @@ class BarrierLayer(nn.Module):
         sp = self.sampling
         if sp is None or not sp.tries or not hx.size:
             return True
-        target = (1.0 - sp.gamma) * np.maximum(hx, 0.0) + ROUNDING[torch.float64] * (1.0 + np.abs(hx)) + sp.margin
-        return bool((self._robust_numpy(x, u)[0] >= target).all())
+        return bool((self._robust_numpy(x, u)[0] >= sp.target(hx)).all())
 
     def _sensitivity_numpy(self, x: np.ndarray, u: np.ndarray, h0: np.ndarray) -> np.ndarray:
         """``J (K, m)``: how the prediction ``h0 (K,)`` at ``u (m,)`` changes with ``u`` (forward differences)."""
@@ -424,7 +430,7 @@ class BarrierLayer(nn.Module):
         c = self.constraints
         if not len(c.barriers):
             return np.zeros((0, self._m)), np.zeros(0), np.zeros(0), np.zeros((0, 1))
-        if not self._linear:
+        if not c.linear:
             flat = None if gains is None else torch.from_numpy(gains[None])
             G, b, h = c.rows(torch.from_numpy(x[None]), flat)
             h = h[0].detach().numpy()
