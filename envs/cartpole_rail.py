@@ -18,6 +18,7 @@ import numpy as np
 import pybullet as p
 import torch
 from safeliquid.envs._base import SafeBulletEnv
+from safeliquid.envs.cartpole_backup import BrakeAndHold
 from torch import Tensor
 
 from safeliquid.safety import ConstraintSet, ControlAffine, state_box
@@ -46,7 +47,7 @@ class CartPole(ControlAffine):
         self.mc, self.mp, self.l, self.inertia, self.grav = cart_mass, pole_mass, com, inertia, gravity
         self.substeps = substeps  # the sampled-data prediction integrates as PyBullet does
 
-    def _accelerations(self, x: Any, u: Any) -> Any:
+    def accelerations(self, x: Any, u: Any) -> Any:
         """``[x'', theta''] (B, 2)`` at ``x (B, 4)`` under force ``u (B,)``; torch or numpy alike."""
         xp = np if isinstance(x, np.ndarray) else torch
         th, thd = x[:, 1], x[:, 3]
@@ -69,16 +70,16 @@ class CartPole(ControlAffine):
         return d / (a * d - b * b)
 
     def f(self, x: Tensor) -> Tensor:
-        return torch.cat([x[:, 2:], self._accelerations(x, x.new_zeros(x.shape[0]))], 1)
+        return torch.cat([x[:, 2:], self.accelerations(x, x.new_zeros(x.shape[0]))], 1)
 
     def step_numpy(self, x: np.ndarray, u: np.ndarray, dt: float) -> np.ndarray:
         """:meth:`step` in numpy (the same integrator on the same accelerations): the control loop's path.
         The semi-implicit substeps are :func:`semi_implicit`'s, written in place (velocity, then position)."""
         if self.substeps is None:
-            return rk4(lambda s, f: np.concatenate([s[:, 2:], self._accelerations(s, f[:, 0])], 1), x, u, dt)
+            return rk4(lambda s, f: np.concatenate([s[:, 2:], self.accelerations(s, f[:, 0])], 1), x, u, dt)
         h, x, force = dt / self.substeps, np.array(x, dtype=np.float64), u[:, 0]
         for _ in range(self.substeps):
-            x[:, 2:] += h * self._accelerations(x, force)
+            x[:, 2:] += h * self.accelerations(x, force)
             x[:, :2] += h * x[:, 2:]
         return x
 
@@ -96,7 +97,7 @@ def rail_terms(x: Any, model: CartPole, rail: float) -> tuple[Any, Any]:
     cart's acceleration at zero force and ``b`` its gain per newton, ``rail.low`` is ``h = x + rail``,
     ``L_f h = x'``, ``L_f^2 h = a0``, ``L_g L_f h = b``, and ``rail.high`` the negatives with ``rail - x``."""
     xp = np if isinstance(x, np.ndarray) else torch
-    drift = model._accelerations(x, 0.0 * x[:, 0])[:, 0]
+    drift = model.accelerations(x, 0.0 * x[:, 0])[:, 0]
     gain = model.cart_gain(x)
     low = xp.stack([x[:, 0] + rail, x[:, 2], drift], -1)
     high = xp.stack([rail - x[:, 0], -x[:, 2], -drift], -1)
@@ -189,6 +190,7 @@ class CartPoleRailEnv(SafeBulletEnv):
             sample_margin=self.sample_margin(),
             fast_terms=partial(rail_terms, model=self.model, rail=self.rail),
             fast_values=partial(rail_values, rail=self.rail),
+            backup=BrakeAndHold(self.model, self.rail, self.force_limit, self.dt).backup(),
             # The states the cart-pole can reach: the rail, any angle, speeds a bang-bang agent reaches.
             state_bounds=([-self.rail, -np.pi, -4.0, -15.0], [self.rail, np.pi, 4.0, 15.0]),
         )

@@ -124,35 +124,6 @@ def test_without_a_filter_the_wrapper_follows_the_constraints_of_each_episode():
         assert info["filter/barrier_h/disc"] == pytest.approx(expected)  # this episode's obstacle
 
 
-@pytest.mark.parametrize("adversary", range(4), ids=["random", "bang-bang", "toward-constraint", "tangent"])
-def test_navigate_keeps_every_barrier_against_adversaries(adversary):
-    """The certified Navigate set under the wrapper: no violating step, no contact, no unreported
-    infeasible solve against each adversary; the same adversaries without the filter do collide."""
-    import safeliquid.envs  # noqa: F401 - registers the environments
-    from safeliquid.envs.adversaries import adversaries
-
-    from safeliquid.safety.adversaries import attack
-
-    env = SafetyFilterWrapper(gym.make("safeliquid/Navigate-v0"))
-    result = attack(env, adversaries("safeliquid/Navigate-v0")[adversary], steps=600, seed=10)
-    env.close()
-    assert result.violating_steps == 0 and result.contacts == 0 and result.min_h >= 0.0, result
-    assert result.unreported_infeasible == 0, result
-
-
-def test_the_navigate_adversaries_collide_without_the_filter():
-    import safeliquid.envs  # noqa: F401 - registers the environments
-    from safeliquid.envs.adversaries import adversaries
-
-    from safeliquid.safety.adversaries import attack
-
-    env = gym.make("safeliquid/Navigate-v0")
-    for adversary in adversaries("safeliquid/Navigate-v0")[1:]:
-        result = attack(env, adversary, steps=600, seed=10)
-        assert result.violating_steps > 0 and result.contacts > 0, (adversary.name, result)
-    env.close()
-
-
 def test_vector_wrapper_solves_every_sub_env_at_once_with_the_single_path_actions():
     """SafetyFilterVectorWrapper on a SyncVectorEnv: each sub-environment gets the action the single-scene layer
     gives at its state (one batched solve, the rare hard cases on the single path), and info says so."""

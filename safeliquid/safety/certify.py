@@ -18,6 +18,13 @@ layer uses is the HOCBF set with each barrier's default gains,
    meet its rows, or the state is outside ``S`` (after a disturbance beyond the margin, or a reset), the
    layer sends ``u_b`` and reports it, instead of the least-violating QP solution.
 
+Where no closed-form barrier set is control invariant under the bounds (CartPoleRail: a spinning pole
+takes the force the cart needs to brake), a backup with a ``horizon`` defines the certified set instead:
+its **implicit safe set** (:mod:`safeliquid.safety.backup_set`), the states from which the backup's rollout
+stays safe and reaches a terminal set. That set is invariant under the backup by construction; the layer
+sends the QP's input only when its next sample stays in the set, and the QP's rows need not be feasible
+(where they are not, the backup acts, reported).
+
 :func:`certify` tests both on sampled states of ``S``; :class:`ConstraintSet` runs it at construction when
 the set has input bounds, and warns (or raises, ``certify="error"``) naming the constraint and a sampled
 state from which no admissible input satisfies it. A sampled test is evidence, not a proof: the
@@ -37,12 +44,14 @@ import torch
 from torch import Tensor
 
 from safeliquid.qp import OPTIMAL, solve_qp
+from safeliquid.safety.backup_set import keeps, rollout
 
 if TYPE_CHECKING:
     from safeliquid.safety.constraints import ConstraintSet
 
 CERTIFY_MODES = ("warn", "error", "off")
 SAFE_SET_TOL = 1e-9  # psi >= -SAFE_SET_TOL counts as inside the safe set (rounding at the boundary)
+TERMINAL_PERIODS = 4  # an implicit set's terminal states are tested for this many horizons more
 INVARIANCE_TOL = 1e-9  # the backup's next sample may sit this far below the safe set's boundary
 
 
@@ -54,23 +63,50 @@ class UncertifiedWarning(UserWarning):
 @dataclass(frozen=True)
 class Backup:
     """A backup controller: ``control(x (B, n)) -> u (B, m)`` within the input bounds (torch or numpy alike,
-    the same type back), held for ``dt`` seconds at a time, under which the safe set is invariant."""
+    the same type back), held for ``dt`` seconds at a time (the control period).
+
+    Without ``horizon`` the HOCBF safe set is the certified set and the backup must keep it invariant one
+    period at a time (Navigate's braking). With ``horizon`` > 0 the certified set is the backup's **implicit
+    safe set** (Gurriet et al. 2020; :mod:`safeliquid.safety.backup_set`): the states from which the backup,
+    rolled out with the model for at most ``horizon`` periods, keeps every barrier ``>= margin`` at every
+    sample and reaches ``terminal``, a set from which it keeps every barrier for ever
+    (``terminal(x (B, n)) -> (B,)`` bool, numpy). ``keeps``: an optional compiled form of that rollout test,
+    ``x (B, n) numpy -> (B,)`` bool, held equal to the generic one by the environment's tests."""
 
     control: Callable[[Any], Any]
     dt: float
+    horizon: int = 0
+    terminal: Callable[[np.ndarray], np.ndarray] | None = None
+    margin: float = 0.0
+    keeps: Callable[[np.ndarray], np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.control):
             raise TypeError(f"Backup.control must be callable, got {type(self.control).__name__}")
         if not (math.isfinite(self.dt) and self.dt > 0):
             raise ValueError(f"Backup.dt must be a positive finite number (s), got {self.dt}")
+        if not (isinstance(self.horizon, int) and self.horizon >= 0):
+            raise ValueError(f"Backup.horizon must be an integer >= 0 (control periods), got {self.horizon!r}")
+        if self.horizon and not callable(self.terminal):
+            raise ValueError("Backup.terminal must be given (a callable x -> bool) when horizon > 0")
+        if not (math.isfinite(self.margin) and self.margin >= 0):
+            raise ValueError(f"Backup.margin must be a finite number >= 0 (barrier units), got {self.margin}")
+        if self.keeps is not None and not callable(self.keeps):
+            raise TypeError(f"Backup.keeps must be callable or None, got {type(self.keeps).__name__}")
+
+    @property
+    def implicit(self) -> bool:
+        """Does this backup define an implicit safe set (``horizon`` > 0)?"""
+        return self.horizon > 0
 
 
 @dataclass
 class Failure:
     """One sampled state of the safe set where the certificate fails: ``what`` failed (``"feasibility"``:
     no admissible input meets the rows; ``"backup bounds"``; ``"backup invariance"``: the backup leaves the
-    set), the ``constraint`` most to blame, the ``state (n,)`` and how far off (``amount``, barrier units)."""
+    set; ``"terminal safety"``: the backup held on from an implicit safe set's terminal set breaks a
+    barrier), the ``constraint`` most to blame, the ``state (n,)`` and how far off (``amount``, barrier
+    units)."""
 
     what: str
     constraint: str
@@ -83,6 +119,10 @@ class Failure:
             how = f"no input within the bounds satisfies its CBF row (short by {self.amount:.3g})"
         elif self.what == "backup bounds":
             how = f"the backup controller leaves the input bounds (by {self.amount:.3g})"
+        elif self.what == "terminal safety":
+            how = (
+                f"the backup, held on after its rollout reaches the terminal set, then breaks it (by {self.amount:.3g})"
+            )
         else:
             how = f"the backup controller, held one period, leaves the safe set (short by {self.amount:.3g})"
         return f"constraint {self.constraint!r} is not certified under the input bounds: at the state {state}, {how}"
@@ -109,6 +149,8 @@ def certify(constraints: ConstraintSet, states: Tensor) -> Certificate:
     if c.u_min is None or c.u_max is None:
         raise ValueError("certify needs a constraint set with input bounds u_min and u_max")
     states = states.detach().double()
+    if c.backup is not None and c.backup.implicit:
+        return _certify_implicit(c, states)
     inside = c.in_safe_set(states)
     x = states[inside]
     out = Certificate(sampled=int(states.shape[0]), checked=int(x.shape[0]))
@@ -144,6 +186,44 @@ def _check_backup(c: ConstraintSet, x: Tensor, lb: Tensor, ub: Tensor, out: Cert
     for i in torch.nonzero((psi < -INVARIANCE_TOL).any(-1)).flatten().tolist():
         k = int(psi[i].argmin())
         out.failures.append(Failure("backup invariance", c.names[k], x[i].numpy(), float(-psi[i, k])))
+
+
+def _certify_implicit(c: ConstraintSet, states: Tensor) -> Certificate:
+    """The certificate of a backup's implicit safe set (:mod:`safeliquid.safety.backup_set`), on the sampled
+    states inside it: the backup within the bounds; its next sample inside the set again (the tail property
+    the horizon and the terminal set must give); and every barrier kept ``>= margin`` for
+    :data:`TERMINAL_PERIODS` times the horizon after each rollout reaches the terminal set. The QP's rows need
+    not be feasible there: where they are not, the backup acts."""
+    assert c.backup is not None and c.u_min is not None and c.u_max is not None
+    x_all = states.numpy()
+    inside = keeps(c, x_all)
+    x = x_all[inside]
+    out = Certificate(sampled=int(states.shape[0]), checked=int(x.shape[0]))
+    if not out.checked:
+        return out
+    lb, ub = c.u_min.double().numpy(), c.u_max.double().numpy()
+    u = np.asarray(c.backup.control(x), dtype=np.float64)
+    if u.shape != (x.shape[0], c.model.control_dim):
+        raise ValueError(
+            f"the backup controller must return ({x.shape[0]}, {c.model.control_dim}) inputs, got {tuple(u.shape)}"
+        )
+    excess = np.maximum(u - ub, lb - u).max(-1)
+    for i in np.flatnonzero(excess > 1e-9 * (1.0 + np.abs(ub).max())):
+        out.failures.append(Failure("backup bounds", "input bounds", x[i], float(excess[i])))
+    for i in np.flatnonzero(~keeps(c, c.model.step_numpy(x, u, c.backup.dt))):
+        out.failures.append(Failure("backup invariance", "backup set", x[i], 0.0))
+    _, state = rollout(c, x)  # where each rollout reached the terminal set
+    end = state.copy()
+    for _ in range(TERMINAL_PERIODS * c.backup.horizon):
+        state = c.model.step_numpy(state, np.asarray(c.backup.control(state), dtype=np.float64), c.backup.dt)
+        h = c.values_numpy(state)
+        lost = (h < c.backup.margin).any(-1)
+        if lost.any():
+            i = int(np.flatnonzero(lost)[0])
+            k = int(h[i].argmin())
+            out.failures.append(Failure("terminal safety", c.names[k], end[i], float(c.backup.margin - h[i, k])))
+            break
+    return out
 
 
 def sample_box(low: np.ndarray, high: np.ndarray, count: int, seed: int = 0) -> Tensor:

@@ -17,11 +17,14 @@ linearised in ``u`` as a cut (:func:`discrete_rows`), keeps it, and re-solves, a
 round: a linearisation overestimates a concave barrier). The target sits a hair
 (:data:`ROUNDING`) above the bound so that rounding at ``h = 0`` cannot land on the unsafe side.
 
-**Fallback.** Where the QP cannot meet its rows (status not optimal) or the state is outside the
-constraint set's safe set (:meth:`ConstraintSet.in_safe_set`, e.g. after a disturbance beyond the margin),
-the layer sends the set's declared backup controller (:class:`~safeliquid.safety.certify.Backup`) if it has
-one, else the QP's least-violating input, and says so in the record (``fallback``): it never relaxes a row
-silently. On a certified set (:mod:`safeliquid.safety.certify`) the backup keeps the state in the safe set.
+**Fallback.** Where the QP cannot meet its rows (status not optimal), its prediction misses the
+discrete-time target, or the state is outside the certified set (the HOCBF safe set,
+:meth:`ConstraintSet.in_safe_set`, e.g. after a disturbance beyond the margin; with an implicit backup set,
+:mod:`safeliquid.safety.backup_set`, the test is instead that the model's next sample under the QP's input is
+in that set), the layer sends the set's declared backup controller
+(:class:`~safeliquid.safety.certify.Backup`) if it has one, else the QP's least-violating input, and says so
+in the record (``fallback``): it never relaxes a row silently. On a certified set
+(:mod:`safeliquid.safety.certify`) the backup keeps the state in the safe set.
 
 Two paths, side by side and held equal by a test:
 
@@ -44,6 +47,7 @@ from torch import Tensor, nn
 
 from safeliquid._checks import check_tensor
 from safeliquid.qp import DEFAULT_SETTINGS, OPTIMAL, STATUS_NAMES, QPSettings, QPSolution, solve_qp, solve_qp_numpy
+from safeliquid.safety.backup_set import keeps
 from safeliquid.safety.certify import SAFE_SET_TOL
 from safeliquid.safety.constraints import ConstraintSet, hocbf_coefficients
 
@@ -265,7 +269,7 @@ class BarrierLayer(nn.Module):
         slack = sol.slack.reshape(x.shape[0], -1, k).amax(1) if k else sol.slack  # a barrier's row and its cuts
         active = sol.lam.detach() > ACTIVE if sol.lam is not None else torch.zeros_like(b, dtype=torch.bool)
         u = sol.u
-        fallback = (sol.status != OPTIMAL) | ~verified | ~self.constraints.in_safe_set(x.detach())
+        fallback = (sol.status != OPTIMAL) | ~verified | ~self._in_certified_set_torch(x.detach(), u.detach())
         backup = self.constraints.backup
         if backup is not None and bool(fallback.any()):
             u_b = torch.as_tensor(backup.control(x.detach()), dtype=u.dtype)
@@ -281,6 +285,23 @@ class BarrierLayer(nn.Module):
             fallback=fallback,
         )
         return u, record
+
+    def _in_certified_set_torch(self, x: Tensor, u: Tensor) -> Tensor:
+        """``(B,)`` bool: with an implicit backup set, is the model's next sample under ``u (B, m)`` in it;
+        otherwise, is ``x (B, n)`` in the HOCBF safe set."""
+        c = self.constraints
+        if c.backup is None or not c.backup.implicit:
+            return c.in_safe_set(x)
+        x_next = c.model.step_numpy(x.double().numpy(), u.double().numpy(), c.backup.dt)
+        return torch.from_numpy(keeps(c, x_next))
+
+    def _in_certified_set(self, x: np.ndarray, u: np.ndarray, levels: np.ndarray) -> bool:
+        """:meth:`_in_certified_set_torch` at one state ``x (n,)`` under ``u (m,)``; ``levels (K, R)`` the HOCBF
+        safe set's at ``x``."""
+        c = self.constraints
+        if c.backup is None or not c.backup.implicit:
+            return not bool((levels < -SAFE_SET_TOL).any())
+        return bool(keeps(c, c.model.step_numpy(x[None], u[None], c.backup.dt))[0])
 
     def _predict_torch(self, x: Tensor, u: Tensor) -> Tensor:
         """The model's barriers at the next sample with ``u (B, m)`` held from ``x (B, n)``: ``h (B, K)``."""
@@ -370,7 +391,7 @@ class BarrierLayer(nn.Module):
                 slack = slack_all.reshape(1, -1, k).max(1)
                 h0, J = self._robust_numpy(x, u[0])
             verified = bool((h0 >= target).all())
-        fallback = status[0] != OPTIMAL or not verified or bool((levels < -SAFE_SET_TOL).any())
+        fallback = status[0] != OPTIMAL or not verified or not self._in_certified_set(x, u[0], levels)
         if fallback and c.backup is not None:
             u = np.asarray(c.backup.control(x[None]), dtype=np.float64)
         return u[0], self._record(hx, lam[:, :k], u[0], u_ref, slack, status, corrections, fallback)
@@ -476,7 +497,11 @@ def project_many(layers: list[BarrierLayer], x: np.ndarray, u_ref: np.ndarray) -
     out, records = u.copy(), []
     for i, (layer, (_, bi, hx, levels)) in enumerate(zip(layers, parts, strict=True)):
         k = bi.shape[0]
-        simple = status[i] == OPTIMAL and not (levels < -SAFE_SET_TOL).any() and layer.predicted_ok(x[i], u[i], hx)
+        simple = (
+            status[i] == OPTIMAL
+            and layer.predicted_ok(x[i], u[i], hx)
+            and layer._in_certified_set(np.asarray(x[i], np.float64), u[i], levels)
+        )
         if simple:
             records.append(
                 layer._record(hx, lam[i : i + 1, :k], u[i], u_ref[i], slack[i : i + 1, :k], status[i : i + 1], 0, False)
