@@ -33,6 +33,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_qp.py
 	$(PY) benchmarks/bench_envs.py
 	$(PY) benchmarks/bench_adversarial.py
+	$(PY) benchmarks/bench_certified.py
 	$(PY) benchmarks/bench_experts.py
 	$(PY) benchmarks/bench_policy.py
 

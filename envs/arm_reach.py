@@ -9,8 +9,8 @@ barriers place control points with pytorch_kinematics reading the same URDF, so 
 are differentiable in torch, and :func:`arm_terms` gives their HOCBF pieces in closed
 form from PyBullet's kinematics (checked against autograd for every scene).
 
-Constraints (state ``[q (7), q_dot (7)]``): eight control points along the arm
-(upper arm, mid-upper arm, elbow, mid-elbow link, forearm, mid-forearm, wrist, end effector) keep
+Constraints (state ``[q (7), q_dot (7)]``): nine control points along the arm
+(upper arm, mid-upper arm, elbow, mid-elbow link, forearm, mid-forearm, wrist, elbow housing, end effector) keep
 ``|p - c| >= r + link_radius + margin`` from the sphere;
 every joint stays inside its URDF limits (less ``joint_margin``); torques stay
 within the iiwa 14 R820 ratings (176, 176, 110, 110, 110, 40, 40 N m), which are
@@ -32,6 +32,7 @@ import pybullet_data
 import torch
 from safeliquid.envs._base import SafeBulletEnv
 from safeliquid.envs._sim import BulletSim
+from safeliquid.envs.arm_backup import BrakeJoints
 from torch import Tensor
 
 from safeliquid.safety import ConstraintSet, Manipulator, sphere_obstacle, state_box
@@ -54,7 +55,12 @@ CONTROL_POINTS = {
     "forearm": (4, (0.0, 0.0, 0.0)),
     "forearm_mid": (4, (0.0, 0.0, 0.1077)),  # halfway to the wrist: link 5's housing is the bulkiest
     "wrist": (5, (0.0, 0.0, 0.0)),
-    "ee": (6, (0.0, 0.0, 0.1)),
+    # Off the chain: link 3's housing along its z axis, 0.118 m from ``elbow`` and ``elbow_mid`` (beyond the
+    # radius; within radius + margin, so a barrier at h = 0 could touch): the tangent adversary touched the
+    # sphere there with every barrier >= 0 (bench_adversarial, 2026-12-01). With it, every vertex of link 3's
+    # mesh is within 0.089 m of a point.
+    "elbow_housing": (3, (0.0, 0.02, 0.09)),
+    "ee": (6, (0.0, 0.0, 0.1)),  # last: code reads the end effector as the last point
 }
 # Reflected rotor inertia (kg m^2) added about each joint axis, as a MuJoCo ``armature``: the URDF
 # has none, which leaves the wrist (0.001 kg m^2) accelerating at 40,000 rad/s^2 under its 40 N m.
@@ -136,6 +142,27 @@ class KukaModel(Manipulator):
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["mass_scale"], state.get("substeps"))  # type: ignore[misc]
 
+    def dynamics_numpy(self, q: np.ndarray, qd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``M(q) (7, 7)`` and ``c(q, q') (7,)`` at one state, numpy, from this model's PyBullet client."""
+        sim, body = self.sim
+        q_list = q.tolist()
+        M = np.array(sim.call(p.calculateMassMatrix, body, q_list))
+        return M, np.array(sim.call(p.calculateInverseDynamics, body, q_list, qd.tolist(), [0.0] * 7))
+
+    def step_numpy(self, x: np.ndarray, u: np.ndarray, dt: float) -> np.ndarray:
+        """:meth:`step` in numpy, without torch: ``substeps`` of semi-implicit Euler (PyBullet's), each one
+        mass matrix and one bias from the private client. ``x (B, 14)``, ``u (B, 7)`` -> ``(B, 14)``."""
+        if self.substeps is None:
+            return super().step_numpy(x, u, dt)
+        out = np.array(x, dtype=np.float64)
+        h = dt / self.substeps
+        for row, tau in zip(out, np.asarray(u, np.float64), strict=True):
+            for _ in range(self.substeps):
+                M, c = self.dynamics_numpy(row[:7], row[7:])
+                row[7:] += h * np.linalg.solve(M, tau - c)
+                row[:7] += h * row[7:]
+        return out
+
     def _mass_matrix_of(self, q: Tensor) -> Tensor:
         sim, body = self.sim
         rows = [sim.call(p.calculateMassMatrix, body, qi.tolist()) for qi in q.detach().double()]
@@ -172,9 +199,10 @@ def arm_terms(x: Any, model: KukaModel, center: np.ndarray, reach: float, low: n
               high: np.ndarray) -> tuple[Any, Any]:  # fmt: skip
     """Closed-form HOCBF pieces of ArmReach's barriers (:meth:`ConstraintSet.terms` order: the sphere for
     each control point, then ``joint{j}.low/high``) at ``x (B, 14)``, a torch tensor or a numpy array (the
-    same type comes back): ``A (B, 21, 7)``, ``L (B, 21, 3)``. With ``d = p - c`` and ``a0 = -M^-1 c(q, q')``,
-    the sphere rows are ``h = |d|^2 - reach^2``, ``L_f h = 2 d.J q'``, ``L_f^2 h = 2 |J q'|^2 + 2 d.(J' q' +
-    J a0)``, ``L_g L_f h = 2 d^T J M^-1``; a joint's are ``q - low``, ``q'``, ``a0`` and ``M^-1`` rows."""
+    same type comes back): ``A (B, P + 14, 7)``, ``L (B, P + 14, 3)`` with ``P = len(CONTROL_POINTS)``. With
+    ``d = p - c`` and ``a0 = -M^-1 c(q, q')``, the sphere rows are ``h = |d|^2 - reach^2``, ``L_f h = 2 d.J q'``,
+    ``L_f^2 h = 2 |J q'|^2 + 2 d.(J' q' + J a0)``, ``L_g L_f h = 2 d^T J M^-1``; a joint's are ``q - low``,
+    ``q'``, ``a0`` and ``M^-1`` rows."""
     xs = x.detach().double().numpy() if isinstance(x, Tensor) else np.asarray(x, np.float64)
     A_out, L_out = [], []
     for xi in xs:
@@ -203,7 +231,7 @@ def arm_terms(x: Any, model: KukaModel, center: np.ndarray, reach: float, low: n
 
 def arm_values(x: np.ndarray, model: KukaModel, center: np.ndarray, reach: float, low: np.ndarray,
                high: np.ndarray) -> np.ndarray:  # fmt: skip
-    """ArmReach's barrier values ``(B, 22)`` at ``x (B, 14)`` (numpy; :func:`arm_terms` order) from the model's
+    """ArmReach's barrier values ``(B, P + 14)`` at ``x (B, 14)`` (numpy; :func:`arm_terms` order) from the model's
     PyBullet client: only the control points' positions, not the Jacobians the terms need."""
     sim, body = model.sim
     out = []
@@ -216,7 +244,7 @@ def arm_values(x: np.ndarray, model: KukaModel, center: np.ndarray, reach: float
 
 def barriers_at(points: np.ndarray, q: np.ndarray, center: np.ndarray, reach: float, low: np.ndarray,
                 high: np.ndarray) -> np.ndarray:  # fmt: skip
-    """ArmReach's barrier values ``(22,)`` from the control points ``(P, 3)`` and the joints ``q (7,)``: the
+    """ArmReach's barrier values ``(P + 14,)`` from the control points ``(P, 3)`` and the joints ``q (7,)``: the
     sphere's for each point, then ``joint1.low``, ``joint1.high``, ``joint2.low``, ..."""
     sphere = ((points - center) ** 2).sum(1) - reach * reach
     return np.concatenate([sphere, np.stack([q - low, high - q], 1).ravel()])
@@ -264,6 +292,10 @@ class ArmReachEnv(SafeBulletEnv):
 
     ``link_radius``: the arm's half-thickness counted around each control point (m);
     ``margin``: extra clearance (m); ``joint_margin``: rad kept from the URDF limits.
+    ``certified``: give the constraint set the joint-braking backup's implicit safe set
+    (:mod:`safeliquid.envs.arm_backup`; certified under the torque ratings, a rollout of the model per control
+    step, a few ms) instead of the HOCBF set alone (not certified: construction warns). Off by default: the
+    shipped policy was trained without it and reaches 0.985 success without, 0.955 with it (docs/safety.md).
     """
 
     dt = 0.02
@@ -283,9 +315,11 @@ class ArmReachEnv(SafeBulletEnv):
         link_radius: float = 0.09,
         margin: float = 0.03,
         joint_margin: float = 0.05,
+        certified: bool = False,
         **options: float,
     ) -> None:
         self.link_radius, self.margin, self.joint_margin = link_radius, margin, joint_margin
+        self.certified = bool(certified)
         super().__init__(TORQUE_LIMITS, 24, render_mode, **options)  # type: ignore[arg-type]
         self._robot = -1
         self._points_cache: np.ndarray | None = None
@@ -369,6 +403,10 @@ class ArmReachEnv(SafeBulletEnv):
             self.model, barriers, samples, -self.action_bound, self.action_bound,
             fast_terms=partial(arm_terms, **scene), fast_values=partial(arm_values, **scene),
             sample_margin=self.sample_margin(), fast_terms_tol=(1e-5, 1e-5),
+            backup=BrakeJoints(
+                self.model, self.action_bound, self.dt, partial(arm_values, **scene), len(CONTROL_POINTS),
+                scene["low"], scene["high"],
+            ).backup() if self.certified else None,
             # Joint ranges and speeds a torque-saturating agent reaches; few samples (each costs ~5 ms of PyBullet
             # calls, at every reset): a weak test here, see docs/safety.md.
             state_bounds=(np.r_[self.q_low, -6.0 * np.ones(7)], np.r_[self.q_high, 6.0 * np.ones(7)]),

@@ -11,6 +11,7 @@ import torch
 from safeliquid.safety import Backup, BarrierLayer
 from safeliquid.safety.backup_set import keeps, rollout
 from safeliquid.safety.certify import certify, sample_box
+from safeliquid.safety.layer import BLEND
 
 LOW, HIGH = np.array([-1.5, -np.pi, -4.0, -15.0]), np.array([1.5, np.pi, 4.0, 15.0])
 
@@ -56,7 +57,8 @@ def test_the_implicit_set_is_certified_and_invariant_under_the_backup(env):
 
 def test_the_layer_keeps_the_next_sample_in_the_set_and_sends_the_backup_otherwise(env):
     """From sampled states of the implicit set and any input, the layer's action leads to a next sample inside
-    the set again; where the QP's own answer would not, it is the backup, and the record says so. The batched
+    the set again; where the QP's own answer would not, it is the backup or a blend with it, and the record
+    says so. The batched
     torch path and the batch-1 numpy path agree."""
     c = env.constraints
     layer = BarrierLayer(c, dt=env.dt)
@@ -69,7 +71,16 @@ def test_the_layer_keeps_the_next_sample_in_the_set_and_sends_the_backup_otherwi
     assert keeps(c, c.model.step_numpy(x, u, env.dt)).all()
     fell = record.fallback.numpy()
     assert 0 < fell.sum() < len(fell)
-    np.testing.assert_allclose(u[fell], c.backup.control(x[fell]), atol=1e-12)
+    # A fallback sends the backup or a blend with the QP's input (BLEND), each one's next sample in the set.
+    u_b = c.backup.control(x[fell])
+    saved, c.backup = c.backup, None
+    try:
+        qp_answer = np.array([layer.project(xi, ui)[0] for xi, ui in zip(x[fell], u_ref[fell], strict=True)])
+    finally:
+        c.backup = saved
+    candidates = np.stack([u_b] + [s * qp_answer + (1.0 - s) * u_b for s in BLEND], 1)
+    assert (np.abs(candidates - u[fell][:, None]).min(1) < 1e-9).all()
+    assert (np.abs(u[fell] - u_b) > 1e-9).any()  # some take a blend, not the whole stop
     for i in list(np.flatnonzero(fell)[:3]) + list(np.flatnonzero(~fell)[:3]):
         u_i, record_i = layer.project(x[i], u_ref[i])
         assert record_i.fallback[0] == fell[i] and u_i == pytest.approx(u[i], abs=1e-9)
@@ -86,3 +97,14 @@ def test_the_layer_keeps_the_next_sample_in_the_set_and_sends_the_backup_otherwi
 def test_backup_settings_are_checked(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Backup(lambda x: 0 * x[:, :1], 0.02, **kwargs)
+
+
+def test_the_certificate_is_computed_once_per_cart_pole(env):
+    """A reset rebuilds the same set: it reuses the certificate (0.2 s) instead of testing again."""
+    first = env.constraints.certificate
+    env.reset(seed=1)
+    assert env.constraints.certificate is first
+    other = gym.make("safeliquid/CartPoleRail-v0", rail=1.2).unwrapped
+    other.reset(seed=0)
+    assert other.constraints.certificate is not first and other.constraints.certificate.certified
+    other.close()

@@ -571,7 +571,8 @@ def test_gain_groups_choose_which_gains_are_learned(demos, tmp_path):
     x[0, 0], x[0, 7] = base.q_high[0] - base.joint_margin - 0.02, 1.0
     u_ref = torch.as_tensor(base.action_bound).unsqueeze(0).double()
     sub, full = scene_rows(base.constraints, x, ["obstacle"]), scene_rows(base.constraints, x, ["joint", "obstacle"])
-    assert (sub["group"][0, 8:] == -1).all() and (sub["group"][0, :8] == 0).all()
+    points = sum(name.startswith("obstacle/") for name in base.constraints.names)
+    assert (sub["group"][0, points:] == -1).all() and (sub["group"][0, :points] == 0).all()
     three = torch.full((1, 1, 2), 3.0, dtype=torch.float64)
     u_sub, _ = policy.project(u_ref, three, sub)
     u_full, _ = policy.project(u_ref, torch.cat([torch.ones_like(three), three], 1), full)  # joint x1: defaults

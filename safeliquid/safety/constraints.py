@@ -45,7 +45,9 @@ class ConstraintSet:
     construction that the safe set is certified under them (:mod:`safeliquid.safety.certify`) on ``samples``
     and, with ``state_bounds`` ``(low (n,), high (n,))`` (the state range the system can reach), on
     ``certify_samples`` more states drawn in that box; a failure warns (:class:`UncertifiedWarning`) or
-    raises, naming the constraint and a sampled state. The result is :attr:`certificate`.
+    raises, naming the constraint and a sampled state. The result is :attr:`certificate`. ``certificate``: the
+    :attr:`certificate` of an earlier, identical constraint set, to reuse instead of testing again (an
+    environment whose reset rebuilds the same set; reported as if just tested).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class ConstraintSet:
         certify: str = "warn",
         state_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
         certify_samples: int = 256,
+        certificate: Certificate | None = None,
     ) -> None:
         check_tensor("samples", samples, ("B", model.state_dim))
         if not (np.isfinite(sample_margin) and sample_margin >= 0):
@@ -131,7 +134,7 @@ class ConstraintSet:
                     raise ValueError(f"state_bounds must be finite (low, high) with low <= high, got {state_bounds}")
                 box = sample_box(low, high, certify_samples).to(samples.dtype)
                 states = torch.cat([samples.detach(), box])
-            self.certificate = run_certification(self, states)
+            self.certificate = run_certification(self, states) if certificate is None else certificate
             report(self, self.certificate, certify)
 
     def _check_fast_terms(

@@ -24,7 +24,9 @@ discrete-time target, or the state is outside the certified set (the HOCBF safe 
 in that set), the layer sends the set's declared backup controller
 (:class:`~safeliquid.safety.certify.Backup`) if it has one, else the QP's least-violating input, and says so
 in the record (``fallback``): it never relaxes a row silently. On a certified set
-(:mod:`safeliquid.safety.certify`) the backup keeps the state in the safe set.
+(:mod:`safeliquid.safety.certify`) the backup keeps the state in the safe set. With an implicit backup set
+the fallback first tries blends of the QP's input with the backup's (:data:`BLEND`), each sent only if its
+next sample is in the set.
 
 Two paths, side by side and held equal by a test:
 
@@ -56,6 +58,7 @@ SAMPLED_DATA_TRIES = 6  # re-solves of the sampled-data correction
 OVERSHOOT = 0.5  # the first discrete-time cut aims this share of the deficit above the target; doubled per round
 PAD_RHS = 1.0  # right-hand side of the rows of barriers that need no discrete-time row: 0 u <= 1, never active
 ACTIVE = 1e-9  # a row's multiplier above this: the row is active
+BLEND = (0.5, 0.25)  # shares of the QP's input a fallback to an implicit backup set tries, before the backup alone
 
 
 @dataclass(frozen=True)
@@ -272,7 +275,14 @@ class BarrierLayer(nn.Module):
         fallback = (sol.status != OPTIMAL) | ~verified | ~self._in_certified_set_torch(x.detach(), u.detach())
         backup = self.constraints.backup
         if backup is not None and bool(fallback.any()):
-            u_b = torch.as_tensor(backup.control(x.detach()), dtype=u.dtype)
+            if backup.implicit:  # row by row: each may take a blend (see _fallback_numpy)
+                x_np, u_np = x.detach().double().numpy(), u.detach().double().numpy()
+                u_b = u_np.copy()
+                for i in torch.nonzero(fallback).flatten().tolist():
+                    u_b[i] = self._fallback_numpy(x_np[i], u_np[i])
+                u_b = torch.from_numpy(u_b).to(u.dtype)
+            else:
+                u_b = torch.as_tensor(backup.control(x.detach()), dtype=u.dtype)
             u = torch.where(fallback.unsqueeze(-1), u_b, u)
         record = FilterRecord(
             barrier=hx,
@@ -302,6 +312,21 @@ class BarrierLayer(nn.Module):
         if c.backup is None or not c.backup.implicit:
             return not bool((levels < -SAFE_SET_TOL).any())
         return bool(keeps(c, c.model.step_numpy(x[None], u[None], c.backup.dt))[0])
+
+    def _fallback_numpy(self, x: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """What the layer sends instead of the QP's ``u (m,)`` at ``x (n,)``: the backup's input; with an
+        implicit backup set, the largest blend ``s u + (1 - s) u_b`` (``s`` in :data:`BLEND`) whose next sample
+        is still in the set, so that a proposal only partly unsafe is not stopped whole (the backup, ``s = 0``,
+        always is: its rollout is the tail of the current state's)."""
+        c = self.constraints
+        assert c.backup is not None
+        u_b = np.asarray(c.backup.control(x[None]), dtype=np.float64)[0]
+        if c.backup.implicit:
+            for share in BLEND:
+                blend = share * u + (1.0 - share) * u_b
+                if keeps(c, c.model.step_numpy(x[None], blend[None], c.backup.dt))[0]:
+                    return blend
+        return u_b
 
     def _predict_torch(self, x: Tensor, u: Tensor) -> Tensor:
         """The model's barriers at the next sample with ``u (B, m)`` held from ``x (B, n)``: ``h (B, K)``."""
@@ -393,7 +418,7 @@ class BarrierLayer(nn.Module):
             verified = bool((h0 >= target).all())
         fallback = status[0] != OPTIMAL or not verified or not self._in_certified_set(x, u[0], levels)
         if fallback and c.backup is not None:
-            u = np.asarray(c.backup.control(x[None]), dtype=np.float64)
+            u = self._fallback_numpy(x, u[0])[None]
         return u[0], self._record(hx, lam[:, :k], u[0], u_ref, slack, status, corrections, fallback)
 
     def _record(
