@@ -240,3 +240,25 @@ def test_compiled_kernel_and_batched_torch_paths_agree(dtype, monkeypatch):
     torch.testing.assert_close(out[0][2], out[1][2], atol=tol, rtol=0)
     for a, b in zip(out[0][3], out[1][3], strict=True):
         torch.testing.assert_close(a, b, atol=tol * 10, rtol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_no_grad_fast_path_gives_the_general_paths_answer(dtype):
+    """Batched contiguous CPU tensors with no graph to record go straight to the kernel (no checks or copies in
+    torch); the answer is the one the differentiable path and the expanded (non-contiguous) inputs give."""
+    rng = np.random.default_rng(3)
+    probs = [random_qp(rng, 4, 6, dtype=dtype) for _ in range(20)]
+    Q, q, G, h, lb, ub = (torch.stack(parts) for parts in zip(*probs, strict=True))
+    fast = solve_qp(Q, q, G, h, lb, ub)
+    for other in (
+        solve_qp(Q, q.clone().requires_grad_(True), G, h, lb, ub),  # a graph to record: the autograd Function
+        solve_qp(Q.transpose(1, 2).contiguous().transpose(1, 2), q, G, h, lb, ub),  # non-contiguous Q
+    ):
+        torch.testing.assert_close(fast.u, other.u.detach())
+        torch.testing.assert_close(fast.lam, other.lam.detach())
+        torch.testing.assert_close(fast.slack, other.slack.detach())
+        assert torch.equal(fast.status, other.status) and fast.status.dtype == torch.int64
+    with pytest.raises(ValueError, match="q contains NaN"):
+        solve_qp(Q, torch.full_like(q, float("nan")), G, h, lb, ub)
+    with pytest.raises(ValueError, match=r"G must have shape \(20, 6, 4\)"):
+        solve_qp(Q, q, G[:, :, :3].contiguous(), h, lb, ub)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from safeliquid._checks import check_tensor
+from safeliquid.qp import _kernel
 from safeliquid.qp.native import QPSolution, _raise_if_not_pd, solve_native
 from safeliquid.qp.settings import DEFAULT_SETTINGS, QPSettings
 
@@ -56,6 +57,10 @@ def solve_qp(
             raise TypeError(
                 f"{name} must be a torch.Tensor, got {type(t).__name__}; for numpy arrays call solve_qp_numpy"
             )
+    if backend == "native" and warm_start is None:
+        fast = _fast_forward(Q, q, G, h, lb, ub, settings)
+        if fast is not None:
+            return fast
     # On CPU the native kernel checks values (NaN/inf, lb <= ub, Q > 0) in one compiled pass.
     kernel = backend == "native" and q.device.type == "cpu" and not torch.jit.is_tracing()
     finite = not kernel
@@ -148,12 +153,25 @@ def solve_qp_numpy(
     """
     if q.ndim != 2:
         raise ValueError(f"q must have shape (B, n), got {q.shape}")
+    out = _forward_arrays(Q, q, G, h, lb, ub, settings)
+    if out is None:
+        _raise_named(Q, q, G, h, _none(q.shape[0], q.dtype) if lb is None else lb,
+                     _none(q.shape[0], q.dtype) if ub is None else ub)  # fmt: skip
+    u, slack, status, lam, _ = out
+    return NumpyQPSolution(u, slack, status, lam)
+
+
+def _forward_arrays(
+    Q: np.ndarray, q: np.ndarray, G: np.ndarray, h: np.ndarray, lb: np.ndarray | None, ub: np.ndarray | None,
+    settings: QPSettings,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int] | None:  # fmt: skip
+    """The forward-only kernel on batched arrays: ``(u, slack, status, lam, iterations)``, or None when one
+    cheap test of the shapes and dtypes fails (the callers then name the argument)."""
     batch, n = q.shape
     dtype = q.dtype
     lb = _none(batch, dtype) if lb is None else lb
     ub = _none(batch, dtype) if ub is None else ub
     m = G.shape[1] if G.ndim == 3 else -1
-    # One cheap test on the control-loop path; the named checks run only when it fails.
     if not (
         Q.shape == (batch, n, n)
         and G.shape == (batch, m, n)
@@ -164,12 +182,39 @@ def solve_qp_numpy(
         and dtype in _TOLERANCES
         and Q.dtype == G.dtype == h.dtype == lb.dtype == ub.dtype == dtype
     ):
-        _raise_named(Q, q, G, h, lb, ub)
-    from safeliquid.qp import _kernel
-
+        return None
     tol, rel_reg = _TOLERANCES[dtype]
     lam = np.zeros((batch, _kernel.row_count(G, h, lb, ub)), dtype=dtype)
-    u, slack, status, _ = _kernel.forward_checked(
+    u, slack, status, iterations = _kernel.forward_checked(
         Q, q, G, h, lb, ub, settings.penalty, tol, rel_reg, settings.max_iter, lam
     )
-    return NumpyQPSolution(u, slack, status, lam)
+    return u, slack, status, lam, int(iterations)
+
+
+def _fast_forward(
+    Q: Tensor, q: Tensor, G: Tensor | None, h: Tensor | None, lb: Tensor | None, ub: Tensor | None,
+    settings: QPSettings,
+) -> QPSolution | None:  # fmt: skip
+    """:func:`solve_qp` without the general path's checks and copies, when nothing needs them: batched,
+    C-contiguous CPU tensors of one float dtype with no graph to record (the kernel checks the values). None
+    otherwise, and wherever a shape or dtype is off (the general path then names the argument)."""
+    if G is None or h is None or torch.jit.is_tracing():
+        return None
+    try:  # .numpy() refuses tensors that require grad and tensors off the CPU: both take the general path
+        arrays = [None if t is None else t.numpy() for t in (Q, q, G, h, lb, ub)]
+    except (AttributeError, RuntimeError, TypeError):
+        return None
+    for a, ndim in zip(arrays, (3, 2, 3, 2, 2, 2), strict=True):
+        if a is not None and (a.ndim != ndim or not a.flags.c_contiguous):
+            return None
+    out = _forward_arrays(*arrays, settings)  # type: ignore[arg-type]
+    if out is None:
+        return None
+    u, slack, status, lam, iterations = out
+    return QPSolution(
+        u=torch.from_numpy(u),
+        lam=torch.from_numpy(lam[:, : G.shape[1]]),
+        slack=torch.from_numpy(slack),
+        status=torch.from_numpy(status.astype(np.int64)),
+        iterations=iterations,
+    )
