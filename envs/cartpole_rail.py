@@ -6,7 +6,8 @@ model is the textbook rigid-body cart-pole with the masses and the pole's inerti
 read back from PyBullet: state ``[x, theta, x_dot, theta_dot]`` with
 ``theta = 0`` upright and positive towards ``+x``. The rail is two barriers
 ``x - (-rail) >= 0`` and ``rail - x >= 0`` (relative degree 2 under force
-control). Observation: ``[x, cos theta, sin theta, x_dot, theta_dot]``.
+control), certified under the force limit through the implicit safe set of a brake-and-hold backup
+(:mod:`safeliquid.envs.cartpole_backup`). Observation: ``[x, cos theta, sin theta, x_dot, theta_dot]``.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def rail_values(x: np.ndarray, rail: float) -> np.ndarray:
     return np.stack([x[:, 0] + rail, rail - x[:, 0]], 1)
 
 
+# Each cart-pole's certificate, computed at its first reset (the set is the same at every later one).
 _CERTIFICATES: dict[tuple[float, ...], Certificate | None] = {}
 
 
