@@ -293,8 +293,7 @@ def solve_native(
             u_np, slack_np, status_np, iterations = _kernel.forward_checked(
                 *arrays, penalty, tol, rel_reg, max_iter, lam
             )
-            u, lam_all, slack = torch.from_numpy(u_np), torch.from_numpy(lam), torch.from_numpy(slack_np)
-            status = torch.from_numpy(status_np.astype(np.int64))
+            return numpy_solution(u_np, lam, slack_np, status_np, iterations, m)
         return QPSolution(u=u, lam=lam_all[:, :m], slack=slack, status=status, iterations=int(iterations))
     Q = 0.5 * (Q + Q.transpose(1, 2))  # the objective only sees the symmetric part
     _raise_if_not_pd(torch.linalg.cholesky_ex(Q.detach())[1] != 0)
@@ -306,6 +305,20 @@ def solve_native(
     u, inside = _into_box(u, lb, ub)
     slack, status = residual_status(u, G, h, converged & inside)
     return QPSolution(u=u, lam=lam_all[:, :m], slack=slack, status=status, iterations=int(iterations))
+
+
+def numpy_solution(
+    u: np.ndarray, lam: np.ndarray, slack: np.ndarray, status: np.ndarray, iterations: int, m: int
+) -> QPSolution:
+    """The forward-only kernel's numpy results as a :class:`QPSolution` (tensors sharing their memory; ``lam``
+    all rows', of which the first ``m`` are the constraints')."""
+    return QPSolution(
+        u=torch.from_numpy(u),
+        lam=torch.from_numpy(lam[:, :m]),
+        slack=torch.from_numpy(slack),
+        status=torch.from_numpy(status.astype(np.int64)),
+        iterations=int(iterations),
+    )
 
 
 def _raise_if_not_pd(bad: Tensor) -> None:

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from safeliquid._checks import check_tensor
 from safeliquid.qp import _kernel
-from safeliquid.qp.native import QPSolution, _raise_if_not_pd, solve_native
+from safeliquid.qp.native import QPSolution, _raise_if_not_pd, numpy_solution, solve_native
 from safeliquid.qp.settings import DEFAULT_SETTINGS, QPSettings
 
 BACKENDS = ("native", "qpth", "cvxpy")
@@ -211,10 +211,4 @@ def _fast_forward(
     if out is None:
         return None
     u, slack, status, lam, iterations = out
-    return QPSolution(
-        u=torch.from_numpy(u),
-        lam=torch.from_numpy(lam[:, : G.shape[1]]),
-        slack=torch.from_numpy(slack),
-        status=torch.from_numpy(status.astype(np.int64)),
-        iterations=iterations,
-    )
+    return numpy_solution(u, lam, slack, status, iterations, G.shape[1])
