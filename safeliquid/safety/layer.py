@@ -305,13 +305,18 @@ class BarrierLayer(nn.Module):
         x_next = c.model.step_numpy(x.double().numpy(), u.double().numpy(), c.backup.dt)
         return torch.from_numpy(keeps(c, x_next))
 
-    def _in_certified_set(self, x: np.ndarray, u: np.ndarray, levels: np.ndarray) -> bool:
+    def _in_certified_set(
+        self, x: np.ndarray, u: np.ndarray, levels: np.ndarray, x_next: np.ndarray | None = None
+    ) -> bool:
         """:meth:`_in_certified_set_torch` at one state ``x (n,)`` under ``u (m,)``; ``levels (K, R)`` the HOCBF
-        safe set's at ``x``."""
+        safe set's at ``x``; ``x_next (n,)``: the sampled-data prediction's next sample under ``u``, reused when
+        it is over the backup's period (else the model steps here)."""
         c = self.constraints
         if c.backup is None or not c.backup.implicit:
             return not bool((levels < -SAFE_SET_TOL).any())
-        return bool(keeps(c, c.model.step_numpy(x[None], u[None], c.backup.dt))[0])
+        if x_next is None or self.sampling is None or self.sampling.dt != c.backup.dt:
+            x_next = c.model.step_numpy(x[None], u[None], c.backup.dt)[0]
+        return bool(keeps(c, x_next[None])[0])
 
     def _fallback_numpy(self, x: np.ndarray, u: np.ndarray) -> np.ndarray:
         """What the layer sends instead of the QP's ``u (m,)`` at ``x (n,)``: the backup's input; with an
@@ -398,11 +403,11 @@ class BarrierLayer(nn.Module):
             return solve_qp_numpy(self._eye, q, rows[None], rhs_b[None], self._lb, self._ub, self.settings)
 
         u, slack, status, lam = solve(G, b)
-        corrections, verified = 0, True
+        corrections, verified, x_next = 0, True, None
         sp = self.sampling
         if sp is not None and k and sp.tries:
             target = sp.target(hx)
-            h0, J = self._robust_numpy(x, u[0])
+            h0, J, x_next = self._robust_numpy(x, u[0])
             G_all, b_all = G, b
             for i in range(sp.tries):
                 if (h0 >= target).all():
@@ -414,9 +419,9 @@ class BarrierLayer(nn.Module):
                 G_all, b_all = np.concatenate([G_all, G_d]), np.concatenate([b_all, b_d])
                 u, slack_all, status, lam = solve(G_all, b_all)
                 slack = slack_all.reshape(1, -1, k).max(1)
-                h0, J = self._robust_numpy(x, u[0])
+                h0, J, x_next = self._robust_numpy(x, u[0])
             verified = bool((h0 >= target).all())
-        fallback = status[0] != OPTIMAL or not verified or not self._in_certified_set(x, u[0], levels)
+        fallback = status[0] != OPTIMAL or not verified or not self._in_certified_set(x, u[0], levels, x_next)
         if fallback and c.backup is not None:
             u = self._fallback_numpy(x, u[0])[None]
         return u[0], self._record(hx, lam[:, :k], u[0], u_ref, slack, status, corrections, fallback)
@@ -437,29 +442,33 @@ class BarrierLayer(nn.Module):
             fallback=np.array([fallback]),
         )
 
-    def predicted_ok(self, x: np.ndarray, u: np.ndarray, hx: np.ndarray) -> bool:
+    def _predicted_ok(self, x: np.ndarray, u: np.ndarray, hx: np.ndarray) -> tuple[bool, np.ndarray | None]:
         """Does the model's next sample from ``x (n,)`` under ``u (m,)`` meet the discrete-time target (True
-        without a sampled-data correction)?"""
+        without a sampled-data correction)? With that next sample ``(n,)`` (None without a prediction)."""
         sp = self.sampling
         if sp is None or not sp.tries or not hx.size:
-            return True
-        return bool((self._robust_numpy(x, u)[0] >= sp.target(hx)).all())
+            return True, None
+        h, _, x_next = self._robust_numpy(x, u)
+        return bool((h >= sp.target(hx)).all()), x_next
 
     def _sensitivity_numpy(self, x: np.ndarray, u: np.ndarray, h0: np.ndarray) -> np.ndarray:
         """``J (K, m)``: how the prediction ``h0 (K,)`` at ``u (m,)`` changes with ``u`` (forward differences)."""
         U = u + self._delta * np.eye(self._m)
         return ((self._predict_numpy(x, U) - h0) / self._delta).T
 
-    def _robust_numpy(self, x: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def _robust_numpy(self, x: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """The prediction at ``u (m,)``, less the worst matched disturbance's first-order effect where the
-        layer has one: ``(h (K,), J (K, m) or None)`` (``J`` computed only then)."""
+        layer has one: ``(h (K,), J (K, m) or None, x_next (n,))`` (``J`` computed only then; ``x_next`` the
+        predicted next sample)."""
         sp = self.sampling
         assert sp is not None
-        h0 = self._predict_numpy(x, u[None])[0]
+        c = self.constraints
+        x_next = c.model.step_numpy(x[None], u[None], sp.dt)
+        h0 = c.values_numpy(x_next)[0]  # = _predict_numpy(x, u[None])[0], keeping the state
         if sp.disturbance is None:
-            return h0, None
+            return h0, None, x_next[0]
         J = self._sensitivity_numpy(x, u, h0)
-        return h0 - np.abs(J) @ np.asarray(sp.disturbance), J
+        return h0 - np.abs(J) @ np.asarray(sp.disturbance), J, x_next[0]
 
     def _predict_numpy(self, x: np.ndarray, U: np.ndarray) -> np.ndarray:
         """The model's barriers at the next sample from one state ``x (n,)`` under each input of ``U (J, m)``:
@@ -522,11 +531,8 @@ def project_many(layers: list[BarrierLayer], x: np.ndarray, u_ref: np.ndarray) -
     out, records = u.copy(), []
     for i, (layer, (_, bi, hx, levels)) in enumerate(zip(layers, parts, strict=True)):
         k = bi.shape[0]
-        simple = (
-            status[i] == OPTIMAL
-            and layer.predicted_ok(x[i], u[i], hx)
-            and layer._in_certified_set(np.asarray(x[i], np.float64), u[i], levels)
-        )
+        ok, x_next = layer._predicted_ok(x[i], u[i], hx) if status[i] == OPTIMAL else (False, None)
+        simple = ok and layer._in_certified_set(np.asarray(x[i], np.float64), u[i], levels, x_next)
         if simple:
             records.append(
                 layer._record(hx, lam[i : i + 1, :k], u[i], u_ref[i], slack[i : i + 1, :k], status[i : i + 1], 0, False)
