@@ -42,7 +42,7 @@ def problems(batch: int, n: int, m: int, dtype: torch.dtype, seed: int = 0) -> l
 
 def batch_one_floor(count: int) -> dict | None:
     """Median time per batch-1 solve over ``count`` problems for DAQP, ``solve_qp_numpy`` and ``solve_qp``,
-    each run over all problems in turn (so every solver sees the same mix), and the largest difference in
+    the three solving each problem in turn (same problems, same moment), and the largest difference in
     ``u`` from DAQP's. ``None`` without daqp installed."""
     try:
         import daqp
@@ -71,22 +71,20 @@ def batch_one_floor(count: int) -> dict | None:
             return solve_qp(*t).u[0].numpy()
 
     out: dict = {"problems": count}
-    answers = {}
-    for key, fn, data in (
-        ("daqp_us", run_daqp, daqp_args),
-        ("numpy_us", run_numpy, probs),
-        ("torch_us", run_torch, tensors),
-    ):
+    solvers = (("daqp_us", run_daqp, daqp_args), ("numpy_us", run_numpy, probs), ("torch_us", run_torch, tensors))
+    for _, fn, data in solvers:
         for d in data[:50]:
             fn(d)  # warm-up
-        times = []
-        sols = []
-        for d in data:
+    times: dict[str, list[float]] = {key: [] for key, _, _ in solvers}
+    sols: dict[str, list[np.ndarray]] = {key: [] for key, _, _ in solvers}
+    for i in range(count):  # interleaved: a slow spell of the machine lands on every solver alike
+        for key, fn, data in solvers:
             t0 = time.perf_counter()
-            sols.append(fn(d))
-            times.append(time.perf_counter() - t0)
-        out[key] = float(np.median(times) * 1e6)
-        answers[key] = np.array(sols)
+            sols[key].append(fn(data[i]))
+            times[key].append(time.perf_counter() - t0)
+    answers = {key: np.array(v) for key, v in sols.items()}
+    for key in times:
+        out[key] = float(np.median(times[key]) * 1e6)
     out["max_abs_diff"] = float(max(np.abs(answers[k] - answers["daqp_us"]).max() for k in ("numpy_us", "torch_us")))
     out["numpy_vs_daqp"] = out["numpy_us"] / out["daqp_us"]
     out["torch_vs_daqp"] = out["torch_us"] / out["daqp_us"]

@@ -15,6 +15,7 @@ from numba import njit
 from safeliquid.qp.settings import INFEASIBLE, MAX_ITER, OPTIMAL
 
 NOT_POSITIVE_DEFINITE = 3  # kernel-internal: raised as a ValueError by solve_checked, never returned
+SHAPES = 8  # kernel-internal: the arrays' shapes do not fit together (the caller names the argument)
 
 # Reassociation and fused multiply-add only: never the no-NaN/no-inf assumptions, since
 # the bound rows use inf as the multipliers' upper bound and the input check tests finiteness.
@@ -22,8 +23,9 @@ _FAST = {"fastmath": {"reassoc", "contract", "arcp", "nsz"}, "error_model": "num
 
 
 @njit(**_FAST)
-def _cholesky(L: np.ndarray, k: int) -> bool:
-    """In place: the lower triangle of ``L[:k, :k]`` (a symmetric matrix) becomes its Cholesky factor.
+def _cholesky(L: np.ndarray, k: int, inv: np.ndarray) -> bool:
+    """In place: the lower triangle of ``L[:k, :k]`` (a symmetric matrix) becomes its Cholesky factor,
+    ``inv[:k]`` the reciprocals of its diagonal (divisions are the slow part of these tiny solves).
 
     Returns False if the matrix is not positive definite.
     """
@@ -36,59 +38,127 @@ def _cholesky(L: np.ndarray, k: int) -> bool:
                 if s <= 0.0:
                     return False
                 L[i, i] = np.sqrt(s)
+                inv[i] = 1.0 / L[i, i]
             else:
-                L[i, j] = s / L[j, j]
+                L[i, j] = s * inv[j]
     return True
 
 
 @njit(**_FAST)
-def _gram_cholesky(W: np.ndarray, idx: np.ndarray, k: int, reg: float, L: np.ndarray) -> bool:
-    """Cholesky of ``(W'W)[idx][:, idx] + reg I`` into ``L`` (only that k x k block of W'W is formed)."""
-    n = W.shape[0]
-    for i in range(k):
-        for j in range(i + 1):
-            s = reg if i == j else 0.0
-            for p in range(n):
-                s += W[p, idx[i]] * W[p, idx[j]]
-            L[i, j] = s
-    return _cholesky(L, k)
+def _col_dot(W: np.ndarray, i: int, j: int) -> float:
+    """``W[:, i] . W[:, j]``."""
+    s = 0.0
+    for p in range(W.shape[0]):
+        s += W[p, i] * W[p, j]
+    return s
 
 
 @njit(**_FAST)
-def _chol_solve(L: np.ndarray, k: int, b: np.ndarray) -> None:
+def _gram_cholesky(W: np.ndarray, idx: np.ndarray, k: int, reg: float, L: np.ndarray, inv: np.ndarray) -> bool:
+    """Cholesky of ``(W'W)[idx][:, idx] + reg I`` into ``L`` (only that k x k block of W'W is formed)."""
+    for i in range(k):
+        for j in range(i + 1):
+            L[i, j] = _col_dot(W, idx[i], idx[j]) + (reg if i == j else 0.0)
+    return _cholesky(L, k, inv)
+
+
+@njit(**_FAST)
+def _append(W: np.ndarray, idx: np.ndarray, k: int, reg: float, L: np.ndarray, inv: np.ndarray) -> bool:
+    """Grow the factor of the Gram block of ``idx[:k]`` to ``idx[:k + 1]``: one new last row, O(kn + k^2).
+
+    False if the grown matrix is not positive definite (the factor is then to be rebuilt)."""
+    j = idx[k]
+    s = _col_dot(W, j, j) + reg
+    for a in range(k):
+        r = _col_dot(W, idx[a], j)
+        for p in range(a):
+            r -= L[k, p] * L[a, p]
+        r *= inv[a]
+        L[k, a] = r
+        s -= r * r
+    if s <= 0.0:
+        return False
+    L[k, k] = np.sqrt(s)
+    inv[k] = 1.0 / L[k, k]
+    return True
+
+
+@njit(**_FAST)
+def _remove(idx: np.ndarray, k: int, a: int, L: np.ndarray, inv: np.ndarray, x: np.ndarray) -> None:
+    """Drop entry ``a`` of ``idx[:k]`` and its row and column from the factor ``L``: O(k^2).
+
+    With ``L = [[L11, 0, 0], [l', d, 0], [L31, x, T]]`` (row ``a`` in the middle), the
+    Gram block without ``a`` factors as ``[[L11, 0], [L31, T~]]``, ``T~ T~' = T T' + x x'``:
+    a rank-one update by rotations. ``x`` is scratch of length >= k.
+    """
+    t = k - 1 - a
+    b = a + 1  # the trailing block T starts at row and column b
+    for i in range(t):
+        x[i] = L[b + i, a]
+    for j in range(t):
+        diag = L[b + j, b + j]
+        r = np.sqrt(diag * diag + x[j] * x[j])
+        c, s = r * inv[b + j], x[j] * inv[b + j]
+        ci = 1.0 / c
+        L[b + j, b + j] = r
+        inv[b + j] = 1.0 / r
+        for i in range(j + 1, t):
+            L[b + i, b + j] = (L[b + i, b + j] + s * x[i]) * ci
+            x[i] = c * x[i] - s * L[b + i, b + j]
+    for i in range(t):  # rows up, T~ one column left; row b + i is read before row a + i + 1 is written
+        idx[a + i] = idx[b + i]
+        inv[a + i] = inv[b + i]
+        for p in range(a):
+            L[a + i, p] = L[b + i, p]
+        for j in range(i + 1):
+            L[a + i, a + j] = L[b + i, b + j]
+
+
+@njit(**_FAST)
+def _chol_solve(L: np.ndarray, inv: np.ndarray, k: int, b: np.ndarray) -> None:
     """Solve ``L L' x = b`` in place for the leading ``k`` entries."""
     for i in range(k):
         s = b[i]
         for p in range(i):
             s -= L[i, p] * b[p]
-        b[i] = s / L[i, i]
+        b[i] = s * inv[i]
     for i in range(k - 1, -1, -1):
         s = b[i]
         for p in range(i + 1, k):
             s -= L[p, i] * b[p]
-        b[i] = s / L[i, i]
+        b[i] = s * inv[i]
 
 
 @njit(**_FAST)
-def _back_sub_t(Lq: np.ndarray, x: np.ndarray) -> None:
+def _back_sub_t(Lq: np.ndarray, inv: np.ndarray, x: np.ndarray) -> None:
     """``x <- Lq'^-1 x`` in place."""
     n = Lq.shape[0]
     for i in range(n - 1, -1, -1):
         s = x[i]
         for p in range(i + 1, n):
             s -= Lq[p, i] * x[p]
-        x[i] = s / Lq[i, i]
+        x[i] = s * inv[i]
 
 
-@njit(cache=True)
+@njit(**_FAST)
+def _forward_sub(Lq: np.ndarray, inv: np.ndarray, b: np.ndarray, x: np.ndarray) -> None:
+    """``x <- Lq^-1 b``."""
+    for i in range(Lq.shape[0]):
+        s = b[i]
+        for p in range(i):
+            s -= Lq[i, p] * x[p]
+        x[i] = s * inv[i]
+
+
+@njit(**_FAST)
 def _all_finite(a: np.ndarray) -> bool:
-    for x in a.ravel():
-        if not np.isfinite(x):
-            return False
-    return True
+    s = 0.0
+    for x in a.flat:  # x * 0 is NaN exactly for NaN and inf; no branch in the loop
+        s += x * 0.0
+    return s == 0.0
 
 
-@njit(cache=True)
+@njit(**_FAST)
 def check_inputs(Q, q, G, h, lb, ub) -> int:
     """0 if valid; ``k`` = 1..6 if the k-th argument has NaN/inf; 7 if some ``lb > ub``."""
     # Unrolled: numba cannot iterate over arrays of different dimensions.
@@ -113,88 +183,105 @@ def check_inputs(Q, q, G, h, lb, ub) -> int:
 
 
 @njit(**_FAST)
-def _rows(G, h, lb, ub, rho, G_all, h_all, upper):
-    """Stack ``[G; I; -I] u <= [h; ub; -lb]`` for one problem; multipliers' upper bounds rho (rows), inf (bounds)."""
-    m, n = G.shape
-    r = m
-    G_all[:m] = G
-    h_all[:m] = h
-    upper[:m] = rho
-    if ub.shape[0]:
-        for i in range(n):
-            G_all[r] = 0.0
-            G_all[r, i] = 1.0
-            h_all[r] = ub[i]
-            upper[r] = np.inf
-            r += 1
-    if lb.shape[0]:
-        for i in range(n):
-            G_all[r] = 0.0
-            G_all[r, i] = -1.0
-            h_all[r] = -lb[i]
-            upper[r] = np.inf
-            r += 1
+def _setup(Q, q, G, h, lb, ub, rho, Lq, inv, W, v, c, upper) -> bool:
+    """One problem's dual data for the stacked rows ``G_all u <= h_all``, ``G_all = [G; I; -I]``.
 
-
-@njit(**_FAST)
-def _setup(Q, q, G, Lq, W, v) -> bool:
-    """``Q_sym = Lq Lq'``, ``W = Lq^-1 G'`` (n, m), ``v = Lq^-1 q``; False if Q is not positive definite."""
+    ``Q_sym = Lq Lq'`` (``inv`` its diagonal's reciprocals); ``W = Lq^-1 G_all' (n, m')``;
+    ``v = Lq^-1 q``; ``c = h_all + W'v``; ``upper`` the multipliers' bounds, rho (rows)
+    or inf (bounds). False if Q is not positive definite. The forward substitution runs
+    row by row of ``W``, each a vector operation over all ``m'`` columns.
+    """
     n, m = Q.shape[0], G.shape[0]
+    mt = W.shape[1]
     for i in range(n):
         for j in range(i + 1):
             Lq[i, j] = 0.5 * (Q[i, j] + Q[j, i])
-    if not _cholesky(Lq, n):
+    if not _cholesky(Lq, n, inv):
         return False
-    for r in range(m):
-        for i in range(n):
-            s = G[r, i]
-            for p in range(i):
-                s -= Lq[i, p] * W[p, r]
-            W[i, r] = s / Lq[i, i]
+    _forward_sub(Lq, inv, q, v)
+    nu = ub.shape[0]
     for i in range(n):
-        s = q[i]
+        w = W[i]
+        for r in range(m):
+            w[r] = G[r, i]
+        for r in range(m, mt):
+            w[r] = 0.0
+        if nu:
+            w[m + i] = 1.0
+        if lb.shape[0]:
+            w[m + nu + i] = -1.0
         for p in range(i):
-            s -= Lq[i, p] * v[p]
-        v[i] = s / Lq[i, i]
+            lip = Lq[i, p]
+            wp = W[p]
+            for r in range(mt):
+                w[r] -= lip * wp[r]
+        for r in range(mt):
+            w[r] *= inv[i]
+    for r in range(m):
+        c[r] = h[r]
+        upper[r] = rho
+    for e in range(nu):
+        c[m + e] = ub[e]
+        upper[m + e] = np.inf
+    for e in range(lb.shape[0]):
+        c[m + nu + e] = -lb[e]
+        upper[m + nu + e] = np.inf
+    for p in range(n):
+        vp = v[p]
+        wp = W[p]
+        for r in range(mt):
+            c[r] += wp[r] * vp
     return True
 
 
 @njit(**_FAST)
-def _solve_one(W, c, upper, tol, rel_reg, max_iter, lam):
+def _solve_one(W, c, upper, tol, rel_reg, max_iter, lam, work, L, inv, idx):
     """Dual active set for one problem (see ``native._dual_solve``) with ``M = W'W`` never formed.
 
-    ``lam`` is updated in place; returns (converged, iterations).
+    The free set ``idx[:k]`` and the Cholesky factor ``L`` of its regularised Gram block
+    persist across iterations: a released multiplier appends a row, one that lands on a
+    bound leaves by a rank-one update. ``lam`` is updated in place; ``work`` is scratch
+    of length ``2 m' + n``. Returns (converged, iterations).
     """
     n, m = W.shape
+    grad, d, wl = work[:m], work[m : 2 * m], work[2 * m : 2 * m + n]
     dmax = 0.0
     cmax = 0.0
     for i in range(m):
-        col = 0.0
-        for p in range(n):
-            col += W[p, i] * W[p, i]
-        dmax = max(dmax, col)
+        dmax = max(dmax, _col_dot(W, i, i))
         cmax = max(cmax, abs(c[i]))
     thresh = tol * (1.0 + cmax + dmax)
     reg = rel_reg * (1.0 + dmax)
-    grad = np.empty(m, dtype=c.dtype)
-    wl = np.empty(n, dtype=c.dtype)
-    idx = np.empty(m, dtype=np.int64)
-    L = np.empty((m, m), dtype=c.dtype)
-    d = np.empty(m, dtype=c.dtype)
+    k = 0
+    for i in range(m):  # a warm start's interior multipliers are the first free set
+        if 0.0 < lam[i] < upper[i]:
+            idx[k] = i
+            k += 1
+    factored = _gram_cholesky(W, idx, k, reg, L, inv)
     for it in range(1, max_iter + 1):
+        for _ in range(8):  # rounding made a pivot non-positive: more regularisation, kept from here on
+            if factored:
+                break
+            reg = 1e3 * reg + 1e-30
+            factored = _gram_cholesky(W, idx, k, reg, L, inv)
+        if not factored:
+            return False, it
         for p in range(n):  # grad = c + W'(W λ)
             s = 0.0
             for j in range(m):
                 s += W[p, j] * lam[j]
             wl[p] = s
         for i in range(m):
-            s = c[i]
-            for p in range(n):
-                s += W[p, i] * wl[p]
-            grad[i] = s
+            grad[i] = c[i]
+        for p in range(n):
+            wp, s = W[p], wl[p]
+            for i in range(m):
+                grad[i] += wp[i] * s
         interior_ok = True
+        for a in range(k):
+            if abs(grad[idx[a]]) > thresh:
+                interior_ok = False
         worst, jw = -np.inf, -1
-        k = 0
         for i in range(m):
             if lam[i] <= 0.0:
                 if -grad[i] > worst:
@@ -202,21 +289,17 @@ def _solve_one(W, c, upper, tol, rel_reg, max_iter, lam):
             elif lam[i] >= upper[i]:
                 if grad[i] > worst:
                     worst, jw = grad[i], i
-            else:
-                idx[k] = i
-                k += 1
-                if abs(grad[i]) > thresh:
-                    interior_ok = False
         if interior_ok and worst <= thresh:
             return True, it
-        if interior_ok:
+        if interior_ok:  # release the bound multiplier that most wants to leave
             idx[k] = jw
+            factored = _append(W, idx, k, reg, L, inv)
             k += 1
-        if not _gram_cholesky(W, idx, k, reg, L):
-            _gram_cholesky(W, idx, k, 1e3 * reg + 1e-30, L)
+            if not factored:
+                continue
         for a in range(k):
             d[a] = -grad[idx[a]]
-        _chol_solve(L, k, d)
+        _chol_solve(L, inv, k, d)
         alpha = 1.0
         block = -1
         for a in range(k):
@@ -235,6 +318,11 @@ def _solve_one(W, c, upper, tol, rel_reg, max_iter, lam):
         if block >= 0:  # the blocking variable lands exactly on its bound
             i = idx[block]
             lam[i] = 0.0 if d[block] < 0.0 else upper[i]
+        for a in range(k - 1, -1, -1):  # whatever is on a bound leaves the free set
+            i = idx[a]
+            if lam[i] <= 0.0 or lam[i] >= upper[i]:
+                _remove(idx, k, a, L, inv, d)
+                k -= 1
     return False, max_iter
 
 
@@ -246,39 +334,41 @@ def solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam, keep=True)
     (constraints, then upper bounds, then lower bounds). Returns ``(u (B, n),
     slack (B, m), status (B,) int8, max iterations, Lq (B, n, n), W (B, n, m'))``;
     status 0 optimal, 1 infeasible, 2 max_iter, 3 Q not positive definite. ``Lq``
-    and ``W`` (the factor of Q and ``Lq^-1 G'``) are what the backward pass reuses.
+    and ``W`` (the factor of Q and ``Lq^-1 G_all'``) are what the backward pass reuses.
     """
     B, n = q.shape
     m = G.shape[1]
     mt = lam.shape[1]
     dtype = q.dtype
-    u = np.zeros((B, n), dtype=dtype)
-    slack = np.zeros((B, m), dtype=dtype)
+    u = np.empty((B, n), dtype=dtype)
+    slack = np.empty((B, m), dtype=dtype)
     status = np.zeros(B, dtype=np.int8)
     most = 0
     kept = B if keep else 1  # the factors the backward pass reuses; a forward-only solve keeps one scratch
     Lq_all = np.zeros((kept, n, n), dtype=dtype)
-    W_all = np.zeros((kept, n, mt), dtype=dtype)
-    v = np.empty(n, dtype=dtype)
-    G_all = np.empty((mt, n), dtype=dtype)
-    h_all = np.empty(mt, dtype=dtype)
-    upper = np.empty(mt, dtype=dtype)
-    c = np.empty(mt, dtype=dtype)
+    W_all = np.empty((kept, n, mt), dtype=dtype)
+    work = np.empty(4 * mt + 4 * n, dtype=dtype)
+    v, x, inv_q = work[:n], work[n : 2 * n], work[2 * n : 3 * n]
+    c, upper = work[3 * n : 3 * n + mt], work[3 * n + mt : 3 * n + 2 * mt]
+    scratch = work[3 * n + 2 * mt :]
+    L = np.empty((mt, mt), dtype=dtype)
+    inv = np.empty(mt, dtype=dtype)
+    idx = np.empty(mt, dtype=np.int64)
     for b in range(B):
         Lq, W = Lq_all[b if keep else 0], W_all[b if keep else 0]
-        _rows(G[b], h[b], lb[b], ub[b], rho, G_all, h_all, upper)
-        if not _setup(Q[b], q[b], G_all, Lq, W, v):
+        if not _setup(Q[b], q[b], G[b], h[b], lb[b], ub[b], rho, Lq, inv_q, W, v, c, upper):
             status[b] = NOT_POSITIVE_DEFINITE
+            u[b] = 0.0
+            slack[b] = 0.0
             continue
-        for i in range(mt):
-            s = h_all[i]
-            for p in range(n):
-                s += W[p, i] * v[p]
-            c[i] = s
-        ok, iters = _solve_one(W, c, upper, tol, rel_reg, max_iter, lam[b])
+        ok, iters = _solve_one(W, c, upper, tol, rel_reg, max_iter, lam[b], scratch, L, inv, idx)
         most = max(most, iters)
-        x = v + W @ lam[b]  # u = -Q^-1 (q + G'λ) = -Lq'^-1 (v + W λ)
-        _back_sub_t(Lq, x)
+        for p in range(n):  # u = -Q^-1 (q + G'λ) = -Lq'^-1 (v + W λ)
+            s = v[p]
+            for j in range(mt):
+                s += W[p, j] * lam[b, j]
+            x[p] = s
+        _back_sub_t(Lq, inv_q, x)
         hmax = 0.0
         for r in range(m):
             hmax = max(hmax, abs(h[b, r]))
@@ -290,20 +380,22 @@ def solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam, keep=True)
             slack[b, r] = max(s, 0.0)
             if s > 1e3 * tol * (1.0 + hmax):
                 infeasible = True
-        u[b] = -x
         # Bounds are hard rows, yet on badly scaled data (|h| or |q| >~ 1e5) the dual iteration can stop
         # with u outside them. u is clipped into the box; a miss beyond 1e-6 relative (1e-3 in float32)
         # is a failure.
         btol = max(1e-6, 100.0 * tol)
         out_of_box = False
-        for p in range(lb.shape[1]):
-            if u[b, p] < lb[b, p] - btol * (1.0 + abs(lb[b, p])):
-                out_of_box = True
-            u[b, p] = max(u[b, p], lb[b, p])
-        for p in range(ub.shape[1]):
-            if u[b, p] > ub[b, p] + btol * (1.0 + abs(ub[b, p])):
-                out_of_box = True
-            u[b, p] = min(u[b, p], ub[b, p])
+        for p in range(n):
+            up = -x[p]
+            if lb.shape[1]:
+                if up < lb[b, p] - btol * (1.0 + abs(lb[b, p])):
+                    out_of_box = True
+                up = max(up, lb[b, p])
+            if ub.shape[1]:
+                if up > ub[b, p] + btol * (1.0 + abs(ub[b, p])):
+                    out_of_box = True
+                up = min(up, ub[b, p])
+            u[b, p] = up
         status[b] = MAX_ITER if (not ok or out_of_box) else (INFEASIBLE if infeasible else OPTIMAL)
     return u, slack, status, most, Lq_all, W_all
 
@@ -313,7 +405,7 @@ def adjoint_batch(Lq_all, W_all, m, lam, g, rho, tol, rel_reg):
     """KKT adjoint on each problem's active set ``{tight < λ < upper - tight}`` (all rows).
 
     Solves ``Q w_u + G_A' w_λ = g, G_A w_u = 0`` with the forward pass's ``Lq`` and
-    ``W = Lq^-1 G'``; ``m`` constraint rows come first (upper bound ``rho``), bound
+    ``W = Lq^-1 G_all'``; ``m`` constraint rows come first (upper bound ``rho``), bound
     rows after (no upper bound). Returns ``(w_u (B, n), w_λ (B, m'))``.
     """
     B, n = g.shape
@@ -322,24 +414,21 @@ def adjoint_batch(Lq_all, W_all, m, lam, g, rho, tol, rel_reg):
     w_u = np.empty((B, n), dtype=dtype)
     w_lam = np.zeros((B, mt), dtype=dtype)
     v = np.empty(n, dtype=dtype)
+    inv_q = np.empty(n, dtype=dtype)
     idx = np.empty(mt, dtype=np.int64)
     L = np.empty((mt, mt), dtype=dtype)
+    inv = np.empty(mt, dtype=dtype)
     rhs = np.empty(mt, dtype=dtype)
     for b in range(B):
         Lq, W = Lq_all[b], W_all[b]
-        for i in range(n):  # v = Lq^-1 g
-            s = g[b, i]
-            for p in range(i):
-                s -= Lq[i, p] * v[p]
-            v[i] = s / Lq[i, i]
+        for i in range(n):
+            inv_q[i] = 1.0 / Lq[i, i]
+        _forward_sub(Lq, inv_q, g[b], v)  # v = Lq^-1 g
         lmax = 0.0
         dmax = 0.0
         for i in range(mt):
             lmax = max(lmax, abs(lam[b, i]))
-            col = 0.0
-            for p in range(n):
-                col += W[p, i] * W[p, i]
-            dmax = max(dmax, col)
+            dmax = max(dmax, _col_dot(W, i, i))
         tight = tol * 100.0 * (1.0 + lmax)
         k = 0
         for i in range(mt):
@@ -349,19 +438,19 @@ def adjoint_batch(Lq_all, W_all, m, lam, g, rho, tol, rel_reg):
         x = v.copy()
         if k > 0:
             reg = rel_reg * (1.0 + dmax)
-            if not _gram_cholesky(W, idx, k, reg, L):
-                _gram_cholesky(W, idx, k, 1e3 * reg + 1e-30, L)
+            if not _gram_cholesky(W, idx, k, reg, L, inv):
+                _gram_cholesky(W, idx, k, 1e3 * reg + 1e-30, L, inv)
             for a in range(k):  # (G Q^-1 g)_A = (W' v)_A
                 s = 0.0
                 for p in range(n):
                     s += W[p, idx[a]] * v[p]
                 rhs[a] = s
-            _chol_solve(L, k, rhs)
+            _chol_solve(L, inv, k, rhs)
             for a in range(k):
                 w_lam[b, idx[a]] = rhs[a]
                 for p in range(n):
                     x[p] -= W[p, idx[a]] * rhs[a]
-        _back_sub_t(Lq, x)  # w_u = Q^-1 (g - G_A' w_λ) = Lq'^-1 (Lq^-1 g - W_A w_λ)
+        _back_sub_t(Lq, inv_q, x)  # w_u = Q^-1 (g - G_A' w_λ) = Lq'^-1 (Lq^-1 g - W_A w_λ)
         w_u[b] = x
     return w_u, w_lam
 
@@ -405,19 +494,34 @@ def row_count(G: np.ndarray, h: np.ndarray, lb: np.ndarray, ub: np.ndarray) -> i
 
 
 @njit(**_FAST)
-def _forward(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam):
-    """:func:`check_inputs` and a forward-only :func:`solve_batch` in one compiled call (the control loop's):
-    ``(problem, u, slack, status, iterations)``; ``problem`` as :func:`check_inputs` (then nothing was solved)."""
-    problem = check_inputs(Q, q, G, h, lb, ub)
+def _forward(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam0):
+    """The control loop's one compiled call: shapes, :func:`check_inputs` and a forward-only
+    :func:`solve_batch` warm-started from ``lam0 (B, m')`` (``(0, 0)``: from zero). Returns ``(problem, u,
+    slack, status, lam, iterations)``; ``problem`` 0, a :func:`check_inputs` code (nothing solved), ``SHAPES``
+    (nothing solved) or ``NOT_POSITIVE_DEFINITE`` (some element's ``Q``)."""
+    B, n = q.shape
+    m = G.shape[1]
+    shapes_ok = (
+        Q.shape[0] == B and Q.shape[1] == n and Q.shape[2] == n and G.shape[0] == B and G.shape[2] == n
+        and h.shape[0] == B and h.shape[1] == m and lb.shape[0] == B and ub.shape[0] == B
+        and (lb.shape[1] == 0 or lb.shape[1] == n) and (ub.shape[1] == 0 or ub.shape[1] == n)
+    )  # fmt: skip
+    mt = m + lb.shape[1] + ub.shape[1]
+    shapes_ok = shapes_ok and (lam0.shape[0] == 0 or (lam0.shape[0] == B and lam0.shape[1] == mt))
+    lam = np.zeros((B, mt), dtype=q.dtype) if lam0.shape[0] == 0 else lam0
+    problem = check_inputs(Q, q, G, h, lb, ub) if shapes_ok else SHAPES
     if problem:
-        return problem, np.zeros_like(q), np.zeros_like(h), np.zeros(q.shape[0], dtype=np.int8), 0
+        return problem, np.zeros_like(q), np.zeros((B, m), dtype=q.dtype), np.zeros(B, dtype=np.int8), lam, 0
     u, slack, status, most, _, _ = solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam, False)
-    return 0, u, slack, status, most
+    for b in range(B):
+        if status[b] == NOT_POSITIVE_DEFINITE:
+            problem = NOT_POSITIVE_DEFINITE
+    return problem, u, slack, status, lam, most
 
 
 def _raise(problem: int, status: np.ndarray) -> None:
     """The named ``ValueError`` for a failed :func:`check_inputs` or a ``Q`` that is not positive definite."""
-    if problem:
+    if problem and problem != NOT_POSITIVE_DEFINITE:
         raise ValueError(
             f"{_NAMES[problem - 1]} contains NaN or inf; expected finite values"
             if problem <= len(_NAMES)
@@ -437,10 +541,13 @@ def solve_checked(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam):
     return out
 
 
-def forward_checked(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam):
+def forward_checked(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam0):
     """The forward-only solve with :func:`solve_checked`'s errors, in one compiled call with no factors kept:
-    ``(u, slack, status, iterations)``; ``lam`` receives the multipliers."""
-    problem, u, slack, status, most = _forward(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam)
-    if problem or status.any():  # the status scan only when some element is not optimal
+    ``(u, slack, status, lam, iterations)`` (``lam`` the multipliers of all rows: ``lam0`` itself, updated,
+    unless that is ``(0, 0)``), or None if the shapes do not fit together (the caller names the argument)."""
+    problem, u, slack, status, lam, most = _forward(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam0)
+    if problem:
+        if problem == SHAPES:
+            return None
         _raise(problem, status)
-    return u, slack, status, most
+    return u, slack, status, lam, most

@@ -290,7 +290,7 @@ def solve_native(
             from safeliquid.qp import _kernel
 
             arrays, lam, tol, rel_reg = _kernel_inputs(Q, q, G, h, lb, ub, penalty, warm_start)
-            u_np, slack_np, status_np, iterations = _kernel.forward_checked(
+            u_np, slack_np, status_np, lam, iterations = _kernel.forward_checked(
                 *arrays, penalty, tol, rel_reg, max_iter, lam
             )
             return numpy_solution(u_np, lam, slack_np, status_np, iterations, m)

@@ -108,6 +108,7 @@ class NumpyQPSolution(NamedTuple):
 
 _EMPTY: dict[tuple[int, np.dtype], np.ndarray] = {}
 _TOLERANCES = {np.dtype(d): QPSettings.tolerances(d) for d in (np.float32, np.float64)}
+_NO_WARM_START = {d: np.zeros((0, 0), dtype=d) for d in _TOLERANCES}  # the kernel's "start from lam = 0"
 
 
 def _raise_named(Q: np.ndarray, q: np.ndarray, G: np.ndarray, h: np.ndarray, lb: np.ndarray, ub: np.ndarray) -> None:
@@ -165,30 +166,21 @@ def _forward_arrays(
     Q: np.ndarray, q: np.ndarray, G: np.ndarray, h: np.ndarray, lb: np.ndarray | None, ub: np.ndarray | None,
     settings: QPSettings,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int] | None:  # fmt: skip
-    """The forward-only kernel on batched arrays: ``(u, slack, status, lam, iterations)``, or None when one
-    cheap test of the shapes and dtypes fails (the callers then name the argument)."""
-    batch, n = q.shape
+    """The forward-only kernel on batched arrays: ``(u, slack, status, lam, iterations)``, or None when the
+    ranks, dtypes or shapes do not fit (the callers then name the argument). Ranks and dtypes are tested
+    here, since numba would compile a new kernel for each; the shapes inside the compiled call."""
     dtype = q.dtype
-    lb = _none(batch, dtype) if lb is None else lb
-    ub = _none(batch, dtype) if ub is None else ub
-    m = G.shape[1] if G.ndim == 3 else -1
-    if not (
-        Q.shape == (batch, n, n)
-        and G.shape == (batch, m, n)
-        and h.shape == (batch, m)
-        and lb.shape[0] == ub.shape[0] == batch
-        and lb.shape[1] in (0, n)
-        and ub.shape[1] in (0, n)
-        and dtype in _TOLERANCES
-        and Q.dtype == G.dtype == h.dtype == lb.dtype == ub.dtype == dtype
-    ):
+    tols = _TOLERANCES.get(dtype)
+    lb = _none(q.shape[0], dtype) if lb is None else lb
+    ub = _none(q.shape[0], dtype) if ub is None else ub
+    if tols is None or not (
+        Q.ndim == 3 and G.ndim == 3 and h.ndim == 2 and lb.ndim == 2 and ub.ndim == 2
+        and Q.dtype == dtype and G.dtype == dtype and h.dtype == dtype and lb.dtype == dtype and ub.dtype == dtype
+    ):  # fmt: skip
         return None
-    tol, rel_reg = _TOLERANCES[dtype]
-    lam = np.zeros((batch, _kernel.row_count(G, h, lb, ub)), dtype=dtype)
-    u, slack, status, iterations = _kernel.forward_checked(
-        Q, q, G, h, lb, ub, settings.penalty, tol, rel_reg, settings.max_iter, lam
+    return _kernel.forward_checked(
+        Q, q, G, h, lb, ub, settings.penalty, *tols, settings.max_iter, _NO_WARM_START[dtype]
     )
-    return u, slack, status, lam, int(iterations)
 
 
 def _fast_forward(
