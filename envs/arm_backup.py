@@ -12,8 +12,8 @@ decay, ``q + q' / rate``, keeps every joint ``rest_room`` inside its bounds and 
 least ``rest_clearance`` (the travel there is a fraction of a milliradian, over which the barriers are
 linear to 1e-7), with the gravity torque within 90 % of the ratings, so that holding is unsaturated. The
 implicit safe set (:mod:`safeliquid.safety.backup_set`) is the states from which the braking rollout keeps
-every barrier and reaches that set; the generic rollout evaluates it on the model's PyBullet client (no
-compiled form: the dynamics are PyBullet's).
+every barrier and reaches that set; the generic rollout evaluates it with the model's compiled dynamics
+(:mod:`~safeliquid.envs.arm_kernel`), one Python call per period.
 """
 
 from __future__ import annotations

@@ -2,12 +2,13 @@
 
 The arm is pybullet_data's ``kuka_iiwa/model.urdf`` on a fixed base, velocity
 motors disabled and joint damping removed, so PyBullet integrates exactly
-``M(q) q'' + c(q, q') = tau``. The model (:class:`KukaModel`) asks its own PyBullet
-client for ``M`` (``calculateMassMatrix``) and ``c`` (``calculateInverseDynamics``
-at zero acceleration) and the end effector's Jacobian (``calculateJacobian``); the
-barriers place control points with pytorch_kinematics reading the same URDF, so they
-are differentiable in torch, and :func:`arm_terms` gives their HOCBF pieces in closed
-form from PyBullet's kinematics (checked against autograd for every scene).
+``M(q) q'' + c(q, q') = tau``. The model (:class:`KukaModel`) computes ``M`` and ``c``
+and the control points' kinematics with compiled rigid-body code on the same URDF
+(:mod:`~safeliquid.envs.arm_kernel`, equal to PyBullet's ``calculateMassMatrix``,
+``calculateInverseDynamics`` and ``calculateJacobian`` to rounding); the barriers place
+the control points with pytorch_kinematics reading the same URDF, so they are
+differentiable in torch, and :func:`arm_terms` gives their HOCBF pieces in closed form
+from the compiled kinematics (checked against autograd for every scene).
 
 Constraints (state ``[q (7), q_dot (7)]``): nine control points along the arm
 (upper arm, mid-upper arm, elbow, mid-elbow link, forearm, mid-forearm, wrist, elbow housing, end effector) keep
@@ -23,16 +24,18 @@ effector, obstacle centre minus end effector, obstacle radius.
 from __future__ import annotations
 
 import os
-from functools import cached_property, partial
+from functools import cache, cached_property, partial
 from typing import Any
 
 import numpy as np
 import pybullet as p
 import pybullet_data
 import torch
+from safeliquid.envs import arm_kernel
 from safeliquid.envs._base import SafeBulletEnv
 from safeliquid.envs._sim import BulletSim
 from safeliquid.envs.arm_backup import BrakeJoints
+from safeliquid.envs.arm_kernel import ARMATURE_WEIGHTS, ArmParameters
 from torch import Tensor
 
 from safeliquid.safety import ConstraintSet, Manipulator, sphere_obstacle, state_box
@@ -107,7 +110,9 @@ def load_arm(sim: BulletSim, mass_scale: float = 1.0) -> tuple[int, np.ndarray, 
             j,
             mass=mass * mass_scale,
             # A thin-disc rotor on the joint axis (z): ARMATURE about z, half of it about x and y.
-            localInertiaDiagonal=[(i * mass_scale + ARMATURE * w) for i, w in ((ixx, 0.5), (iyy, 0.5), (izz, 1.0))],
+            localInertiaDiagonal=[
+                i * mass_scale + ARMATURE * w for i, w in zip((ixx, iyy, izz), ARMATURE_WEIGHTS, strict=True)
+            ],
             linearDamping=0.0,
             angularDamping=0.0,
             jointDamping=0.0,
@@ -116,25 +121,30 @@ def load_arm(sim: BulletSim, mass_scale: float = 1.0) -> tuple[int, np.ndarray, 
     return body, np.array(low), np.array(high)
 
 
-class KukaModel(Manipulator):
-    """The iiwa's ``M(q)`` and ``c(q, q')`` from a private PyBullet client (``(B, 7, 7)`` and ``(B, 7)``).
+@cache
+def _urdf_text() -> str:
+    with open(os.path.join(pybullet_data.getDataPath(), URDF)) as fh:
+        return fh.read()
 
-    Usable anywhere (a training process, a vector env's parent) without the
-    environment that made it; ``mass_scale`` matches a randomised episode.
+
+_LINK_INDEX = np.array(_LINKS, dtype=np.int64)
+_GRAVITY = (0.0, 0.0, -9.81)  # BulletSim.reset's
+
+
+class KukaModel(Manipulator):
+    """The iiwa's ``M(q)`` and ``c(q, q')`` (``(B, 7, 7)`` and ``(B, 7)``) and its control points' kinematics.
+
+    Compiled rigid-body dynamics and kinematics (:mod:`safeliquid.envs.arm_kernel`) on the URDF's
+    parameters as :func:`load_arm` changes them (``mass_scale``, the armature): equal to PyBullet's
+    ``calculateMassMatrix`` and ``calculateInverseDynamics`` to 1e-15 (tests/test_envs.py), without a PyBullet
+    client, so the model pickles (vector envs) and costs microseconds per call.
     """
 
     def __init__(self, mass_scale: float = 1.0, substeps: int | None = None) -> None:
         self.mass_scale = mass_scale
-        self._sim: BulletSim | None = None
+        self.parameters = ArmParameters.from_urdf(_urdf_text(), mass_scale, ARMATURE, _GRAVITY)
+        self.chain = self.parameters.arrays()  # what the compiled functions take
         super().__init__(7, self._mass_matrix_of, self._bias_of, self._jacobian_of, task_dim=3, substeps=substeps)
-
-    @property
-    def sim(self) -> tuple[BulletSim, int]:
-        if self._sim is None:  # connect lazily, so the model pickles (vector envs) and costs nothing unused
-            self._sim = BulletSim()
-            self._sim.reset()
-            self._body = load_arm(self._sim, self.mass_scale)[0]
-        return self._sim, self._body
 
     def __getstate__(self) -> dict:
         return {"mass_scale": self.mass_scale, "substeps": self.substeps}
@@ -143,54 +153,44 @@ class KukaModel(Manipulator):
         self.__init__(state["mass_scale"], state.get("substeps"))  # type: ignore[misc]
 
     def dynamics_numpy(self, q: np.ndarray, qd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``M(q) (7, 7)`` and ``c(q, q') (7,)`` at one state, numpy, from this model's PyBullet client."""
-        sim, body = self.sim
-        q_list = q.tolist()
-        M = np.array(sim.call(p.calculateMassMatrix, body, q_list))
-        return M, np.array(sim.call(p.calculateInverseDynamics, body, q_list, qd.tolist(), [0.0] * 7))
+        """``M(q) (7, 7)`` and ``c(q, q') (7,)`` at one state, numpy."""
+        return arm_kernel.dynamics(np.asarray(q, np.float64), np.asarray(qd, np.float64), *self.chain)
 
     def step_numpy(self, x: np.ndarray, u: np.ndarray, dt: float) -> np.ndarray:
-        """:meth:`step` in numpy, without torch: ``substeps`` of semi-implicit Euler (PyBullet's), each one
-        mass matrix and one bias from the private client. ``x (B, 14)``, ``u (B, 7)`` -> ``(B, 14)``."""
+        """:meth:`step` in numpy, without torch: ``substeps`` of semi-implicit Euler (PyBullet's), compiled.
+        ``x (B, 14)``, ``u (B, 7)`` -> ``(B, 14)``."""
         if self.substeps is None:
             return super().step_numpy(x, u, dt)
-        out = np.array(x, dtype=np.float64)
-        h = dt / self.substeps
-        for row, tau in zip(out, np.asarray(u, np.float64), strict=True):
-            for _ in range(self.substeps):
-                M, c = self.dynamics_numpy(row[:7], row[7:])
-                row[7:] += h * np.linalg.solve(M, tau - c)
-                row[:7] += h * row[7:]
-        return out
+        x, u = np.ascontiguousarray(x, np.float64), np.ascontiguousarray(u, np.float64)
+        return arm_kernel.step(x, u, float(dt), self.substeps, *self.chain)
 
     def _mass_matrix_of(self, q: Tensor) -> Tensor:
-        sim, body = self.sim
-        rows = [sim.call(p.calculateMassMatrix, body, qi.tolist()) for qi in q.detach().double()]
+        zero = np.zeros(7)
+        rows = [self.dynamics_numpy(qi, zero)[0] for qi in q.detach().double().numpy()]
         return torch.tensor(np.array(rows), dtype=q.dtype)
 
     def _jacobian_of(self, q: Tensor) -> Tensor:
         """The end effector's (control point ``ee``) linear velocity Jacobian ``(B, 3, 7)``."""
-        sim, body = self.sim
-        rows = [point_jacobians(sim, body, qi.numpy(), ["ee"])[0] for qi in q.detach().double()]
+        zero = np.zeros(7)
+        rows = [self.point_kinematics(qi, zero)[1][-1] for qi in q.detach().double().numpy()]
         return torch.tensor(np.array(rows), dtype=q.dtype)
 
-    def point_kinematics(self, q: np.ndarray, qd: np.ndarray, eps: float = 1e-5) -> tuple[np.ndarray, ...]:
+    def points(self, q: np.ndarray) -> np.ndarray:
+        """The :data:`CONTROL_POINTS` ``(P, 3)`` at ``q (7,)``."""
+        joint_rot, joint_pos = self.chain[:2]
+        return arm_kernel.points(np.asarray(q, np.float64), joint_rot, joint_pos, _LINK_INDEX, _OFFSETS)
+
+    def point_kinematics(self, q: np.ndarray, qd: np.ndarray) -> tuple[np.ndarray, ...]:
         """The :data:`CONTROL_POINTS` at one state ``q, qd (7,)``: positions ``(P, 3)``, linear Jacobians
-        ``(P, 3, 7)`` and ``J' q' (P, 3)`` (the points' acceleration at zero joint acceleration, by a
-        central difference of ``J`` along ``q'``), all from this model's PyBullet client."""
-        sim, body = self.sim
-        for j in range(7):
-            sim.call(p.resetJointState, body, j, float(q[j]), 0.0)
-        J = point_jacobians(sim, body, q)
-        jdot_qd = (point_jacobians(sim, body, q + eps * qd) - point_jacobians(sim, body, q - eps * qd)) @ qd / (2 * eps)
-        return control_points(sim, body), J, jdot_qd
+        ``(P, 3, 7)`` and ``J' q' (P, 3)`` (the points' acceleration at zero joint acceleration), closed form."""
+        joint_rot, joint_pos, axis = self.chain[:3]
+        q, qd = np.asarray(q, np.float64), np.asarray(qd, np.float64)
+        return arm_kernel.point_kinematics(q, qd, joint_rot, joint_pos, axis, _LINK_INDEX, _OFFSETS)
 
     def _bias_of(self, q: Tensor, qd: Tensor) -> Tensor:
-        sim, body = self.sim
-        zero = [0.0] * 7
         rows = [
-            sim.call(p.calculateInverseDynamics, body, qi.tolist(), qdi.tolist(), zero)
-            for qi, qdi in zip(q.detach().double(), qd.detach().double(), strict=True)
+            self.dynamics_numpy(qi, qdi)[1]
+            for qi, qdi in zip(q.detach().double().numpy(), qd.detach().double().numpy(), strict=True)
         ]
         return torch.tensor(np.array(rows), dtype=q.dtype)
 
@@ -204,25 +204,15 @@ def arm_terms(x: Any, model: KukaModel, center: np.ndarray, reach: float, low: n
     ``L_f^2 h = 2 |J q'|^2 + 2 d.(J' q' + J a0)``, ``L_g L_f h = 2 d^T J M^-1``; a joint's are ``q - low``,
     ``q'``, ``a0`` and ``M^-1`` rows."""
     xs = x.detach().double().numpy() if isinstance(x, Tensor) else np.asarray(x, np.float64)
+    center, low, high = (np.asarray(a, np.float64) for a in (center, low, high))
     A_out, L_out = [], []
     for xi in xs:
-        q, qd = xi[:7], xi[7:]
-        qt = torch.from_numpy(q[None])
-        m_inv = np.linalg.inv(model._mass_matrix_of(qt)[0].numpy())
-        a0 = -m_inv @ model._bias_of(qt, torch.from_numpy(qd[None]))[0].numpy()
-        points, J, jdot_qd = model.point_kinematics(q, qd)
-        d = points - center
-        vel = J @ qd  # (P, 3)
-        sphere_L = np.stack(
-            [(d * d).sum(1) - reach * reach, 2 * (d * vel).sum(1),
-             2 * (vel * vel).sum(1) + 2 * (d * (jdot_qd + J @ a0)).sum(1)], 1
+        A_i, L_i = arm_kernel.hocbf_terms(
+            np.ascontiguousarray(xi[:7]), np.ascontiguousarray(xi[7:]), center, float(reach), low, high,
+            _LINK_INDEX, _OFFSETS, *model.chain,
         )  # fmt: skip
-        sphere_A = 2 * np.einsum("pk,pkj->pj", d, J) @ m_inv
-        sign = np.array([[1.0], [-1.0]])  # low: q - low; high: high - q
-        joint_L = np.stack([np.stack([q - low, qd, a0], 1), np.stack([high - q, -qd, -a0], 1)], 1).reshape(14, 3)
-        joint_A = (sign[None] * m_inv[:, None, :]).reshape(14, 7)
-        A_out.append(np.concatenate([sphere_A, joint_A]))
-        L_out.append(np.concatenate([sphere_L, joint_L]))
+        A_out.append(A_i)
+        L_out.append(L_i)
     A, L = np.array(A_out), np.array(L_out)
     if isinstance(x, Tensor):
         return torch.from_numpy(A).to(x.dtype), torch.from_numpy(L).to(x.dtype)
@@ -231,23 +221,21 @@ def arm_terms(x: Any, model: KukaModel, center: np.ndarray, reach: float, low: n
 
 def arm_values(x: np.ndarray, model: KukaModel, center: np.ndarray, reach: float, low: np.ndarray,
                high: np.ndarray) -> np.ndarray:  # fmt: skip
-    """ArmReach's barrier values ``(B, P + 14)`` at ``x (B, 14)`` (numpy; :func:`arm_terms` order) from the model's
-    PyBullet client: only the control points' positions, not the Jacobians the terms need."""
-    sim, body = model.sim
-    out = []
-    for xi in np.asarray(x, np.float64):
-        for j in range(7):
-            sim.call(p.resetJointState, body, j, float(xi[j]), 0.0)
-        out.append(barriers_at(control_points(sim, body), xi[:7], center, reach, low, high))
-    return np.array(out)
+    """ArmReach's barrier values ``(B, P + 14)`` at ``x (B, 14)`` (numpy; :func:`arm_terms` order): only the
+    control points' positions, not the Jacobians the terms need."""
+    return np.array(
+        [barriers_at(model.points(q), q, center, reach, low, high) for q in np.asarray(x, np.float64)[:, :7]]
+    )
 
 
 def barriers_at(points: np.ndarray, q: np.ndarray, center: np.ndarray, reach: float, low: np.ndarray,
                 high: np.ndarray) -> np.ndarray:  # fmt: skip
     """ArmReach's barrier values ``(P + 14,)`` from the control points ``(P, 3)`` and the joints ``q (7,)``: the
     sphere's for each point, then ``joint1.low``, ``joint1.high``, ``joint2.low``, ..."""
-    sphere = ((points - center) ** 2).sum(1) - reach * reach
-    return np.concatenate([sphere, np.stack([q - low, high - q], 1).ravel()])
+    return arm_kernel.barrier_values(
+        np.asarray(q, np.float64), np.asarray(points, np.float64), np.asarray(center, np.float64), float(reach),
+        np.asarray(low, np.float64), np.asarray(high, np.float64),
+    )  # fmt: skip
 
 
 class _Kinematics:
@@ -331,9 +319,10 @@ class ArmReachEnv(SafeBulletEnv):
         return _Kinematics()
 
     def _points_now(self) -> np.ndarray:
-        """Control points ``(P, 3)`` from PyBullet's own link frames (cached until the arm moves)."""
+        """Control points ``(P, 3)`` at the arm's joint positions (cached until the arm moves): the model's
+        kinematics, which the barrier values reported and the safety layer's predictions thus share exactly."""
         if self._points_cache is None:
-            self._points_cache = control_points(self.sim, self._robot)
+            self._points_cache = self.model.points(self.safety_state()[:7])
         return self._points_cache
 
     def _set_q(self, q: np.ndarray) -> None:
@@ -346,6 +335,7 @@ class ArmReachEnv(SafeBulletEnv):
         scale = self._mass_scale()
         self._points_cache = None
         self._robot, self.q_low, self.q_high = load_arm(sim, scale)
+        self.model = KukaModel(scale, substeps=self.physics_substeps)
         reach = self.link_radius + self.margin
         while True:  # a start, a target and a sphere in between that clears both poses
             q_start = HOME + rng.uniform(-0.2, 0.2, 7)
@@ -373,7 +363,6 @@ class ArmReachEnv(SafeBulletEnv):
         self._obstacle_id = sim.call(p.createMultiBody, 0.0, shape, vis, basePosition=center.tolist())
         marker = sim.call(p.createVisualShape, p.GEOM_SPHERE, radius=0.03, rgbaColor=[0.1, 0.8, 0.2, 1])
         sim.call(p.createMultiBody, 0.0, -1, marker, basePosition=self.target.tolist())
-        self.model = KukaModel(scale, substeps=self.physics_substeps)
         barriers = sphere_obstacle(
             "obstacle",
             self.kinematics,
@@ -389,8 +378,8 @@ class ArmReachEnv(SafeBulletEnv):
             lo, hi = self.q_low[j] + self.joint_margin, self.q_high[j] - self.joint_margin
             barriers += state_box(f"joint{j + 1}", j, lo, hi, gains=self.joint_gains)
         samples = torch.as_tensor(np.concatenate([q_start, np.zeros(7)])[None] + rng.normal(0, 0.1, (4, 14)))
-        # The closed-form terms read PyBullet's kinematics (the plant's), which agree with pytorch_kinematics'
-        # to ~5e-8 m and give L_f^2 h to ~1e-6: hence the looser check (the analytical-backward bug that
+        # The closed-form terms agree with pytorch_kinematics' autograd to ~1e-6 in L_f^2 h (its float32-free
+        # chain in float64 still differs in rounding): hence the looser check (the analytical-backward bug that
         # _Kinematics works around was off by 5e-4 on these samples).
         scene = {
             "model": self.model,
@@ -407,8 +396,8 @@ class ArmReachEnv(SafeBulletEnv):
                 self.model, self.action_bound, self.dt, partial(arm_values, **scene), len(CONTROL_POINTS),
                 scene["low"], scene["high"],
             ).backup() if self.certified else None,
-            # Joint ranges and speeds a torque-saturating agent reaches; few samples (each costs ~5 ms of PyBullet
-            # calls, at every reset): a weak test here, see docs/safety.md.
+            # Joint ranges and speeds a torque-saturating agent reaches; few samples (at every reset): a weak test
+            # here, see docs/safety.md.
             state_bounds=(np.r_[self.q_low, -6.0 * np.ones(7)], np.r_[self.q_high, 6.0 * np.ones(7)]),
             certify_samples=8,
         )  # fmt: skip
@@ -416,13 +405,12 @@ class ArmReachEnv(SafeBulletEnv):
     @staticmethod
     def sample_margin() -> float:
         """How far (barrier units: m^2 for the sphere, rad for the joints) the model's one-period prediction
-        may be from PyBullet's. :class:`KukaModel` asks a PyBullet client of its own, loaded with the same
-        URDF, masses and armature, for ``M(q)`` and ``c(q, q')`` and integrates them by the simulator's
-        ``physics_substeps`` of semi-implicit Euler, and its barrier values read the same kinematics: the
-        prediction matches to rounding at any speed (measured: 3e-14 in the state, 1e-15 in the barriers at
-        |q'| <= 6 rad/s and full torque; ``tests/test_envs.py`` checks it). PyBullet's link frames, which place
-        the control points, are float32 (7.5e-9 m steps), so a sphere barrier ``d^2 - R^2`` (``d`` <~ 1.5 m)
-        is resolved to about ``2 d sqrt(3) 7.5e-9 ~ 4e-8``: the margin is 1e-7."""
+        may be from PyBullet's. :class:`KukaModel` computes ``M(q)`` and ``c(q, q')`` from the same URDF,
+        masses and armature (equal to PyBullet's to 1e-15) and integrates them by the simulator's
+        ``physics_substeps`` of semi-implicit Euler, and the barrier values the environment reports place the
+        control points with the model's own kinematics from PyBullet's joint positions: the prediction matches
+        to rounding at any speed (``tests/test_envs.py`` checks it at |q'| <= 6 rad/s and full torque). The
+        margin, 1e-7, is orders of magnitude above that rounding."""
         return 1e-7
 
     def safety_state(self) -> np.ndarray:
@@ -452,7 +440,7 @@ class ArmReachEnv(SafeBulletEnv):
         for _ in range(self.physics_substeps):
             self.sim.call(p.setJointMotorControlArray, self._robot, list(range(7)), p.TORQUE_CONTROL, forces=tau)
             if push is not None:  # at the end effector, cleared by every stepSimulation
-                where = control_points(self.sim, self._robot)[-1].tolist()
+                where = self.model.points(self.safety_state()[:7])[-1].tolist()
                 link = CONTROL_POINTS["ee"][0]
                 self.sim.call(p.applyExternalForce, self._robot, link, push.tolist(), where, p.WORLD_FRAME)
             self.sim.call(p.stepSimulation)

@@ -188,6 +188,34 @@ def test_model_predicts_the_simulator_cartpole():
     assert err[:, :2].max() < 5e-3 and err[:, 2:].max() < 3e-2, err.max(0)
 
 
+def test_arm_model_equals_pybullets_dynamics_and_kinematics():
+    """The compiled model against PyBullet's own calls on the environment's arm (mass scale randomised), at
+    random states up to 6 rad/s: M, c and the Jacobians to rounding; the control points to PyBullet's link
+    frames' float32 resolution; J' q' to the central difference of PyBullet's Jacobians."""
+    from safeliquid.envs.arm_reach import control_points, point_jacobians
+
+    env = make(ARM, randomize_mass=0.2)
+    env.reset(seed=4)
+    model, sim, body = env.unwrapped.model, env.unwrapped.sim, env.unwrapped._robot
+    assert model.mass_scale != 1.0
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        q, qd = rng.uniform(env.unwrapped.q_low, env.unwrapped.q_high), rng.uniform(-6, 6, 7)
+        for j in range(7):
+            sim.call(p.resetJointState, body, j, float(q[j]), float(qd[j]))
+        M, c = model.dynamics_numpy(q, qd)
+        np.testing.assert_allclose(M, sim.call(p.calculateMassMatrix, body, q.tolist()), rtol=0, atol=1e-12)
+        bias = sim.call(p.calculateInverseDynamics, body, q.tolist(), qd.tolist(), [0.0] * 7)
+        np.testing.assert_allclose(c, bias, rtol=0, atol=1e-10)
+        points, J, jdot = model.point_kinematics(q, qd)
+        np.testing.assert_allclose(J, point_jacobians(sim, body, q), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(points, control_points(sim, body), rtol=0, atol=2e-7)
+        eps = 1e-6
+        diff = (point_jacobians(sim, body, q + eps * qd) - point_jacobians(sim, body, q - eps * qd)) @ qd / (2 * eps)
+        np.testing.assert_allclose(jdot, diff, rtol=0, atol=1e-5 * (1 + np.abs(jdot).max()))
+    env.close()
+
+
 def test_model_predicts_the_simulator_arm():
     env = make(ARM)
     env.reset(seed=0)

@@ -1,5 +1,6 @@
 """HOCBF rows derived by autograd against hand-derived ones; constraint validation."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -217,3 +218,20 @@ def test_closed_form_terms_are_checked_against_autograd_and_used():
     A, L = cs.terms_numpy(xn)
     assert isinstance(A, np.ndarray) and len(calls) == 2  # the numpy closed form served both calls
     np.testing.assert_allclose(L, terms(xn)[1])
+
+
+def test_braking_terms_compiled_numpy_path_equals_the_torch_path():
+    """The control loop's compiled braking terms and values against the torch formulas, at random states
+    (per-axis masses, states at rest and inside the segment's clamp at both ends included)."""
+    from safeliquid.safety.braking import braking_terms, braking_values
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 2, (200, 4))
+    x[:10, 2:] = 0.0  # at rest
+    centers, reach = rng.normal(0, 2, (5, 2)), rng.uniform(0.2, 0.6, 5)
+    mass = np.array([1.5, 1.5000001])
+    A, L = braking_terms(x, centers, reach, 8.0, 0.05, mass)
+    A_t, L_t = braking_terms(torch.from_numpy(x), centers, reach, 8.0, 0.05, mass)
+    np.testing.assert_allclose(A, A_t.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(L, L_t.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(braking_values(x, centers, reach, 8.0, 0.05), L[..., 0], rtol=0, atol=0)

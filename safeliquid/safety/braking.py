@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from numba import njit
 from torch import Tensor
 
 from safeliquid.safety.barriers import Barrier
@@ -92,24 +93,68 @@ def braking_terms(
     ``r = c - (p + t w)``: ``L_f h = -2 r.v`` and ``dh/dv = -2 t ((|v|/(2 decel) + dt/2) r + v (v.r)/(2 decel |v|))``
     (the closest point's own motion drops out: ``t`` minimises the distance), ``L_g h = dh/dv / mass``
     (``mass`` one value or one per axis, as the model's)."""
-    xp = np if isinstance(x, np.ndarray) else torch
     dim = x.shape[1] // 2
-    if xp is torch:
-        centers, reach = torch.as_tensor(centers, dtype=x.dtype), torch.as_tensor(reach, dtype=x.dtype)
-        mass = torch.as_tensor(mass, dtype=x.dtype)
+    if isinstance(x, np.ndarray):  # the control loop's: compiled, the same formulas (a test holds them equal)
+        masses = np.broadcast_to(np.asarray(mass, np.float64), (dim,)).copy()
+        return _terms_numpy(np.ascontiguousarray(x, np.float64), np.asarray(centers, np.float64).reshape(-1, dim),
+                            np.asarray(reach, np.float64).reshape(-1), float(decel), float(dt), masses)  # fmt: skip
+    centers, reach = torch.as_tensor(centers, dtype=x.dtype), torch.as_tensor(reach, dtype=x.dtype)
+    mass = torch.as_tensor(mass, dtype=x.dtype)
     t, r, speed = _parts(x, centers, dim, decel, dt)
     v = x[:, None, dim:]
     vr = _dot(v, r)
     dh_dv = -2.0 * t[..., None] * ((speed / (2.0 * decel) + 0.5 * dt) * r + v * vr / (2.0 * decel * speed))
     h = (r * r).sum(-1) - reach * reach
-    return dh_dv / mass, xp.stack([h, -2.0 * vr[..., 0]], -1)
+    return dh_dv / mass, torch.stack([h, -2.0 * vr[..., 0]], -1)
 
 
 def braking_values(x: np.ndarray, centers: np.ndarray, reach: np.ndarray, decel: float, dt: float) -> np.ndarray:
     """:func:`braking_obstacles`' values ``h (B, K)`` at ``x (B, 2 d)`` (numpy): what the sampled-data prediction
     and the environment's ``info`` need, without the terms' derivatives."""
-    r = _parts(x, centers, x.shape[1] // 2, decel, dt)[1]
-    return (r * r).sum(-1) - reach * reach
+    dim = x.shape[1] // 2
+    centers = np.asarray(centers, np.float64).reshape(-1, dim)
+    masses = np.ones(dim)
+    return _terms_numpy(np.ascontiguousarray(x, np.float64), centers, np.asarray(reach, np.float64).reshape(-1),
+                        float(decel), float(dt), masses)[1][..., 0]  # fmt: skip
+
+
+@njit(cache=True, error_model="numpy")
+def _terms_numpy(
+    x: np.ndarray, centers: np.ndarray, reach: np.ndarray, decel: float, dt: float, mass: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """:func:`braking_terms` on numpy arrays, one state and obstacle at a time: ``A (B, K, d)``, ``L (B, K, 2)``
+    (``mass (d,)``); :func:`_parts`' formulas, with its ``_TINY`` guards."""
+    B, K, dim = x.shape[0], centers.shape[0], centers.shape[1]
+    A = np.empty((B, K, dim))
+    L = np.empty((B, K, 2))
+    w = np.empty(dim)
+    r = np.empty(dim)
+    for b in range(B):
+        vv = 0.0
+        for i in range(dim):
+            vv += x[b, dim + i] ** 2
+        speed = np.sqrt(vv + _TINY)
+        stretch = speed / (2.0 * decel) + 0.5 * dt
+        ww = 0.0
+        for i in range(dim):
+            w[i] = x[b, dim + i] * stretch
+            ww += w[i] * w[i]
+        for k in range(K):
+            ew = 0.0
+            for i in range(dim):
+                ew += (centers[k, i] - x[b, i]) * w[i]
+            t = min(max(ew / (ww + _TINY), 0.0), 1.0)
+            rr, vr = 0.0, 0.0
+            for i in range(dim):
+                r[i] = centers[k, i] - x[b, i] - t * w[i]
+                rr += r[i] * r[i]
+                vr += x[b, dim + i] * r[i]
+            L[b, k, 0] = rr - reach[k] * reach[k]
+            L[b, k, 1] = -2.0 * vr
+            for i in range(dim):
+                dh_dv = -2.0 * t * (stretch * r[i] + x[b, dim + i] * vr / (2.0 * decel * speed))
+                A[b, k, i] = dh_dv / mass[i]
+    return A, L
 
 
 def brake(x: Any, decel: float, dt: float, mass: float | np.ndarray) -> Any:
