@@ -27,3 +27,23 @@ def check_env_id(env_id: str) -> str:
     if env_id not in _ENVS:
         raise ValueError(f"unknown environment id {env_id!r}; known: {', '.join(ENV_IDS)}")
     return env_id
+
+
+def warmup() -> float:
+    """Compile (or load from numba's cache) the environments' compiled code: the cart-pole backup's rollout
+    test, the arm's kinematics and dynamics and the braking barriers' terms, ahead of the first episode
+    (``make`` calls it at install). Returns the seconds taken."""
+    import time
+
+    import numpy as np
+    from safeliquid.envs import arm_kernel, cartpole_backup
+
+    from safeliquid.safety.braking import braking_terms, braking_values
+
+    t0 = time.perf_counter()
+    cartpole_backup.warmup()
+    arm_kernel.warmup()
+    x, centers, reach = np.zeros((1, 4)), np.ones((1, 2)), np.ones(1)
+    braking_terms(x, centers, reach, 1.0, 0.1, 1.0)
+    braking_values(x, centers, reach, 1.0, 0.1)
+    return time.perf_counter() - t0

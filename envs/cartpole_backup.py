@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 
 @numba.njit(cache=True)
-def _accel(th: float, thd: float, u: float, p: np.ndarray) -> tuple[float, float]:
+def accelerations_at(th: float, thd: float, u: float, p: np.ndarray) -> tuple[float, float]:
     """``(x'', theta'')`` under force ``u``: the textbook cart-pole of :class:`CartPole`, ``p`` its parameters
     ``[mc, mp, l, inertia, gravity]``."""
     mc, mp, com, inertia, grav = p[0], p[1], p[2], p[3], p[4]
@@ -54,12 +54,40 @@ def _period(
 ) -> tuple[float, float, float, float]:
     """One control period of ``substeps`` semi-implicit Euler steps of ``h`` (as CartPole.step_numpy, PyBullet)."""
     for _ in range(substeps):
-        xdd, thdd = _accel(th, thd, u, p)
+        xdd, thdd = accelerations_at(th, thd, u, p)
         xd += h * xdd
         thd += h * thdd
         x += h * xd
         th += h * thd
     return x, th, xd, thd
+
+
+@numba.njit(cache=True)
+def rail_terms_numpy(states: np.ndarray, p: np.ndarray, rail: float) -> tuple[np.ndarray, np.ndarray]:
+    """``cartpole_rail.rail_terms`` on numpy states ``(B, 4)``, compiled: ``A (B, 2, 1)``, ``L (B, 2, 3)``."""
+    B = states.shape[0]
+    A = np.empty((B, 2, 1))
+    L = np.empty((B, 2, 3))
+    for b in range(B):
+        x, th, xd, thd = states[b, 0], states[b, 1], states[b, 2], states[b, 3]
+        drift = accelerations_at(th, thd, 0.0, p)[0]
+        gain = accelerations_at(th, thd, 1.0, p)[0] - drift
+        A[b, 0, 0], A[b, 1, 0] = gain, -gain
+        L[b, 0, 0], L[b, 0, 1], L[b, 0, 2] = x + rail, xd, drift
+        L[b, 1, 0], L[b, 1, 1], L[b, 1, 2] = rail - x, -xd, -drift
+    return A, L
+
+
+@numba.njit(cache=True)
+def step_states(states: np.ndarray, u: np.ndarray, p: np.ndarray, substeps: int, dt: float) -> np.ndarray:
+    """``states (B, 4)`` ``[x, theta, x', theta']`` one control period on under forces ``u (B,)``: ``substeps``
+    of :func:`_period` (what :meth:`CartPole.step_numpy` computes, compiled); ``p`` as :func:`accelerations_at`'s."""
+    out = np.empty_like(states)
+    h = dt / substeps
+    for b in range(states.shape[0]):
+        s = states[b]
+        out[b, 0], out[b, 1], out[b, 2], out[b, 3] = _period(s[0], s[1], s[2], s[3], u[b], p, substeps, h)
+    return out
 
 
 @numba.njit(cache=True)
@@ -180,3 +208,5 @@ class BrakeAndHold:
 def warmup() -> None:
     """Compile (or load from numba's cache) the rollout test, ahead of the first episode (``make`` calls it)."""
     _keeps(np.zeros((1, 4)), np.ones(13), 1, 1, 0.02)
+    step_states(np.zeros((1, 4)), np.zeros(1), np.ones(5), 1, 0.02)
+    rail_terms_numpy(np.zeros((1, 4)), np.ones(5), 1.0)

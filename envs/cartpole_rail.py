@@ -19,7 +19,7 @@ import numpy as np
 import pybullet as p
 import torch
 from safeliquid.envs._base import SafeBulletEnv
-from safeliquid.envs.cartpole_backup import BrakeAndHold
+from safeliquid.envs.cartpole_backup import BrakeAndHold, rail_terms_numpy, step_states
 from torch import Tensor
 
 from safeliquid.safety import Certificate, ConstraintSet, ControlAffine, state_box
@@ -47,6 +47,7 @@ class CartPole(ControlAffine):
     ) -> None:
         self.mc, self.mp, self.l, self.inertia, self.grav = cart_mass, pole_mass, com, inertia, gravity
         self.substeps = substeps  # the sampled-data prediction integrates as PyBullet does
+        self.parameters = np.array([cart_mass, pole_mass, com, inertia, gravity], dtype=np.float64)  # compiled code's
 
     def accelerations(self, x: Any, u: Any) -> Any:
         """``[x'', theta''] (B, 2)`` at ``x (B, 4)`` under force ``u (B,)``; torch or numpy alike."""
@@ -75,14 +76,11 @@ class CartPole(ControlAffine):
 
     def step_numpy(self, x: np.ndarray, u: np.ndarray, dt: float) -> np.ndarray:
         """:meth:`step` in numpy (the same integrator on the same accelerations): the control loop's path.
-        The semi-implicit substeps are :func:`semi_implicit`'s, written in place (velocity, then position)."""
+        The semi-implicit substeps (velocity, then position) compiled: :func:`cartpole_backup.step_states`."""
         if self.substeps is None:
             return rk4(lambda s, f: np.concatenate([s[:, 2:], self.accelerations(s, f[:, 0])], 1), x, u, dt)
-        h, x, force = dt / self.substeps, np.array(x, dtype=np.float64), u[:, 0]
-        for _ in range(self.substeps):
-            x[:, 2:] += h * self.accelerations(x, force)
-            x[:, :2] += h * x[:, 2:]
-        return x
+        x, force = np.ascontiguousarray(x, np.float64), np.ascontiguousarray(u[:, 0], np.float64)
+        return step_states(x, force, self.parameters, self.substeps, float(dt))
 
     def g(self, x: Tensor) -> Tensor:
         c = torch.cos(x[:, 1])
@@ -97,7 +95,9 @@ def rail_terms(x: Any, model: CartPole, rail: float) -> tuple[Any, Any]:
     tensor or a numpy array (the same type comes back): ``A (B, 2, 1)``, ``L (B, 2, 3)``. With ``a0`` the
     cart's acceleration at zero force and ``b`` its gain per newton, ``rail.low`` is ``h = x + rail``,
     ``L_f h = x'``, ``L_f^2 h = a0``, ``L_g L_f h = b``, and ``rail.high`` the negatives with ``rail - x``."""
-    xp = np if isinstance(x, np.ndarray) else torch
+    if isinstance(x, np.ndarray):  # the control loop's: compiled, the same formulas (a test holds them equal)
+        return rail_terms_numpy(np.ascontiguousarray(x, np.float64), model.parameters, float(rail))
+    xp = torch
     drift = model.accelerations(x, 0.0 * x[:, 0])[:, 0]
     gain = model.cart_gain(x)
     low = xp.stack([x[:, 0] + rail, x[:, 2], drift], -1)

@@ -108,3 +108,15 @@ def test_the_certificate_is_computed_once_per_cart_pole(env):
     other.reset(seed=0)
     assert other.constraints.certificate is not first and other.constraints.certificate.certified
     other.close()
+
+
+def test_compiled_step_equals_the_torch_step():
+    """``CartPole.step_numpy`` (compiled) and the model's torch step: the same substeps, to rounding."""
+    env = gym.make("safeliquid/CartPoleRail-v0").unwrapped
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    x = np.c_[rng.uniform(-1, 1, 50), rng.uniform(-np.pi, np.pi, 50), rng.uniform(-4, 4, 50), rng.uniform(-15, 15, 50)]
+    u = rng.uniform(-15, 15, (50, 1))
+    ref = env.model.step(torch.from_numpy(x), torch.from_numpy(u), env.dt).numpy()
+    np.testing.assert_allclose(env.model.step_numpy(x, u, env.dt), ref, rtol=0, atol=1e-12)
+    env.close()
