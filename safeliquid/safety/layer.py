@@ -250,11 +250,12 @@ class BarrierLayer(nn.Module):
         sol = solve_rows(u_ref, G, b, u_min, u_max, h_diag, settings=self.settings)
         corrections = torch.zeros(x.shape[0], dtype=torch.long)
         verified = torch.ones(x.shape[0], dtype=torch.bool)
+        x_next = None  # the prediction's next sample under the final u, reused by the implicit-set test
         k = G.shape[1]
         if self.sampling is not None and k and self.sampling.tries:
             s = self.sampling
             target = s.target(hx)
-            h0, J = self._robust_torch(x, sol.u.detach())
+            h0, J, x_next = self._robust_torch(x, sol.u.detach())
             G_all, b_all = G, b
             for i in range(s.tries):
                 verified = (h0 >= target).all(-1)
@@ -267,12 +268,12 @@ class BarrierLayer(nn.Module):
                 G_d, b_d = discrete_rows(h0, J, sol.u.detach(), target, OVERSHOOT * 2**i)
                 G_all, b_all = torch.cat([G_all, G_d], 1), torch.cat([b_all, b_d], 1)
                 sol = solve_rows(u_ref, G_all, b_all, u_min, u_max, h_diag, settings=self.settings)
-                h0, J = self._robust_torch(x, sol.u.detach())
+                h0, J, x_next = self._robust_torch(x, sol.u.detach())
             verified = (h0 >= target).all(-1)
         slack = sol.slack.reshape(x.shape[0], -1, k).amax(1) if k else sol.slack  # a barrier's row and its cuts
         active = sol.lam.detach() > ACTIVE if sol.lam is not None else torch.zeros_like(b, dtype=torch.bool)
         u = sol.u
-        fallback = (sol.status != OPTIMAL) | ~verified | ~self._in_certified_set_torch(x.detach(), u.detach())
+        fallback = (sol.status != OPTIMAL) | ~verified | ~self._in_certified_set_torch(x.detach(), u.detach(), x_next)
         backup = self.constraints.backup
         if backup is not None and bool(fallback.any()):
             if backup.implicit:  # row by row: each may take a blend (see _fallback_numpy)
@@ -296,14 +297,18 @@ class BarrierLayer(nn.Module):
         )
         return u, record
 
-    def _in_certified_set_torch(self, x: Tensor, u: Tensor) -> Tensor:
+    def _in_certified_set_torch(self, x: Tensor, u: Tensor, x_next: Tensor | None = None) -> Tensor:
         """``(B,)`` bool: with an implicit backup set, is the model's next sample under ``u (B, m)`` in it;
-        otherwise, is ``x (B, n)`` in the HOCBF safe set."""
+        otherwise, is ``x (B, n)`` in the HOCBF safe set. ``x_next (B, n)``: the sampled-data prediction's next
+        sample under ``u``, reused when it is over the backup's period (else the model steps here)."""
         c = self.constraints
         if c.backup is None or not c.backup.implicit:
             return c.in_safe_set(x)
-        x_next = c.model.step_numpy(x.double().numpy(), u.double().numpy(), c.backup.dt)
-        return torch.from_numpy(keeps(c, x_next))
+        if x_next is None or self.sampling is None or self.sampling.dt != c.backup.dt:
+            x_np = c.model.step_numpy(x.double().numpy(), u.double().numpy(), c.backup.dt)
+        else:
+            x_np = x_next.double().numpy()
+        return torch.from_numpy(keeps(c, x_np))
 
     def _in_certified_set(
         self, x: np.ndarray, u: np.ndarray, levels: np.ndarray, x_next: np.ndarray | None = None
@@ -333,22 +338,24 @@ class BarrierLayer(nn.Module):
                     return blend
         return u_b
 
-    def _predict_torch(self, x: Tensor, u: Tensor) -> Tensor:
-        """The model's barriers at the next sample with ``u (B, m)`` held from ``x (B, n)``: ``h (B, K)``."""
+    def _predict_torch(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """The model's next sample with ``u (B, m)`` held from ``x (B, n)``, and its barriers:
+        ``(h (B, K), x_next (B, n))``."""
         s, c = self.sampling, self.constraints
         assert s is not None
         with torch.no_grad():
-            return c.values(c.model.step(x.detach(), u.to(x.dtype), s.dt))
+            x_next = c.model.step(x.detach(), u.to(x.dtype), s.dt)
+            return c.values(x_next), x_next
 
-    def _robust_torch(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor | None]:
-        """:meth:`_robust_numpy` for a batch: ``(h (B, K), J (B, K, m) or None)``."""
+    def _robust_torch(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
+        """:meth:`_robust_numpy` for a batch: ``(h (B, K), J (B, K, m) or None, x_next (B, n))``."""
         s = self.sampling
         assert s is not None
-        h0 = self._predict_torch(x, u)
+        h0, x_next = self._predict_torch(x, u)
         if s.disturbance is None:
-            return h0, None
+            return h0, None, x_next
         J = self._sensitivity_torch(x, u, h0)
-        return h0 - J.abs() @ torch.as_tensor(s.disturbance, dtype=h0.dtype), J
+        return h0 - J.abs() @ torch.as_tensor(s.disturbance, dtype=h0.dtype), J, x_next
 
     def _sensitivity_torch(self, x: Tensor, u: Tensor, h0: Tensor) -> Tensor:
         """``J (B, K, m)``: how the prediction ``h0`` at ``u`` changes with ``u`` (forward differences, one
@@ -357,7 +364,7 @@ class BarrierLayer(nn.Module):
         for i in range(self._m):
             du = torch.zeros_like(u)
             du[:, i] = self._delta
-            cols.append((self._predict_torch(x, u + du) - h0) / self._delta)
+            cols.append((self._predict_torch(x, u + du)[0] - h0) / self._delta)
         return torch.stack(cols, -1)
 
     def _check_torch(self, x: Tensor, u_ref: Tensor, gains: Tensor | None, h_diag: Tensor | None) -> None:
