@@ -2,9 +2,13 @@
 
 The arm's position HOCBFs with fixed gains are not control invariant under the torque ratings: at several
 rad/s the coupled arm cannot brake every joint at once, and a braking-distance barrier per joint did worse
-(NOTES.md). The backup instead brakes the joints together: at each sample it asks for
-``q'' = -clip(rate q', -decel, decel)`` per joint through the computed torque ``c(q, q') + M(q) q''``, clipped
-to the ratings, and near rest that same law holds the arm against gravity. A joint that would reach its
+(NOTES.md). The backup instead brakes the arm: at each sample it asks, through the computed torque
+``c(q, q') + M(q) q''`` clipped to the ratings, for the end effector to decelerate along its own velocity,
+``a = -rate v`` (at most ``decel`` in size; a straight path, which stays outside a sphere it is tangent to:
+the shipped policy rides the sphere's barrier at h ~ 0, and braking every joint alike bent the end
+effector's path into it), and for the null space's joints ``q'' = -clip(rate q', -decel, decel)``. Near
+rest the two are ``q'' = -rate q'`` up to a term second order in ``q'``, and that law holds the arm
+against gravity. A joint that would reach its
 bound within the period at its current speed reverses instead (``q'' = -2 q' / dt``): a policy creeping
 into a joint limit under the HOCBF arrives with a speed the geometric decay cannot stop in the room left.
 Its terminal set is the arm nearly at rest (``|q'| <= rest_speed``) whose stopping posture under the
@@ -36,7 +40,8 @@ class BrakeJoints:
     """The backup of a :class:`KukaModel` under ``|tau| <= torque_limit (7,)`` held ``dt`` seconds. ``values``:
     the scene's barrier values ``x (B, 14) -> (B, K)`` (the sphere's for each control point, then the joints',
     as :func:`arm_values`); ``points``: how many sphere barriers lead them; ``low``, ``high`` ``(7,)``: the
-    joint barriers' bounds. ``rate`` (1/s) and ``decel`` (rad/s^2): the braking law; ``rest_*``: the terminal
+    joint barriers' bounds. ``rate`` (1/s), ``decel`` (rad/s^2 per joint, m/s^2 for the end effector) and
+    ``damping`` (of the end effector's damped least-squares inverse): the braking law; ``rest_*``: the terminal
     set (module docstring); ``horizon`` (periods) and ``margin``: the rollout's."""
 
     model: KukaModel
@@ -48,6 +53,7 @@ class BrakeJoints:
     high: np.ndarray
     rate: float = 50.0
     decel: float = 100.0
+    damping: float = 1e-4
     rest_speed: float = 0.01
     rest_room: float = 1e-7
     rest_clearance: float = 1e-7
@@ -61,7 +67,16 @@ class BrakeJoints:
         for i, xi in enumerate(xs):
             q, qd = xi[:7], xi[7:]
             M, c = self.model.dynamics_numpy(q, qd)
-            qdd = -np.clip(self.rate * qd, -self.decel, self.decel)
+            _, J, jdot = self.model.point_kinematics(q, qd)
+            J, jdot = J[-1], jdot[-1]  # the end effector's
+            # The end effector decelerates along its own velocity (a straight line: a path tangent to the
+            # sphere stays outside it), the null space's joints as the joint law; near rest both are
+            # q'' = -rate q' up to J^+ J' q' (second order in q').
+            a = -self.rate * (J @ qd)
+            a *= min(1.0, self.decel / max(float(np.linalg.norm(a)), 1e-12))
+            pinv = J.T @ np.linalg.inv(J @ J.T + self.damping * np.eye(3))
+            joint = -np.clip(self.rate * qd, -self.decel, self.decel)
+            qdd = pinv @ (a - jdot) + joint - pinv @ (J @ joint)
             # A joint that would reach its bound within the period at its speed reverses instead: the period's
             # constant deceleration that ends at -q' travels at most h |q'| / 2 towards the bound (one of the
             # substeps h), where the geometric decay above would travel about |q'| dt.
