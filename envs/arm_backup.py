@@ -1,4 +1,4 @@
-"""ArmReach's backup controller, brake every joint and hold against gravity, for its implicit safe set.
+"""ArmReach's backup controller, brake the arm (the end effector in a straight line) and hold it.
 
 The arm's position HOCBFs with fixed gains are not control invariant under the torque ratings: at several
 rad/s the coupled arm cannot brake every joint at once, and a braking-distance barrier per joint did worse

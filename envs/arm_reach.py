@@ -280,10 +280,10 @@ class ArmReachEnv(SafeBulletEnv):
 
     ``link_radius``: the arm's half-thickness counted around each control point (m);
     ``margin``: extra clearance (m); ``joint_margin``: rad kept from the URDF limits.
-    ``certified``: give the constraint set the joint-braking backup's implicit safe set
+    ``certified``: give the constraint set the arm-braking backup's implicit safe set
     (:mod:`safeliquid.envs.arm_backup`; certified under the torque ratings, a rollout of the model per control
     step, a few ms) instead of the HOCBF set alone (not certified: construction warns). Off by default: the
-    shipped policy was trained without it and reaches 0.985 success without, 0.955 with it (docs/safety.md).
+    shipped policy was trained without it and reaches 0.985 success without, 0.975 with it (docs/safety.md).
     """
 
     dt = 0.02
