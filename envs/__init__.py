@@ -36,13 +36,13 @@ def warmup() -> float:
     import time
 
     import numpy as np
-    from safeliquid.envs import arm_kernel, cartpole_backup
+    from safeliquid.envs import arm_reach, cartpole_backup
 
     from safeliquid.safety.braking import braking_terms, braking_values
 
     t0 = time.perf_counter()
     cartpole_backup.warmup()
-    arm_kernel.warmup()
+    arm_reach.warmup()
     x, centers, reach = np.zeros((1, 4)), np.ones((1, 2)), np.ones(1)
     braking_terms(x, centers, reach, 1.0, 0.1, 1.0)
     braking_values(x, centers, reach, 1.0, 0.1)

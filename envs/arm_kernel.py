@@ -449,16 +449,3 @@ def hocbf_terms(
         A[lo] = m_inv[j]
         A[hi] = -m_inv[j]
     return A, L
-
-
-def warmup() -> None:
-    """Compile (or load from numba's cache) every entry above on the arm's shapes (``make`` calls it)."""
-    from safeliquid.envs.arm_reach import KukaModel
-
-    model = KukaModel(1.0, substeps=2)
-    q = np.zeros(7)
-    model.dynamics_numpy(q, q)
-    model.point_kinematics(q, q)
-    model.points(q)
-    model.step_numpy(np.zeros((1, 14)), np.zeros((1, 7)), 0.02)
-    hocbf_terms(q, q, np.ones(3), 0.1, -np.ones(7), np.ones(7), np.zeros(1, np.int64), np.zeros((1, 3)), *model.chain)

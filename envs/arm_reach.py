@@ -195,6 +195,17 @@ class KukaModel(Manipulator):
         return torch.tensor(np.array(rows), dtype=q.dtype)
 
 
+def warmup() -> None:
+    """Compile (or load from numba's cache) the model's compiled entries on the arm's own shapes (``make``
+    calls it through :func:`safeliquid.envs.warmup`)."""
+    model = KukaModel(1.0, substeps=2)
+    q = np.zeros(7)
+    model.step_numpy(np.zeros((1, 14)), np.zeros((1, 7)), 0.02)  # also dynamics, through the step
+    model.dynamics_numpy(q, q)
+    arm_terms(np.zeros((1, 14)), model, np.ones(3), 0.1, -np.ones(7), np.ones(7))  # kinematics and terms
+    arm_values(np.zeros((1, 14)), model, np.ones(3), 0.1, -np.ones(7), np.ones(7))  # points and values
+
+
 def arm_terms(x: Any, model: KukaModel, center: np.ndarray, reach: float, low: np.ndarray,
               high: np.ndarray) -> tuple[Any, Any]:  # fmt: skip
     """Closed-form HOCBF pieces of ArmReach's barriers (:meth:`ConstraintSet.terms` order: the sphere for

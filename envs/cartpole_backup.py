@@ -154,14 +154,9 @@ class BrakeAndHold:
         object.__setattr__(self, "_p", self._params())  # once: the compiled test reads it every control step
 
     def _params(self) -> np.ndarray:
-        m = self.model
-        return np.array(
+        return np.concatenate([
+            self.model.parameters,  # [mc, mp, l, inertia, gravity], as accelerations_at reads them
             [
-                m.mc,
-                m.mp,
-                m.l,
-                m.inertia,
-                m.grav,
                 self.force_limit,
                 self.rate,
                 self.decel,
@@ -171,8 +166,7 @@ class BrakeAndHold:
                 self.rest_energy,
                 self.rest_room,
             ],
-            dtype=np.float64,
-        )
+        ])  # fmt: skip
 
     def control(self, x: Any) -> Any:
         """The braking force ``(B, 1)`` at ``x (B, 4)``, torch or numpy (the same type back): the force under which

@@ -97,12 +97,11 @@ def rail_terms(x: Any, model: CartPole, rail: float) -> tuple[Any, Any]:
     ``L_f h = x'``, ``L_f^2 h = a0``, ``L_g L_f h = b``, and ``rail.high`` the negatives with ``rail - x``."""
     if isinstance(x, np.ndarray):  # the control loop's: compiled, the same formulas (a test holds them equal)
         return rail_terms_numpy(np.ascontiguousarray(x, np.float64), model.parameters, float(rail))
-    xp = torch
     drift = model.accelerations(x, 0.0 * x[:, 0])[:, 0]
     gain = model.cart_gain(x)
-    low = xp.stack([x[:, 0] + rail, x[:, 2], drift], -1)
-    high = xp.stack([rail - x[:, 0], -x[:, 2], -drift], -1)
-    return xp.stack([gain, -gain], 1)[..., None], xp.stack([low, high], 1)
+    low = torch.stack([x[:, 0] + rail, x[:, 2], drift], -1)
+    high = torch.stack([rail - x[:, 0], -x[:, 2], -drift], -1)
+    return torch.stack([gain, -gain], 1)[..., None], torch.stack([low, high], 1)
 
 
 def rail_values(x: np.ndarray, rail: float) -> np.ndarray:
