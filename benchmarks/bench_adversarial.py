@@ -3,8 +3,8 @@
     python benchmarks/bench_adversarial.py [--steps 10000] [--env ENV ...]
 
 For each environment and each of its adversaries (:mod:`safeliquid.envs.adversaries`), ``--steps`` steps
-through :class:`~safeliquid.safety.SafetyFilterWrapper` (each environment in its certified configuration,
-``CERTIFIED_OPTIONS``; the layer with the default gains, the
+through :class:`~safeliquid.safety.SafetyFilterWrapper` (each environment in its default, certified
+configuration; the layer with the default gains, the
 sampled-data correction and the fallback) and the same steps without it, to show the adversary really
 violates. Counts violating steps (``cost``), contacts, the lowest barrier, QP solves that were not
 optimal, the layer's fallbacks and unreported infeasible solves. Writes
@@ -22,7 +22,7 @@ import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
 from _util import write
 from safeliquid.envs import ENV_IDS
-from safeliquid.envs.adversaries import CERTIFIED_OPTIONS, adversaries
+from safeliquid.envs.adversaries import adversaries
 
 from safeliquid.safety import SafetyFilterWrapper, UncertifiedWarning
 from safeliquid.safety.adversaries import attack
@@ -39,14 +39,14 @@ def main() -> None:
     for env_id in args.env:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UncertifiedWarning)
-            probe = gym.make(env_id, **CERTIFIED_OPTIONS.get(env_id, {}))
+            probe = gym.make(env_id)
             probe.reset(seed=args.seed)
             certificate = probe.unwrapped.constraints.certificate
             probe.close()
         uncertified = [str(w.message) for w in caught if issubclass(w.category, UncertifiedWarning)]
         for index, adversary in enumerate(adversaries(env_id)):
             for filtered in (True, False):
-                env = gym.make(env_id, **CERTIFIED_OPTIONS.get(env_id, {}))
+                env = gym.make(env_id)
                 if filtered:
                     env = SafetyFilterWrapper(env)
                 t0 = time.perf_counter()

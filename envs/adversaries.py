@@ -53,10 +53,6 @@ ADVERSARIES: dict[str, tuple[Callable[[], Adversary], ...]] = {
 }
 
 
-# The options each environment is attacked (and benchmarked) with: its certified configuration.
-CERTIFIED_OPTIONS: dict[str, dict[str, Any]] = {"safeliquid/ArmReach-v0": {"certified": True}}
-
-
 def adversaries(env_id: str) -> list[Adversary]:
     """Fresh instances of the adversaries for ``env_id`` (one of :data:`safeliquid.envs.ENV_IDS`)."""
     if env_id not in ADVERSARIES:

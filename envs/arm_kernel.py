@@ -449,3 +449,37 @@ def hocbf_terms(
         A[lo] = m_inv[j]
         A[hi] = -m_inv[j]
     return A, L
+
+
+@njit(**_JIT)
+def values(
+    states: np.ndarray, center: np.ndarray, reach: float, low: np.ndarray, high: np.ndarray, links: np.ndarray,
+    offsets: np.ndarray, joint_rot: np.ndarray, joint_pos: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """:func:`barrier_values` at every state of ``states (B, 2n)`` (the points placed by :func:`points`):
+    ``(B, P + 2n)``."""
+    n = low.shape[0]
+    out = np.empty((states.shape[0], links.shape[0] + 2 * n))
+    for b in range(states.shape[0]):
+        q = states[b, :n]
+        out[b] = barrier_values(q, points(q, joint_rot, joint_pos, links, offsets), center, reach, low, high)
+    return out
+
+
+@njit(**_JIT)
+def terms(
+    states: np.ndarray, center: np.ndarray, reach: float, low: np.ndarray, high: np.ndarray, links: np.ndarray,
+    offsets: np.ndarray, joint_rot: np.ndarray, joint_pos: np.ndarray, axis: np.ndarray, mass: np.ndarray,
+    com: np.ndarray, inertia: np.ndarray, gravity: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """:func:`hocbf_terms` at every state of ``states (B, 2n)``: ``A (B, P + 2n, n)``, ``L (B, P + 2n, 3)``."""
+    n = low.shape[0]
+    K = links.shape[0] + 2 * n
+    A = np.empty((states.shape[0], K, n))
+    L = np.empty((states.shape[0], K, 3))
+    for b in range(states.shape[0]):
+        A[b], L[b] = hocbf_terms(
+            states[b, :n].copy(), states[b, n:].copy(), center, reach, low, high, links, offsets, joint_rot,
+            joint_pos, axis, mass, com, inertia, gravity,
+        )  # fmt: skip
+    return A, L

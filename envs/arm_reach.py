@@ -34,7 +34,7 @@ import torch
 from safeliquid.envs import arm_kernel
 from safeliquid.envs._base import SafeBulletEnv
 from safeliquid.envs._sim import BulletSim
-from safeliquid.envs.arm_backup import BrakeJoints
+from safeliquid.envs.arm_backup import BrakeArm
 from safeliquid.envs.arm_kernel import ARMATURE_WEIGHTS, ArmParameters
 from torch import Tensor
 
@@ -144,6 +144,7 @@ class KukaModel(Manipulator):
         self.mass_scale = mass_scale
         self.parameters = ArmParameters.from_urdf(_urdf_text(), mass_scale, ARMATURE, _GRAVITY)
         self.chain = self.parameters.arrays()  # what the compiled functions take
+        self.point_chain = (_LINK_INDEX, _OFFSETS, *self.chain)  # the same, led by the control points'
         super().__init__(7, self._mass_matrix_of, self._bias_of, self._jacobian_of, task_dim=3, substeps=substeps)
 
     def __getstate__(self) -> dict:
@@ -214,17 +215,8 @@ def arm_terms(x: Any, model: KukaModel, center: np.ndarray, reach: float, low: n
     ``d = p - c`` and ``a0 = -M^-1 c(q, q')``, the sphere rows are ``h = |d|^2 - reach^2``, ``L_f h = 2 d.J q'``,
     ``L_f^2 h = 2 |J q'|^2 + 2 d.(J' q' + J a0)``, ``L_g L_f h = 2 d^T J M^-1``; a joint's are ``q - low``,
     ``q'``, ``a0`` and ``M^-1`` rows."""
-    xs = x.detach().double().numpy() if isinstance(x, Tensor) else np.asarray(x, np.float64)
-    center, low, high = (np.asarray(a, np.float64) for a in (center, low, high))
-    A_out, L_out = [], []
-    for xi in xs:
-        A_i, L_i = arm_kernel.hocbf_terms(
-            np.ascontiguousarray(xi[:7]), np.ascontiguousarray(xi[7:]), center, float(reach), low, high,
-            _LINK_INDEX, _OFFSETS, *model.chain,
-        )  # fmt: skip
-        A_out.append(A_i)
-        L_out.append(L_i)
-    A, L = np.array(A_out), np.array(L_out)
+    xs = x.detach().double().numpy() if isinstance(x, Tensor) else x
+    A, L = arm_kernel.terms(np.ascontiguousarray(xs, np.float64), *_scene(center, reach, low, high), *model.point_chain)
     if isinstance(x, Tensor):
         return torch.from_numpy(A).to(x.dtype), torch.from_numpy(L).to(x.dtype)
     return A, L
@@ -234,9 +226,14 @@ def arm_values(x: np.ndarray, model: KukaModel, center: np.ndarray, reach: float
                high: np.ndarray) -> np.ndarray:  # fmt: skip
     """ArmReach's barrier values ``(B, P + 14)`` at ``x (B, 14)`` (numpy; :func:`arm_terms` order): only the
     control points' positions, not the Jacobians the terms need."""
-    return np.array(
-        [barriers_at(model.points(q), q, center, reach, low, high) for q in np.asarray(x, np.float64)[:, :7]]
-    )
+    scene = _scene(center, reach, low, high)
+    return arm_kernel.values(np.ascontiguousarray(x, np.float64), *scene, *model.point_chain[:4])
+
+
+def _scene(center: np.ndarray, reach: float, low: np.ndarray, high: np.ndarray) -> tuple:
+    """The scene's arguments as the compiled functions take them (float64 arrays, a float reach)."""
+    f64 = np.float64
+    return np.asarray(center, f64), float(reach), np.asarray(low, f64), np.asarray(high, f64)
 
 
 def barriers_at(points: np.ndarray, q: np.ndarray, center: np.ndarray, reach: float, low: np.ndarray,
@@ -291,10 +288,9 @@ class ArmReachEnv(SafeBulletEnv):
 
     ``link_radius``: the arm's half-thickness counted around each control point (m);
     ``margin``: extra clearance (m); ``joint_margin``: rad kept from the URDF limits.
-    ``certified``: give the constraint set the arm-braking backup's implicit safe set
-    (:mod:`safeliquid.envs.arm_backup`; certified under the torque ratings, a rollout of the model per control
-    step, a few ms) instead of the HOCBF set alone (not certified: construction warns). Off by default: the
-    shipped policy was trained without it and reaches 0.985 success without, 0.975 with it (docs/safety.md).
+    ``certified`` (default): the constraint set's certified set is the arm-braking backup's implicit safe set
+    (:mod:`safeliquid.envs.arm_backup`; control invariant under the torque ratings, one compiled rollout of the
+    model per control step); ``False``: the HOCBF set alone, which is not (construction warns).
     """
 
     dt = 0.02
@@ -314,7 +310,7 @@ class ArmReachEnv(SafeBulletEnv):
         link_radius: float = 0.09,
         margin: float = 0.03,
         joint_margin: float = 0.05,
-        certified: bool = False,
+        certified: bool = True,
         **options: float,
     ) -> None:
         self.link_radius, self.margin, self.joint_margin = link_radius, margin, joint_margin
@@ -403,9 +399,8 @@ class ArmReachEnv(SafeBulletEnv):
             self.model, barriers, samples, -self.action_bound, self.action_bound,
             fast_terms=partial(arm_terms, **scene), fast_values=partial(arm_values, **scene),
             sample_margin=self.sample_margin(), fast_terms_tol=(1e-5, 1e-5),
-            backup=BrakeJoints(
-                self.model, self.action_bound, self.dt, partial(arm_values, **scene), len(CONTROL_POINTS),
-                scene["low"], scene["high"],
+            backup=BrakeArm(
+                self.model, self.action_bound, self.dt, center, scene["reach"], scene["low"], scene["high"],
             ).backup() if self.certified else None,
             # Joint ranges and speeds a torque-saturating agent reaches; few samples (at every reset): a weak test
             # here, see docs/safety.md.

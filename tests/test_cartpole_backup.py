@@ -92,6 +92,7 @@ def test_the_layer_keeps_the_next_sample_in_the_set_and_sends_the_backup_otherwi
         ({"horizon": -1}, "horizon must be an integer >= 0"),
         ({"horizon": 5}, "terminal must be given"),
         ({"horizon": 5, "terminal": lambda x: x[:, 0] > 0, "margin": -1.0}, "margin must be a finite number >= 0"),
+        ({"clearance": float("nan")}, "clearance must be a finite number >= 0"),
     ],
 )
 def test_backup_settings_are_checked(kwargs, match):

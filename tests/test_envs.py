@@ -1,6 +1,8 @@
 """Every environment: gymnasium's checker (with determinism), seeding, bad actions, rendering, vector envs,
 the model against the simulator, barrier values against PyBullet's geometry, and the experts."""
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pybullet as p
@@ -12,7 +14,7 @@ from safeliquid.envs import ENV_IDS, check_env_id
 from safeliquid.envs.arm_reach import CONTROL_POINTS
 from safeliquid.envs.experts import make_expert
 
-from safeliquid.safety import SafetyFilterWrapper
+from safeliquid.safety import SafetyFilterWrapper, UncertifiedWarning
 from safeliquid.safety.models import rk4
 
 NAV, CART, ARM = ENV_IDS
@@ -39,6 +41,19 @@ def test_gymnasium_env_checker_including_determinism_and_render(env_id):
     assert frame.shape == (240, 320, 3) and frame.dtype == np.uint8 and frame.std() > 0
     env.close()
     env.close()  # closing twice is harmless
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_every_environment_is_certified_by_default(env_id):
+    """The default constraint set of every environment is certified under its input bounds: construction does not
+    warn, and the certificate (``certify``'s sampled test) passes."""
+    env = gym.make(env_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UncertifiedWarning)
+        env.reset(seed=1)
+    certificate = env.unwrapped.constraints.certificate
+    env.close()
+    assert certificate is not None and certificate.certified, certificate
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)

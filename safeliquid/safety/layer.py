@@ -176,8 +176,9 @@ class BarrierLayer(nn.Module):
     """The BarrierNet layer (Xiao, Hasani, Li, Rus 2023), also the safety filter (see the module docstring).
 
     ``dt``: the control period for the sampled-data correction (``None``: the continuous condition only);
-    ``gamma``, ``margin`` (``None``: the constraint set's ``sample_margin`` when ``dt`` is given, else 0) and
-    ``tries`` (``None``: :data:`SAMPLED_DATA_TRIES`) as in :class:`SampledData`. ``settings``: the QP's.
+    ``gamma``, ``margin`` (``None``: the constraint set's ``sample_margin``, plus its backup's ``clearance``,
+    when ``dt`` is given, else 0) and ``tries`` (``None``: :data:`SAMPLED_DATA_TRIES`) as in
+    :class:`SampledData`. ``settings``: the QP's.
 
     ``gains``: the positive class-K gains a policy outputs, ``constraints.gain_count`` of them (one per
     barrier and HOCBF order, in barrier order: each barrier's ``r`` orders consecutive); ``None`` uses each
@@ -206,7 +207,9 @@ class BarrierLayer(nn.Module):
         self.settings = settings
         self.sampling: SampledData | None = None
         if dt is not None:
-            margin = constraints.sample_margin if margin is None else margin
+            if margin is None:
+                backup = constraints.backup
+                margin = constraints.sample_margin + (backup.clearance if backup is not None else 0.0)
             tries = SAMPLED_DATA_TRIES if tries is None else tries
             w = None
             if disturbance is not None:
@@ -311,7 +314,7 @@ class BarrierLayer(nn.Module):
         return torch.from_numpy(keeps(c, x_np))
 
     def _in_certified_set(
-        self, x: np.ndarray, u: np.ndarray, levels: np.ndarray, x_next: np.ndarray | None = None
+        self, x: np.ndarray, u: np.ndarray, levels: np.ndarray | None, x_next: np.ndarray | None = None
     ) -> bool:
         """:meth:`_in_certified_set_torch` at one state ``x (n,)`` under ``u (m,)``; ``levels (K, R)`` the HOCBF
         safe set's at ``x``; ``x_next (n,)``: the sampled-data prediction's next sample under ``u``, reused when
@@ -487,7 +490,8 @@ class BarrierLayer(nn.Module):
         self, x: np.ndarray, gains: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(G (K, m), b (K,), h (K,), levels (K, R))`` at one state, ``levels`` the safe set's
-        (:meth:`ConstraintSet.safe_set_levels`): from the gain-free terms (linear class-K), else through
+        (:meth:`ConstraintSet.safe_set_levels`; None with an implicit backup set, whose test does not read
+        them): from the gain-free terms (linear class-K), else through
         :meth:`ConstraintSet.rows` in torch."""
         c = self.constraints
         if not len(c.barriers):
@@ -507,7 +511,8 @@ class BarrierLayer(nn.Module):
             table = self._default.copy()
             table[self._gain_at] = gains
             coeff = hocbf_coefficients(self._degree, table, top)
-        return -A[0], (coeff * L[0]).sum(-1), L[0, :, 0], c.levels_from_terms(L[0])
+        implicit = c.backup is not None and c.backup.implicit
+        return -A[0], (coeff * L[0]).sum(-1), L[0, :, 0], None if implicit else c.levels_from_terms(L[0])
 
 
 def project_many(layers: list[BarrierLayer], x: np.ndarray, u_ref: np.ndarray) -> tuple[np.ndarray, list[FilterRecord]]:
