@@ -55,15 +55,18 @@ def _torque(
     joint = np.empty(n)
     for j in range(n):
         joint[j] = -min(max(rate * qd[j], -decel), decel)
-    a = -rate * (J @ qd)
-    size = np.sqrt(a @ a)
+    a = -rate * arm_kernel.matvec(J, qd)
+    size = np.sqrt(arm_kernel.dot(a, a))
     if size > decel:
         a *= decel / size
     # q'' = J^+ (a - J'q') + (I - J^+ J) joint = joint + J' (J J' + damping I)^-1 (a - J'q' - J joint)
-    gram = J @ J.T
+    gram = np.empty((3, 3))
+    for r in range(3):
+        for k in range(3):
+            gram[r, k] = arm_kernel.dot(J[r], J[k])
     for r in range(3):
         gram[r, r] += damping
-    qdd = joint + J.T @ arm_kernel._solve_spd(gram, a - jdot - J @ joint)
+    qdd = joint + arm_kernel.matvec_t(J, arm_kernel.solve_spd(gram, a - jdot - arm_kernel.matvec(J, joint)))
     for j in range(n):
         # A joint that would reach its bound within the period at its speed reverses instead: the period's
         # constant deceleration that ends at -q' travels at most h |q'| / 2 towards the bound (one of the
@@ -71,7 +74,7 @@ def _torque(
         room = high[j] - q[j] if qd[j] > 0 else q[j] - low[j]
         if room < abs(qd[j]) * dt:
             qdd[j] = -2.0 * qd[j] / dt
-    u = c + M @ qdd
+    u = c + arm_kernel.matvec(M, qdd)
     for j in range(n):
         u[j] = min(max(u[j], -limit[j]), limit[j])
     return u
@@ -156,7 +159,7 @@ def _keeps(
             for s in range(substeps):
                 if s:  # the first substep's M and c are the law's
                     M, c = arm_kernel.dynamics(q, qd, joint_rot, joint_pos, axis, mass, com, inertia, gravity)
-                qdd = arm_kernel._solve_spd(M, u - c)
+                qdd = arm_kernel.solve_spd(M, u - c)
                 for j in range(n):
                     x[n + j] += h * qdd[j]
                     x[j] += h * x[n + j]

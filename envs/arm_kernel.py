@@ -11,7 +11,9 @@ From them, numba-compiled functions give
   ``J' q' = sum_i q'_i [(w_i x z_i) x (p - o_i) + z_i x (p' - o_i')]``;
 - ``c(q, q')`` (gravity, Coriolis and centripetal torques) by recursive Newton-Euler, and
   ``M(q) = sum_k m_k Jv_k' Jv_k + Jw_k' I_k Jw_k`` over the links' centres of mass (:func:`dynamics`);
-- PyBullet's step, ``substeps`` of semi-implicit Euler (:func:`step`).
+- PyBullet's step, ``substeps`` of semi-implicit Euler (:func:`step`);
+- the small linear algebra the other compiled modules share (:func:`matvec`, :func:`solve_spd`): numba's
+  ``@`` calls BLAS, whose per-call cost is ~30x these loops' at 3 x 7.
 
 ``tests/test_envs.py`` holds them equal to PyBullet's ``calculateMassMatrix``,
 ``calculateInverseDynamics`` and ``calculateJacobian`` to 1e-10 at random states, the
@@ -124,6 +126,35 @@ def _rot_t(R: np.ndarray, v: np.ndarray, out: np.ndarray) -> None:
 
 
 @njit(**_JIT)
+def matvec(A: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``A x`` for a small ``A (r, c)`` (numba's ``@`` calls BLAS, ~30x slower at these sizes)."""
+    out = np.zeros(A.shape[0])
+    for r in range(A.shape[0]):
+        for c in range(A.shape[1]):
+            out[r] += A[r, c] * x[c]
+    return out
+
+
+@njit(**_JIT)
+def matvec_t(A: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``A' x`` for a small ``A (r, c)``."""
+    out = np.zeros(A.shape[1])
+    for r in range(A.shape[0]):
+        for c in range(A.shape[1]):
+            out[c] += A[r, c] * x[r]
+    return out
+
+
+@njit(**_JIT)
+def dot(a: np.ndarray, b: np.ndarray) -> float:
+    """``a' b`` for small vectors."""
+    s = 0.0
+    for i in range(a.shape[0]):
+        s += a[i] * b[i]
+    return s
+
+
+@njit(**_JIT)
 def frames(q: np.ndarray, joint_rot: np.ndarray, joint_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """World rotation ``(7, 3, 3)`` and origin ``(7, 3)`` of every link frame at ``q (7,)`` (joint axes z)."""
     n = q.shape[0]
@@ -223,21 +254,36 @@ def point_kinematics(
 
 
 @njit(**_JIT)
-def _newton_euler(
-    qd: np.ndarray, qdd: np.ndarray, base_acc: np.ndarray, R: np.ndarray, o: np.ndarray, z: np.ndarray,
-    mass: np.ndarray, com: np.ndarray, inertia: np.ndarray, work: np.ndarray, tau: np.ndarray,
+def _world_inertia(
+    R: np.ndarray, o: np.ndarray, com: np.ndarray, inertia: np.ndarray, iw: np.ndarray, cw: np.ndarray
 ) -> None:  # fmt: skip
-    """Joint torques ``tau (7,)`` for ``qdd`` at ``qd`` and the frames ``R, o`` (world axes ``z``);
-    ``base_acc`` = -gravity (or 0 for the mass matrix's columns). ``work (7, 6, 3)`` scratch."""
+    """Each link's inertia in world axes, ``iw (7, 3, 3)`` = ``R I R'`` (``I`` diagonal in the link frame,
+    as :class:`ArmParameters` requires), and its centre of mass relative to its frame origin, ``cw (7, 3)``
+    = ``R com``, both written in place."""
+    for k in range(R.shape[0]):
+        _rot(R[k], com[k], cw[k])
+        for r in range(3):
+            for s in range(r + 1):
+                v = R[k, r, 0] * inertia[k, 0, 0] * R[k, s, 0] + R[k, r, 1] * inertia[k, 1, 1] * R[k, s, 1] \
+                    + R[k, r, 2] * inertia[k, 2, 2] * R[k, s, 2]  # fmt: skip
+                iw[k, r, s] = v
+                iw[k, s, r] = v
+
+
+@njit(**_JIT)
+def _newton_euler(
+    qd: np.ndarray, gravity: np.ndarray, o: np.ndarray, z: np.ndarray, mass: np.ndarray, cw: np.ndarray,
+    iw: np.ndarray, work: np.ndarray, tmp: np.ndarray, tau: np.ndarray,
+) -> None:  # fmt: skip
+    """The bias torques ``tau (7,)`` = ``c(q, q')`` (``q'' = 0``) at ``qd`` for the frame origins ``o`` (world
+    axes ``z``), the links' ``cw`` and ``iw`` (:func:`_world_inertia`). ``work (7, 2, 3)``, ``tmp (8, 3)``
+    scratch."""
     n = qd.shape[0]
-    w = np.zeros(3)
-    wd = np.zeros(3)
-    acc = base_acc.copy()  # the current frame origin's linear acceleration
-    t1 = np.empty(3)
-    t2 = np.empty(3)
-    r = np.empty(3)
+    w, wd, acc, t1, t2, r, f_next, n_next = tmp[0], tmp[1], tmp[2], tmp[3], tmp[4], tmp[5], tmp[6], tmp[7]
+    for k in range(3):
+        w[k], wd[k], acc[k] = 0.0, 0.0, -gravity[k]  # the current frame origin's linear acceleration
     for i in range(n):
-        force, moment, c = work[i, 0], work[i, 1], work[i, 2]
+        force, moment, c = work[i, 0], work[i, 1], cw[i]
         if i > 0:
             for k in range(3):
                 r[k] = o[i, k] - o[i - 1, k]
@@ -248,38 +294,30 @@ def _newton_euler(
                 acc[k] += t1[k] + r[k]
         _cross(w, z[i], t1)
         for k in range(3):
-            wd[k] += qdd[i] * z[i, k] + qd[i] * t1[k]
+            wd[k] += qd[i] * t1[k]
             w[k] += qd[i] * z[i, k]
-        _rot(R[i], com[i], c)  # the centre of mass relative to the origin
         _cross(wd, c, t1)
         _cross(w, c, t2)
         _cross(w, t2, r)
         for k in range(3):
             force[k] = mass[i] * (acc[k] + t1[k] + r[k])
-        # I_world v = R (I (R' v)), for wd and w
-        _rot_t(R[i], wd, t1)
-        _rot(inertia[i], t1, t2)
-        _rot(R[i], t2, moment)
-        _rot_t(R[i], w, t1)
-        _rot(inertia[i], t1, t2)
-        _rot(R[i], t2, t1)
+        _rot(iw[i], wd, moment)
+        _rot(iw[i], w, t1)
         _cross(w, t1, t2)
         for k in range(3):
             moment[k] += t2[k]
-    f_next = np.zeros(3)
-    n_next = np.zeros(3)
+    for k in range(3):
+        f_next[k], n_next[k] = 0.0, 0.0
     for i in range(n - 1, -1, -1):
-        force, moment, c = work[i, 0], work[i, 1], work[i, 2]
+        force, moment, c = work[i, 0], work[i, 1], cw[i]
         _cross(c, force, t1)
         for k in range(3):
             n_next[k] += moment[k] + t1[k]
+            f_next[k] += force[k]
+        tau[i] = n_next[0] * z[i, 0] + n_next[1] * z[i, 1] + n_next[2] * z[i, 2]
         if i > 0:  # carry to the parent's origin
             for k in range(3):
                 r[k] = o[i, k] - o[i - 1, k]
-        for k in range(3):
-            f_next[k] += force[k]
-        tau[i] = n_next[0] * z[i, 0] + n_next[1] * z[i, 1] + n_next[2] * z[i, 2]
-        if i > 0:
             _cross(r, f_next, t1)
             for k in range(3):
                 n_next[k] += t1[k]
@@ -293,41 +331,39 @@ def dynamics(
     """``M(q) (7, 7)`` and ``c(q, q') (7,)`` (``M q'' + c = tau``) at one state."""
     n = q.shape[0]
     R, o = frames(q, joint_rot, joint_pos)
-    z = np.empty((n, 3))
+    # one scratch block: z (7, 3), iw (7, 3, 3), cw (7, 3), work (7, 2, 3), tmp (8, 3), jv (7, 3), iz (7, 3)
+    block = np.empty(n * 3 + n * 9 + n * 3 + n * 6 + 24 + n * 6)
+    z = block[: 3 * n].reshape((n, 3))
+    iw = block[3 * n : 12 * n].reshape((n, 3, 3))
+    cw = block[12 * n : 15 * n].reshape((n, 3))
+    work = block[15 * n : 21 * n].reshape((n, 2, 3))
+    tmp = block[21 * n : 21 * n + 24].reshape((8, 3))
+    jv = block[21 * n + 24 : 24 * n + 24].reshape((n, 3))
+    iz = block[24 * n + 24 :].reshape((n, 3))
     for i in range(n):
         _rot(R[i], axis[i], z[i])
-    work = np.empty((n, 3, 3))
+    _world_inertia(R, o, com, inertia, iw, cw)
     bias = np.empty(n)
-    _newton_euler(qd, np.zeros(n), -gravity, R, o, z, mass, com, inertia, work, bias)
-    return _mass_matrix(R, o, z, mass, com, inertia), bias
+    _newton_euler(qd, gravity, o, z, mass, cw, iw, work, tmp, bias)
+    return _mass_matrix(o, z, mass, cw, iw, jv, iz, tmp[0]), bias
 
 
 @njit(**_JIT)
 def _mass_matrix(
-    R: np.ndarray, o: np.ndarray, z: np.ndarray, mass: np.ndarray, com: np.ndarray, inertia: np.ndarray
+    o: np.ndarray, z: np.ndarray, mass: np.ndarray, cw: np.ndarray, iw: np.ndarray, jv: np.ndarray,
+    iz: np.ndarray, r: np.ndarray,
 ) -> np.ndarray:  # fmt: skip
     """``M = sum_k m_k Jv_k' Jv_k + Jw_k' I_k Jw_k`` over the links ``k``: ``Jv_k`` the Jacobian of link
-    ``k``'s centre of mass (columns ``z_i x (c_k - o_i)``, ``i <= k``), ``Jw_k`` its angular one (``z_i``),
-    ``I_k`` its inertia in world axes."""
+    ``k``'s centre of mass ``o_k + cw_k`` (columns ``z_i x (c_k - o_i)``, ``i <= k``), ``Jw_k`` its angular
+    one (``z_i``), ``I_k`` its inertia in world axes ``iw_k``. ``jv``, ``iz (7, 3)``, ``r (3,)`` scratch."""
     n = z.shape[0]
     M = np.zeros((n, n))
-    jv = np.empty((n, 3))
-    iz = np.empty((n, 3))  # I_k z_i
-    c = np.empty(3)
-    r = np.empty(3)
-    t1 = np.empty(3)
-    t2 = np.empty(3)
     for k in range(n):
-        _rot(R[k], com[k], c)
-        for s in range(3):
-            c[s] += o[k, s]
         for i in range(k + 1):
             for s in range(3):
-                r[s] = c[s] - o[i, s]
+                r[s] = o[k, s] + cw[k, s] - o[i, s]
             _cross(z[i], r, jv[i])
-            _rot_t(R[k], z[i], t1)  # I_world z = R (I (R' z))
-            _rot(inertia[k], t1, t2)
-            _rot(R[k], t2, iz[i])
+            _rot(iw[k], z[i], iz[i])
         for i in range(k + 1):
             for j in range(i + 1):
                 v = mass[k] * (jv[i, 0] * jv[j, 0] + jv[i, 1] * jv[j, 1] + jv[i, 2] * jv[j, 2])
@@ -340,7 +376,7 @@ def _mass_matrix(
 
 
 @njit(**_JIT)
-def _solve_spd(M: np.ndarray, b: np.ndarray) -> np.ndarray:
+def solve_spd(M: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``M^-1 b`` by Cholesky (M symmetric positive definite, small)."""
     n = b.shape[0]
     L = np.zeros((n, n))
@@ -376,7 +412,7 @@ def step(
     for b in range(x.shape[0]):
         for _ in range(substeps):
             M, c = dynamics(out[b, :n], out[b, n:], joint_rot, joint_pos, axis, mass, com, inertia, gravity)
-            qdd = _solve_spd(M, u[b] - c)
+            qdd = solve_spd(M, u[b] - c)
             for j in range(n):
                 out[b, n + j] += h * qdd[j]
                 out[b, j] += h * out[b, n + j]
@@ -390,7 +426,7 @@ def _inverse_spd(M: np.ndarray) -> np.ndarray:
     unit = np.zeros(n)
     for j in range(n):
         unit[j] = 1.0
-        out[:, j] = _solve_spd(M, unit)
+        out[:, j] = solve_spd(M, unit)
         unit[j] = 0.0
     return out
 
@@ -425,7 +461,7 @@ def hocbf_terms(
     n = q.shape[0]
     M, bias = dynamics(q, qd, joint_rot, joint_pos, axis, mass, com, inertia, gravity)
     m_inv = _inverse_spd(M)
-    a0 = -(m_inv @ bias)
+    a0 = -matvec(m_inv, bias)
     pts, J, jdot = point_kinematics(q, qd, joint_rot, joint_pos, axis, links, offsets)
     P = pts.shape[0]
     A = np.zeros((P + 2 * n, n))
@@ -433,15 +469,15 @@ def hocbf_terms(
     h = barrier_values(q, pts, center, reach, low, high)
     row = np.empty(n)
     for k in range(P):
-        vel = J[k] @ qd
-        acc = jdot[k] + J[k] @ a0
+        vel = matvec(J[k], qd)
+        acc = jdot[k] + matvec(J[k], a0)
         d = pts[k] - center
         L[k, 0] = h[k]
-        L[k, 1] = 2.0 * (d @ vel)
-        L[k, 2] = 2.0 * (vel @ vel) + 2.0 * (d @ acc)
+        L[k, 1] = 2.0 * dot(d, vel)
+        L[k, 2] = 2.0 * dot(vel, vel) + 2.0 * dot(d, acc)
         for j in range(n):
             row[j] = 2.0 * (d[0] * J[k, 0, j] + d[1] * J[k, 1, j] + d[2] * J[k, 2, j])
-        A[k] = row @ m_inv
+        A[k] = matvec_t(m_inv, row)
     for j in range(n):
         lo, hi = P + 2 * j, P + 2 * j + 1
         L[lo, 0], L[lo, 1], L[lo, 2] = h[lo], qd[j], a0[j]

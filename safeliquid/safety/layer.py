@@ -94,7 +94,8 @@ class SampledData:
         """What each barrier must reach at the next sample from values ``h (..., K)`` now (torch or numpy):
         ``(1 - gamma) max(h, 0) + margin``, a hair (:data:`ROUNDING`) above it."""
         if isinstance(h, np.ndarray):
-            return (1.0 - self.gamma) * np.maximum(h, 0.0) + ROUNDING[torch.float64] * (1.0 + np.abs(h)) + self.margin
+            aim = ROUNDING[torch.float64] * np.abs(h) + (ROUNDING[torch.float64] + self.margin)
+            return aim if self.gamma == 1.0 else aim + (1.0 - self.gamma) * np.maximum(h, 0.0)
         return (1.0 - self.gamma) * h.clamp_min(0.0) + ROUNDING[h.dtype] * (1.0 + h.abs()) + self.margin
 
 
@@ -444,7 +445,7 @@ class BarrierLayer(nn.Module):
         return FilterRecord(
             barrier=hx[None],
             active=lam > ACTIVE,
-            intervention=np.array([np.linalg.norm(u - u_ref)]),
+            intervention=np.array([math.sqrt(float(np.dot(u - u_ref, u - u_ref)))]),
             slack=slack,
             status=status.astype(np.int64),
             names=self.constraints.names,

@@ -56,6 +56,7 @@ class SafetyFilterWrapper(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         self.safety_filter = safety_filter
         self.state_fn = state_fn or (lambda e: e.unwrapped.safety_state())
         self._last: dict[str, Any] = {}
+        self._keys: tuple[list[str] | None, list[str]] = (None, [])
 
     def _check(self, safety_filter: SafetyFilter) -> None:
         m = safety_filter.model.control_dim
@@ -88,9 +89,15 @@ class SafetyFilterWrapper(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
             "filter/solver_status": record.status_names()[0],
             "filter/fallback": bool(record.fallback[0]),
             "filter/corrections": int(record.corrections[0]),
-            **{f"filter/barrier_h/{n}": float(v) for n, v in zip(record.names, record.barrier[0], strict=True)},
+            **dict(zip(self._barrier_keys(record.names), record.barrier[0].tolist(), strict=True)),
         }
         return u_safe
+
+    def _barrier_keys(self, names: list[str]) -> list[str]:
+        """The ``info`` keys of the barriers ``names``, built once per constraint set."""
+        if self._keys[0] is not names:
+            self._keys = (names, [f"filter/barrier_h/{n}" for n in names])
+        return self._keys[1]
 
     def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(self.action(action))
