@@ -2,12 +2,12 @@
 
 Every safeliquid step evaluates all barrier values (they are in ``info``); resets are not timed. Each
 environment is timed raw and behind :class:`~safeliquid.safety.SafetyFilterWrapper` (the safety layer's
-batch-1 path on every action) in the same run: the ratio is the wrapper's cost (ArmReach also without its
-certified set, ``certified=False``). Peers: panda-gym's ``PandaReach-v3`` (a
-PyBullet arm, when installed) and gymnasium's ``CartPole-v1`` (pure Python, the floor). Writes
+batch-1 path on every action) in the same run, in alternating rounds (the median round per configuration):
+the ratio is the wrapper's cost (ArmReach also without its certified set, ``certified=False``).
+Peers: panda-gym's ``PandaReach-v3`` (a PyBullet arm, when installed) and gymnasium's ``CartPole-v1`` (pure Python, the floor). Writes
 ``benchmarks/results/envs.json``.
 
-    python benchmarks/bench_envs.py [--steps 5000]
+    python benchmarks/bench_envs.py [--steps 5000] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import argparse
 import time
 
 import gymnasium as gym
+import numpy as np
 import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
 from _util import write
@@ -49,31 +50,39 @@ def steps_per_second(env: gym.Env, steps: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=5000, help="steps per environment (default 5000)")
+    parser.add_argument(
+        "--steps", type=int, default=5000, help="steps per environment and round (default 5000; ArmReach a fifth)"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per configuration (default 5)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     warmup()
     rows = {}
     for env_id in ENV_IDS:
         steps = args.steps if env_id != "safeliquid/ArmReach-v0" else max(args.steps // 5, 1)
-        env = gym.make(env_id)
-        raw = steps_per_second(env, steps)
-        env.close()
-        env = SafetyFilterWrapper(gym.make(env_id))
-        wrapped = steps_per_second(env, steps)
-        env.close()
+        configs = {"raw": gym.make(env_id), "wrapped": SafetyFilterWrapper(gym.make(env_id))}
+        if env_id in ALTERNATIVES:
+            name, options = ALTERNATIVES[env_id]
+            configs[name] = SafetyFilterWrapper(gym.make(env_id, **options))
+        # Alternating rounds, the median per configuration: the machine's speed drifts within a run, and each
+        # configuration then sees the same drift.
+        seconds = {key: [] for key in configs}
+        for _ in range(args.rounds):
+            for key, env in configs.items():
+                seconds[key].append(1.0 / steps_per_second(env, steps))
+        per_step = {key: float(np.median(value)) for key, value in seconds.items()}
+        for env in configs.values():
+            env.close()
+        raw, wrapped = 1.0 / per_step["raw"], 1.0 / per_step["wrapped"]
         rows[env_id] = {
             "steps_per_s": raw,
             "target": TARGETS[env_id],
             "wrapped_steps_per_s": wrapped,
             "wrapped_ratio": wrapped / raw,
-            "wrapper_overhead_ms": 1e3 * (1 / wrapped - 1 / raw),
+            "wrapper_overhead_ms": 1e3 * (per_step["wrapped"] - per_step["raw"]),
         }
-        if env_id in ALTERNATIVES:
-            name, options = ALTERNATIVES[env_id]
-            env = SafetyFilterWrapper(gym.make(env_id, **options))
-            rows[env_id][f"wrapper_overhead_ms_{name}"] = 1e3 * (1 / steps_per_second(env, steps) - 1 / raw)
-            env.close()
+        for key in configs.keys() - {"raw", "wrapped"}:
+            rows[env_id][f"wrapper_overhead_ms_{key}"] = 1e3 * (per_step[key] - per_step["raw"])
     try:
         import panda_gym  # noqa: F401
 
@@ -95,7 +104,7 @@ def main() -> None:
         for key in (k for k in row if k.startswith("wrapper_overhead_ms_")):
             wrapped += f"; {key.removeprefix('wrapper_overhead_ms_')} +{row[key]:.2f} ms/step"
         print(f"{name:32s} {row['steps_per_s']:9.0f} steps/s{target}{wrapped}")
-    print("wrote", write("envs", {"steps": args.steps, "results": rows}))
+    print("wrote", write("envs", {"steps": args.steps, "rounds": args.rounds, "results": rows}))
 
 
 if __name__ == "__main__":
