@@ -29,6 +29,28 @@ def check_env_id(env_id: str) -> str:
     return env_id
 
 
+def make_env(env_id: str, env_kwargs: dict | None = None) -> gym.Env:
+    """``gym.make(env_id, **env_kwargs)`` for a safeliquid environment, with each keyword checked against the
+    environment's constructor first: an unknown one raises ``ValueError`` naming it and the accepted ones."""
+    import inspect
+
+    from gymnasium.envs.registration import load_env_creator
+
+    check_env_id(env_id)
+    env_kwargs = dict(env_kwargs or {})
+    accepted: list[str] = []
+    for cls in load_env_creator(_ENVS[env_id][0]).__mro__:  # **options are passed on to the base classes
+        params = inspect.signature(cls.__init__).parameters.values()
+        accepted += [p.name for p in params if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD
+                     and p.default is not p.empty and p.name not in accepted)]  # fmt: skip
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    unknown = sorted(set(env_kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"env_kwargs {unknown} are not options of {env_id}; it takes {', '.join(accepted)}")
+    return gym.make(env_id, **env_kwargs)
+
+
 def warmup() -> float:
     """Compile (or load from numba's cache) the environments' compiled code: the cart-pole backup's rollout
     test, the arm's kinematics and dynamics and the braking barriers' terms, ahead of the first episode

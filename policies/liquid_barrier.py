@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from safeliquid.nn import Sequence, make_cell
+from safeliquid.options import check_types
 from safeliquid.qp import MAX_ITER
 from safeliquid.safety import BarrierLayer, ConstraintSet
 from safeliquid.safety.constraints import rhs
@@ -99,6 +100,7 @@ class PolicyConfig:
     goal_obs: int | None = None
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.safety not in SAFETY_MODES:
             raise ValueError(f"safety must be one of {SAFETY_MODES}, got {self.safety!r}")
         if len(self.action_bound) != self.act_dim:
@@ -175,6 +177,27 @@ class Encoder(nn.Module):
             feats = torch.relu(self.conv(scan.reshape(-1, 1, length))).reshape(*lead, -1)
             obs = torch.cat([obs[..., :start], obs[..., start + length :], feats], -1)
         return torch.tanh(self.linear(obs))
+
+
+def _check_scene(constraints: ConstraintSet, state: np.ndarray | None, act_dim: int, batch: int) -> None:
+    """Raise ``ValueError`` unless ``constraints`` act on this policy's actions and ``state`` is ``(n,)`` or
+    ``(batch, n)`` finite values of their model's state."""
+    model = constraints.model
+    if model.control_dim != act_dim:
+        raise ValueError(
+            f"constraints are for a model with {model.control_dim} inputs but this policy has {act_dim} actions "
+            "(a constraint set of another environment?)"
+        )
+    if state is None:
+        return
+    st = np.asarray(state, dtype=np.float64)
+    if st.shape not in ((model.state_dim,), (batch, model.state_dim)):
+        raise ValueError(
+            f"state must have shape ({model.state_dim},) or ({batch}, {model.state_dim}) (the constraint set's model "
+            f"state), got {st.shape}"
+        )
+    if not np.isfinite(st).all():
+        raise ValueError("state contains NaN or inf; expected finite values")
 
 
 class LiquidBarrierPolicy(nn.Module):
@@ -345,6 +368,8 @@ class LiquidBarrierPolicy(nn.Module):
             raise ValueError(
                 f"run_safety must be one of {SAFETY_MODES} ('barrier' only if trained with it), got {mode!r}"
             )
+        if constraints is not None:
+            _check_scene(constraints, state, self.config.act_dim, o.shape[0])
         if single and mode != "none" and state is not None and constraints is not None:
             return self._act_one(obs_np.astype(np.float64), np.asarray(state, np.float64), constraints)
         needs_model = mode != "none" or self.config.prior is not None

@@ -51,11 +51,14 @@ def read(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, Any]:
         raise CheckpointError(f"{what} {path} does not exist")
     if not path.is_file():
         raise CheckpointError(f"{what} {path} is not a file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{what} {path} is empty (0 bytes): a save was interrupted, or it is not a checkpoint")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for truncated or foreign files
+        first = (str(err).splitlines() or [""])[0][:120]
         raise CheckpointError(
-            f"{what} {path} could not be read ({type(err).__name__}: {str(err).splitlines()[0][:120]}); "
+            f"{what} {path} could not be read ({type(err).__name__}: {first}); "
             "the file is corrupt, truncated or not a safeliquid file"
         ) from None
     if not isinstance(obj, dict):

@@ -9,25 +9,84 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
-from dataclasses import fields
+import traceback
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from safeliquid.envs import check_env_id
+from safeliquid.options import add_arguments, from_args
+from safeliquid.policies import SAFETY_MODES
+from safeliquid.train.imitation import TrainConfig
 
 ENV_DEFAULT = "safeliquid/Navigate-v0"
 HELD_OUT_SEED = 2_000_000  # eval/rollout/demo/bench seeds: training selects checkpoints on 1,000,000+
 
 
 def _env_id(value: str) -> str:
-    from safeliquid.envs import check_env_id
-
     try:
         return check_env_id(value)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _at_least(low: int) -> Any:
+    """An argparse type: an integer >= ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _non_negative(text: str) -> float:
+    """An argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (np.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def _writable(text: str) -> str:
+    """An argparse type: a path a file can be written to (its folder is created), checked before the run."""
+    path = Path(text)
+    _creatable(path.parent, text)
+    if path.is_dir() or not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"cannot write {text}")
+    return text
+
+
+def _creatable(folder: Path, text: str) -> None:
+    """Create ``folder`` (and its parents) for the path ``text``, or raise naming what is in the way."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        reason = f"{blocker} is a file" if blocker is not None else err.strerror
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {reason}") from None
+
+
+def _folder(text: str) -> str:
+    """An argparse type: a folder that exists or can be created, and is writable."""
+    path = Path(text)
+    _creatable(path, text)
+    if not os.access(path, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot write into the folder {text}")
+    return text
 
 
 def _controller(args: argparse.Namespace, env: Any) -> tuple[Any, str]:
@@ -138,10 +197,9 @@ def cmd_collect(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from safeliquid.train.imitation import TrainConfig, train
+    from safeliquid.train.imitation import train
 
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
-    cfg.env_id = args.env
+    cfg = from_args(TrainConfig, args)
     t0 = time.perf_counter()
     last = train(cfg, resume=not args.fresh)
     print(json.dumps({k: v for k, v in last.items()}, indent=1, default=float))
@@ -240,101 +298,68 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 # -- parser ---------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from safeliquid.policies import SAFETY_MODES
-    from safeliquid.train.imitation import TrainConfig
-
     fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(prog="safeliquid", description=__doc__.splitlines()[0], formatter_class=fmt)
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser, seed: int = 0) -> None:
         p.add_argument("--env", type=_env_id, default=ENV_DEFAULT, help="environment id")
-        p.add_argument("--seed", type=int, default=seed, help="first episode seed")
+        p.add_argument("--seed", type=_at_least(0), default=seed, help="first episode seed")
 
     def who(p: argparse.ArgumentParser) -> None:
         p.add_argument("--policy", help="policy checkpoint (default: the shipped one for --env)")
         p.add_argument("--expert", action="store_true", help="run the environment's expert instead of a policy")
         p.add_argument("--run-safety", choices=SAFETY_MODES, help="override the policy's safety mode at run time")
-        p.add_argument("--obs-noise", type=float, default=0.0, help="observation noise std")
-        p.add_argument(
-            "--disturbance", type=float, default=0.0, help="external-force std (units of the env's disturbance_scale)"
-        )
+        p.add_argument("--obs-noise", type=_non_negative, default=0.0, help="observation noise std")
+        p.add_argument("--disturbance", type=_non_negative, default=0.0,
+                       help="external-force std (units of the env's disturbance_scale)")  # fmt: skip
 
     p = sub.add_parser("collect", help="expert demonstrations", formatter_class=fmt)
     common(p)
-    p.add_argument("--episodes", type=int, default=100, help="episodes")
-    p.add_argument("--workers", type=int, default=2, help="worker processes")
-    p.add_argument("--out", default="runs/demos.pt", help="output file")
+    p.add_argument("--episodes", type=_at_least(1), default=100, help="episodes")
+    p.add_argument("--workers", type=_at_least(0), default=2, help="worker processes (0: in this process)")
+    p.add_argument("--out", type=_writable, default="runs/demos.pt", help="output file")
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("train", help="imitation + DAgger through the barrier layer", formatter_class=fmt)
-    common(p)
-    d = TrainConfig()
-    p.add_argument("--cell", default=d.cell, help="ltc, cfc, lstm, gru, mlp, ctrnn or node")
-    p.add_argument("--safety", choices=SAFETY_MODES, default=d.safety, help="safety mode")
-    for name in ("units", "demos", "dagger_rounds", "dagger_episodes", "updates", "batch_episodes", "eval_every",
-                 "eval_episodes", "workers"):  # fmt: skip
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name), help=name.replace("_", " "))
-    p.add_argument("--cell-dt", type=float, default=d.cell_dt, help="ODE time per control step (0: the env's dt)")
-    p.add_argument(
-        "--prior",
-        choices=("none", "accel", "velocity", "task"),
-        default=d.prior,
-        help="the network commands joint accelerations, joint velocities, or a task-space (end-effector) velocity "
-        "resolved through the model's Jacobian; u_ref by inverse dynamics",
-    )
-    p.add_argument("--prior-bound", type=float, default=d.prior_bound,
-                   help="bound on the commanded quantity (task prior: on the resolved joint velocities)")  # fmt: skip
-    p.add_argument("--prior-gain", type=float, default=d.prior_gain, help="velocity prior: a = gain (v - q')")
-    p.add_argument("--task-bound", type=float, default=d.task_bound, help="task prior: bound on the task velocity")
-    p.add_argument("--slow-weight", type=float, default=d.slow_weight, metavar="FLOOR",
-                   help="velocity/task prior: weight each step's loss by FLOOR^2 / (|c|^2 + FLOOR^2), c the expert's "
-                   "command (m/s or rad/s), so slow phases near a goal count; 0: every step once")  # fmt: skip
-    p.add_argument("--goal-gain", type=float, default=d.goal_gain, metavar="K",
-                   help="task prior: the network's command is a residual on min(K d, --goal-speed) towards the goal "
-                   "offset the environment declares (ArmReach: target - end effector; 1/s); 0: off")  # fmt: skip
-    p.add_argument("--goal-speed", type=float, default=d.goal_speed, help="--goal-gain: its speed cap (m/s)")
-    p.add_argument("--skip", action="store_true", help="a linear path from the encoded observation to the outputs")
-    p.add_argument("--gain-groups", nargs="+", metavar="GROUP",
-                   help="barrier groups whose class-K gains are learned, e.g. obstacle (default: all); the rest "
-                   "keep the environment's defaults")  # fmt: skip
-    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
-    p.add_argument("--lr-final", type=float, default=d.lr_final, help="final learning rate / --lr (cosine decay)")
-    p.add_argument("--dagger-beta", type=float, default=d.dagger_beta, help="P(expert drives) in DAgger rounds")
-    p.add_argument("--out", default=d.out, help="run folder (resumed if it holds last.pt)")
+    p.add_argument("--env", dest="env_id", type=_env_id, default=TrainConfig.env_id, help="environment id")
+    add_arguments(p, TrainConfig, skip=("env_id",))  # every other option of TrainConfig, its help and its check
     p.add_argument("--fresh", action="store_true", help="ignore an existing last.pt in --out")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="seeded closed-loop evaluation, JSON and markdown", formatter_class=fmt)
     common(p, seed=HELD_OUT_SEED)
     who(p)
-    p.add_argument("--episodes", type=int, default=50, help="episodes")
+    p.add_argument("--episodes", type=_at_least(1), default=50, help="episodes")
     p.add_argument(
-        "--json", help="write the metrics here (aggregate, and per episode under per_episode: seed, success, ...)"
+        "--json",
+        type=_writable,
+        help="write the metrics here (aggregate, and per episode under per_episode: seed, success, ...)",
     )
-    p.add_argument("--markdown", help="write the table here")
+    p.add_argument("--markdown", type=_writable, help="write the table here")  # fmt: skip
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("rollout", help="one episode as a GIF and plots", formatter_class=fmt)
     common(p, seed=HELD_OUT_SEED)
     who(p)
-    p.add_argument("--out", default="runs/rollout", help="output folder")
+    p.add_argument("--out", type=_folder, default="runs/rollout", help="output folder")
     p.add_argument("--format", choices=("gif", "mp4"), default="gif", help="video format (mp4 needs imageio-ffmpeg)")
-    p.add_argument("--frame-every", type=int, default=2, help="keep every n-th frame")
+    p.add_argument("--frame-every", type=_at_least(1), default=2, help="keep every n-th frame")
     p.set_defaults(func=cmd_rollout)
 
     p = sub.add_parser("demo", help="the shipped Navigate policy with and without its barrier layer",
                        formatter_class=fmt)  # fmt: skip
     common(p, seed=HELD_OUT_SEED)
     who(p)
-    p.add_argument("--episodes", type=int, default=50, help="episodes per configuration")
-    p.add_argument("--out", default="runs/demo", help="output folder")
+    p.add_argument("--episodes", type=_at_least(1), default=50, help="episodes per configuration")
+    p.add_argument("--out", type=_folder, default="runs/demo", help="output folder")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="control-step latency of a policy (batch 1, 1 thread)", formatter_class=fmt)
     common(p, seed=HELD_OUT_SEED)
     p.add_argument("--policy", help="policy checkpoint (default: the shipped one for --env)")
-    p.add_argument("--steps", type=int, default=2000, help="control steps to time")
+    p.add_argument("--steps", type=_at_least(21), default=2000, help="control steps to time (the first 20 are not)")
     p.set_defaults(func=cmd_bench)
     return parser
 
@@ -343,8 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as err:  # user errors: one line, no traceback
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, OSError) as err:  # user errors (bad values, files): one line, no traceback
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return 2
     return 0
 

@@ -14,8 +14,12 @@ from numba import njit
 
 from safeliquid.qp.settings import INFEASIBLE, MAX_ITER, OPTIMAL
 
-NOT_POSITIVE_DEFINITE = 3  # kernel-internal: raised as a ValueError by solve_checked, never returned
-SHAPES = 8  # kernel-internal: the arrays' shapes do not fit together (the caller names the argument)
+# Kernel-internal statuses, raised as a ValueError by solve_checked and forward_checked, never returned: Q not
+# positive definite, and a solution beyond float64's (float32's) range.
+NOT_POSITIVE_DEFINITE, OVERFLOW = 3, 4
+# The problems _forward reports besides check_inputs' codes (1-7): shapes that do not fit together (the caller
+# names the argument), and a batch element with one of the statuses above (its ValueError names the elements).
+SHAPES, SOLVE_FAILED = 8, 9
 
 # Reassociation and fused multiply-add only: never the no-NaN/no-inf assumptions, since
 # the bound rows use inf as the multipliers' upper bound and the input check tests finiteness.
@@ -333,7 +337,7 @@ def solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam, keep=True)
     ``lam (B, m')`` holds the warm start and receives the multipliers of all rows
     (constraints, then upper bounds, then lower bounds). Returns ``(u (B, n),
     slack (B, m), status (B,) int8, max iterations, Lq (B, n, n), W (B, n, m'))``;
-    status 0 optimal, 1 infeasible, 2 max_iter, 3 Q not positive definite. ``Lq``
+    status 0 optimal, 1 infeasible, 2 max_iter, 3 Q not positive definite, 4 overflow. ``Lq``
     and ``W`` (the factor of Q and ``Lq^-1 G_all'``) are what the backward pass reuses.
     """
     B, n = q.shape
@@ -369,6 +373,11 @@ def solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam, keep=True)
                 s += W[p, j] * lam[b, j]
             x[p] = s
         _back_sub_t(Lq, inv_q, x)
+        if not np.isfinite(x).all():  # |q| or |h| too large for Q's scale: Q^-1 q overflowed
+            status[b] = OVERFLOW
+            u[b] = 0.0
+            slack[b] = 0.0
+            continue
         hmax = 0.0
         for r in range(m):
             hmax = max(hmax, abs(h[b, r]))
@@ -498,7 +507,7 @@ def _forward(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam0):
     """The control loop's one compiled call: shapes, :func:`check_inputs` and a forward-only
     :func:`solve_batch` warm-started from ``lam0 (B, m')`` (``(0, 0)``: from zero). Returns ``(problem, u,
     slack, status, lam, iterations)``; ``problem`` 0, a :func:`check_inputs` code (nothing solved), ``SHAPES``
-    (nothing solved) or ``NOT_POSITIVE_DEFINITE`` (some element's ``Q``)."""
+    (nothing solved) or ``SOLVE_FAILED`` (some element's status ``NOT_POSITIVE_DEFINITE`` or ``OVERFLOW``)."""
     B, n = q.shape
     m = G.shape[1]
     shapes_ok = (
@@ -514,14 +523,14 @@ def _forward(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam0):
         return problem, np.zeros_like(q), np.zeros((B, m), dtype=q.dtype), np.zeros(B, dtype=np.int8), lam, 0
     u, slack, status, most, _, _ = solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam, False)
     for b in range(B):
-        if status[b] == NOT_POSITIVE_DEFINITE:
-            problem = NOT_POSITIVE_DEFINITE
+        if status[b] == NOT_POSITIVE_DEFINITE or status[b] == OVERFLOW:
+            problem = SOLVE_FAILED
     return problem, u, slack, status, lam, most
 
 
 def _raise(problem: int, status: np.ndarray) -> None:
     """The named ``ValueError`` for a failed :func:`check_inputs` or a ``Q`` that is not positive definite."""
-    if problem and problem != NOT_POSITIVE_DEFINITE:
+    if problem and problem != SOLVE_FAILED:
         raise ValueError(
             f"{_NAMES[problem - 1]} contains NaN or inf; expected finite values"
             if problem <= len(_NAMES)
@@ -530,6 +539,12 @@ def _raise(problem: int, status: np.ndarray) -> None:
     if (status == NOT_POSITIVE_DEFINITE).any():
         bad = np.flatnonzero(status == NOT_POSITIVE_DEFINITE).tolist()
         raise ValueError(f"Q must be positive definite; it is not for batch elements {bad[:10]}")
+    if (status == OVERFLOW).any():
+        bad = np.flatnonzero(status == OVERFLOW).tolist()
+        raise ValueError(
+            f"q and h are too large for Q's scale: the solution overflows for batch elements {bad[:10]}; "
+            "rescale the problem (divide Q, q by one number, or G, h by one number per row)"
+        )
 
 
 def solve_checked(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam):

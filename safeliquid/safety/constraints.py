@@ -17,6 +17,23 @@ from safeliquid.safety.certify import certify as run_certification
 from safeliquid.safety.models import ControlAffine
 
 
+def _bound(name: str, value: Tensor | Sequence[float] | None, m: int, dtype: torch.dtype) -> Tensor | None:
+    """An input bound as an ``(m,)`` tensor (a number is shared by every input), or ``ValueError`` naming it."""
+    if value is None:
+        return None
+    try:
+        t = torch.as_tensor(value, dtype=dtype).reshape(-1)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be {m} numbers (one per input), got {value!r}") from None
+    if t.numel() == 1:
+        t = t.expand(m).clone()
+    if t.numel() != m:
+        raise ValueError(f"{name} must have {m} entries (one per input of the model), got {t.numel()}")
+    if torch.isnan(t).any():
+        raise ValueError(f"{name} contains NaN; expected numbers (inf for no bound)")
+    return t
+
+
 class ConstraintSet:
     """Barriers ``h_k(x) >= 0`` and input bounds ``u_min <= u <= u_max`` for ``model``, validated at construction.
 
@@ -91,8 +108,8 @@ class ConstraintSet:
             if b.gains is not None and not all(g > 0 for g in b.gains):
                 raise ValueError(f"constraint {b.name!r}: class-K gains must be positive, got {list(b.gains)}")
         m = model.control_dim
-        self.u_min = None if u_min is None else torch.as_tensor(u_min, dtype=samples.dtype).reshape(m)
-        self.u_max = None if u_max is None else torch.as_tensor(u_max, dtype=samples.dtype).reshape(m)
+        self.u_min = _bound("u_min", u_min, m, samples.dtype)
+        self.u_max = _bound("u_max", u_max, m, samples.dtype)
         if self.u_min is not None and self.u_max is not None and bool((self.u_min > self.u_max).any()):
             raise ValueError(f"u_min must not exceed u_max, got {self.u_min.tolist()} > {self.u_max.tolist()}")
         self._degree = torch.tensor([b.relative_degree or 1 for b in self.barriers], dtype=torch.long)

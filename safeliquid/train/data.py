@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from safeliquid.checkpoint import atomic_save, read
+from safeliquid.envs import make_env
 
 
 @dataclass
@@ -114,7 +115,7 @@ def _worker(env_id: str, env_kwargs: dict, seeds: list[int], learner_blob: Any, 
         learner = LiquidBarrierPolicy(PolicyConfig(**learner_blob[0]))
         learner.load_state_dict(learner_blob[1])
         learner.eval()
-    env, expert = gym.make(env_id, **env_kwargs), make_expert(env_id)
+    env, expert = make_env(env_id, env_kwargs), make_expert(env_id)
     out = [collect_episode(env, expert, s, learner, beta).to_dict() for s in seeds]
     env.close()
     return out

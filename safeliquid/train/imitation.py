@@ -15,7 +15,7 @@ import csv
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,10 @@ import torch
 from tqdm import tqdm
 
 from safeliquid.checkpoint import atomic_save, read, save_policy
+from safeliquid.envs import check_env_id, make_env
+from safeliquid.nn import CELLS
+from safeliquid.options import option, validate
+from safeliquid.policies import SAFETY_MODES
 from safeliquid.train.data import Episode, collect, load_episodes, make_batch, save_episodes
 from safeliquid.train.rollout import PolicyController, evaluate
 
@@ -33,42 +37,61 @@ EVAL_SEED = 1_000_000  # evaluation seeds start here, far from training seeds
 
 @dataclass
 class TrainConfig:
-    """Every knob of a run (stored in ``config.json`` and in each checkpoint)."""
+    """Every knob of a run (stored in ``config.json`` and in each checkpoint). Each option is declared once,
+    here: the ``safeliquid train`` command line is generated from these fields, and each value is checked
+    when the config is built (:mod:`safeliquid.options`)."""
 
-    env_id: str = "safeliquid/Navigate-v0"
-    cell: str = "ltc"
-    units: int = 19
-    cell_dt: float = 0.0  # the cell's ODE time per control step; 0: the environment's dt (seconds)
-    prior: str = "none"  # "accel" / "velocity": the network commands joint accelerations / velocities (|.| <=
-    prior_bound: float = 0.0  # prior_bound), u_ref by inverse dynamics; velocity: a = prior_gain (v - q')
-    prior_gain: float = 15.0
-    task_bound: float = 1.0  # "task": the network commands a task-space velocity, |.| <= task_bound
-    # > 0 (m/s or rad/s): weight each step's loss by slow_weight^2 / (|c|^2 + slow_weight^2), c the expert's
-    # label as the velocity command the network would have to output (prior "velocity"/"task"); 0: off
-    slow_weight: float = 0.0
-    # > 0 (1/s), prior "task": the command is a residual on min(goal_gain |e|, goal_speed) e/|e|, e the goal
-    # offset the environment declares in its observation (goal_offset_obs; PolicyConfig.goal_gain); 0: off
-    goal_gain: float = 0.0
-    goal_speed: float = 0.6
-    skip: bool = False  # a linear map from the encoded observation to the outputs, beside the cell
-    safety: str = "barrier"
-    # barrier groups (a name's leading word: "obstacle", "joint") whose class-K gains the network learns;
-    # None: all of them. The others keep the environment's default gains.
-    gain_groups: list[str] | None = None
-    seed: int = 0
-    demos: int = 200  # expert-driven episodes
-    dagger_rounds: int = 6  # rounds where the learner drives (the expert labels)
-    dagger_episodes: int = 50  # episodes per round
-    dagger_beta: float = 0.3  # probability that the expert drives a step in DAgger rounds
-    updates: int = 4000  # total gradient updates, spread evenly over the 1 + dagger_rounds data rounds
-    batch_episodes: int = 16
-    lr: float = 3e-3
-    lr_final: float = 0.1  # the learning rate decays (cosine) to lr * lr_final at the last update
-    eval_every: int = 500
-    eval_episodes: int = 20
-    workers: int = 2
-    out: str = "runs/train"
-    env_kwargs: dict = field(default_factory=dict)
+    env_id: str = option("safeliquid/Navigate-v0", "environment id")
+    cell: str = option("ltc", "the recurrent cell", choices=CELLS)
+    units: int = option(19, "neurons in the cell (the NCP wiring's total for ltc/cfc)", low=1)
+    cell_dt: float = option(0.0, "the cell's ODE time per control step, s; 0: the environment's dt", low=0.0)
+    prior: str = option(
+        "none", "what the network commands: the action itself (none), joint accelerations (accel), joint "
+        "velocities (velocity) or a task-space velocity resolved through the model's Jacobian (task); u_ref by "
+        "inverse dynamics", choices=("none", "accel", "velocity", "task"),
+    )  # fmt: skip
+    prior_bound: float = option(0.0, "bound on the commanded quantity (task prior: on the resolved joint "
+                                "velocities); 0: none", low=0.0)  # fmt: skip
+    prior_gain: float = option(15.0, "velocity prior: a = gain (v - q'), 1/s", low=0.0, open_low=True)
+    task_bound: float = option(1.0, "task prior: bound on the task velocity, m/s", low=0.0, open_low=True)
+    slow_weight: float = option(
+        0.0, "velocity/task prior: weight each step's loss by FLOOR^2 / (|c|^2 + FLOOR^2), c the expert's command, "
+        "so slow phases near a goal count; 0: off", low=0.0, experimental=True,
+    )  # fmt: skip
+    goal_gain: float = option(
+        0.0, "task prior: the network's command is a residual on min(K |e|, goal_speed) e/|e| towards the goal "
+        "offset e the environment declares (ArmReach: target - end effector), 1/s; 0: off", low=0.0,
+    )  # fmt: skip
+    goal_speed: float = option(0.6, "goal_gain's speed cap, m/s", low=0.0, open_low=True)
+    skip: bool = option(False, "a linear map from the encoded observation to the outputs, beside the cell",
+                        experimental=True)  # fmt: skip
+    safety: str = option("barrier", "the safety layer while training and in the saved policy", choices=SAFETY_MODES)
+    gain_groups: list[str] | None = option(
+        None, "barrier groups (a name's leading word, e.g. obstacle, joint) whose class-K gains are learned; "
+        "default: all. The others keep the environment's default gains",
+    )  # fmt: skip
+    seed: int = option(0, "the run's seed (data, initialisation, evaluation order)", low=0)
+    demos: int = option(200, "expert-driven demonstration episodes", low=1)
+    dagger_rounds: int = option(6, "DAgger rounds (the learner drives, the expert labels)", low=0)
+    dagger_episodes: int = option(50, "episodes per DAgger round", low=1)
+    dagger_beta: float = option(0.3, "probability that the expert drives a step in DAgger rounds", low=0.0, high=1.0)
+    updates: int = option(4000, "gradient updates, spread evenly over the 1 + dagger_rounds data rounds", low=1)
+    batch_episodes: int = option(16, "episodes per gradient update", low=1)
+    lr: float = option(3e-3, "Adam learning rate", low=0.0, open_low=True)
+    lr_final: float = option(0.1, "final learning rate / lr (cosine decay)", low=0.0, high=1.0, open_low=True)
+    eval_every: int = option(500, "updates between closed-loop evaluations (best.pt is chosen by them)", low=1)
+    eval_episodes: int = option(20, "episodes per evaluation", low=1)
+    workers: int = option(2, "processes collecting episodes; 0: in this process", low=0)
+    out: str = option("runs/train", "run folder (resumed if it holds last.pt)")
+    env_kwargs: dict = option({}, "keyword arguments of the environment, e.g. obs_noise=0.05 disturbance=0.5")
+
+    def __post_init__(self) -> None:
+        validate(self)
+        self.env_id = check_env_id(self.env_id)
+        if self.gain_groups is not None:
+            self.gain_groups = list(self.gain_groups)
+        if self.slow_weight > 0 and self.prior not in ("velocity", "task"):
+            raise ValueError(f"slow_weight > 0 needs prior 'velocity' or 'task', got prior {self.prior!r}")
 
 
 def _learned_groups(cfg: TrainConfig, names: list[str]) -> list[str]:
@@ -233,7 +256,7 @@ def learning_rate(cfg: TrainConfig, update: int) -> float:
 def evaluate_policy(policy: Any, env_id: str, episodes: int, first_seed: int = EVAL_SEED,
                     env_kwargs: dict | None = None) -> dict[str, Any]:  # fmt: skip
     """Closed-loop rollouts on seeds ``first_seed ...``: the aggregated metrics of :mod:`safeliquid.metrics`."""
-    env = gym.make(env_id, **(env_kwargs or {}))
+    env = make_env(env_id, env_kwargs)
     metrics = evaluate(env, PolicyController(policy), episodes, first_seed)
     env.close()
     return metrics
@@ -262,12 +285,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict[str, Any]:
     if state is not None and state["train_config"] != asdict(cfg):
         changed = sorted(k for k, v in asdict(cfg).items() if state["train_config"].get(k) != v)
         raise ValueError(f"{out}/last.pt was written with a different config (changed: {changed}); use a new --out")
-    if cfg.slow_weight < 0 or (cfg.slow_weight > 0 and cfg.prior not in ("velocity", "task")):
-        raise ValueError(
-            f"slow_weight must be 0 (off) or > 0 with prior 'velocity' or 'task'; got {cfg.slow_weight} with "
-            f"prior {cfg.prior!r}"
-        )
-    env = gym.make(cfg.env_id, **cfg.env_kwargs)
+    env = make_env(cfg.env_id, cfg.env_kwargs)
     goal_obs = getattr(env.unwrapped, "goal_offset_obs", None)
     if cfg.goal_gain < 0 or (cfg.goal_gain > 0 and (cfg.prior != "task" or goal_obs is None)):
         env.close()
