@@ -4,8 +4,8 @@ Every safeliquid step evaluates all barrier values (they are in ``info``); reset
 environment is timed raw and behind :class:`~safeliquid.safety.SafetyFilterWrapper` (the safety layer's
 batch-1 path on every action) in the same run, in alternating rounds (the median round per configuration):
 the ratio is the wrapper's cost (ArmReach also without its certified set, ``certified=False``).
-Peers: panda-gym's ``PandaReach-v3`` (a PyBullet arm, when installed) and gymnasium's ``CartPole-v1`` (pure Python, the floor). Writes
-``benchmarks/results/envs.json``.
+Peers: panda-gym's ``PandaReach-v3`` (a PyBullet arm, when installed) and gymnasium's ``CartPole-v1`` (pure
+Python, the floor). Writes ``benchmarks/results/envs.json``.
 
     python benchmarks/bench_envs.py [--steps 5000] [--rounds 5]
 """
