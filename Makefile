@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[test]"
 	$(PY) -m pip install -q --no-deps qpth==0.0.18
 	$(PY) -c "import safeliquid.qp as qp; print(f'QP kernel compiled in {qp.warmup():.1f} s (cached for every later run)')"
-	$(PY) -c "import safeliquid.envs as e; print(f'environment kernels compiled in {e.warmup():.1f} s')"
+	$(PY) -c "from safeliquid.envs.warmup import warmup; print(f'environment kernels compiled in {warmup():.1f} s')"
 	touch $@
 
 demo: $(VENV)/.installed
@@ -23,6 +23,7 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) tools/check_layers.py
 
 test: lint
 	$(PY) -m pytest

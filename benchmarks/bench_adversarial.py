@@ -18,12 +18,12 @@ import time
 import warnings
 
 import gymnasium as gym
-import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
 from _util import write
+
+import safeliquid.envs  # noqa: F401 - registers the environments
 from safeliquid.envs import ENV_IDS
 from safeliquid.envs.adversaries import adversaries
-
 from safeliquid.safety import SafetyFilterWrapper, UncertifiedWarning
 from safeliquid.safety.adversaries import attack
 

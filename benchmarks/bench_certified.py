@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 
 import gymnasium as gym
-import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
 from _util import write
+
+import safeliquid.envs  # noqa: F401 - registers the environments
+from safeliquid import load_policy
 from safeliquid.envs import ENV_IDS
 from safeliquid.policies import shipped
-
-from safeliquid import load_policy
 from safeliquid.qp import warmup
 from safeliquid.train.rollout import PolicyController, evaluate
 

@@ -17,11 +17,11 @@ import time
 
 import gymnasium as gym
 import numpy as np
-import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
 from _util import write
-from safeliquid.envs import ENV_IDS
 
+import safeliquid.envs  # noqa: F401 - registers the environments
+from safeliquid.envs import ENV_IDS
 from safeliquid.qp import warmup
 from safeliquid.safety import SafetyFilterWrapper
 

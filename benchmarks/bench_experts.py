@@ -14,12 +14,13 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
 from _util import write
+from tqdm import tqdm
+
+import safeliquid.envs  # noqa: F401 - registers the environments
 from safeliquid.envs import ENV_IDS
 from safeliquid.envs.experts import make_expert
-from tqdm import tqdm
 
 
 def evaluate(env_id: str, episodes: int) -> dict:

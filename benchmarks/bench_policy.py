@@ -17,12 +17,12 @@ import time
 
 import gymnasium as gym
 import numpy as np
-import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
 from _util import write
-from safeliquid.policies import scene_rows, shipped
 
+import safeliquid.envs  # noqa: F401 - registers the environments
 from safeliquid import load_policy
+from safeliquid.policies import scene_rows, shipped
 from safeliquid.safety.constraints import rhs
 from safeliquid.train.data import collect, make_batch
 from safeliquid.train.imitation import loss_on

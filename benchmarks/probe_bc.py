@@ -16,11 +16,10 @@ import time
 
 import gymnasium as gym
 import numpy as np
-import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
-from safeliquid.policies import LiquidBarrierPolicy
 
-from safeliquid.checkpoint import save_policy
+import safeliquid.envs  # noqa: F401 - registers the environments
+from safeliquid.policies import LiquidBarrierPolicy, save_policy
 from safeliquid.train.data import load_episodes, make_batch
 from safeliquid.train.imitation import TrainConfig, _policy_config, evaluate_policy, gradient_step, learning_rate
 

@@ -22,11 +22,11 @@ import time
 
 import gymnasium as gym
 import numpy as np
-import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
 from _util import ARM, load_arm_task_policy
-from safeliquid.envs.experts.arm import ArmReachExpert
 
+import safeliquid.envs  # noqa: F401 - registers the environments
+from safeliquid.envs.experts.arm import ArmReachExpert
 from safeliquid.train.data import load_episodes, make_batch
 from safeliquid.train.imitation import gradient_step, slow_weight
 from safeliquid.train.rollout import PolicyController, run_episode

@@ -7,11 +7,11 @@ import cProfile
 import pstats
 
 import gymnasium as gym
-import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
-from safeliquid.policies import shipped
 
+import safeliquid.envs  # noqa: F401 - registers the environments
 from safeliquid import load_policy
+from safeliquid.policies import shipped
 
 torch.set_num_threads(1)
 env = gym.make("safeliquid/Navigate-v0")

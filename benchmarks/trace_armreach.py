@@ -25,9 +25,10 @@ from contextlib import contextmanager
 
 import gymnasium as gym
 import numpy as np
-import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
 from _util import ARM, load_arm_task_policy
+
+import safeliquid.envs  # noqa: F401 - registers the environments
 from safeliquid.envs.experts.arm import ArmReachExpert
 from safeliquid.policies.liquid_barrier import model_terms
 

@@ -49,23 +49,3 @@ def make_env(env_id: str, env_kwargs: dict | None = None) -> gym.Env:
     if unknown:
         raise ValueError(f"env_kwargs {unknown} are not options of {env_id}; it takes {', '.join(accepted)}")
     return gym.make(env_id, **env_kwargs)
-
-
-def warmup() -> float:
-    """Compile (or load from numba's cache) the environments' compiled code: the cart-pole backup's rollout
-    test, the arm's kinematics and dynamics and the braking barriers' terms, ahead of the first episode
-    (``make`` calls it at install). Returns the seconds taken."""
-    import time
-
-    import numpy as np
-    from safeliquid.envs import arm_reach, cartpole_backup
-
-    from safeliquid.safety.braking import braking_terms, braking_values
-
-    t0 = time.perf_counter()
-    cartpole_backup.warmup()
-    arm_reach.warmup()
-    x, centers, reach = np.zeros((1, 4)), np.ones((1, 2)), np.ones(1)
-    braking_terms(x, centers, reach, 1.0, 0.1, 1.0)
-    braking_values(x, centers, reach, 1.0, 0.1)
-    return time.perf_counter() - t0

@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
-from safeliquid.envs._sim import BulletSim
 
+from safeliquid.envs._sim import BulletSim
 from safeliquid.safety import ConstraintSet, ControlAffine
 
 

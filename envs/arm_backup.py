@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from numba import njit
-from safeliquid.envs import arm_kernel
 
+from safeliquid.envs import arm_kernel
 from safeliquid.safety import Backup
 
 if TYPE_CHECKING:

@@ -31,13 +31,13 @@ import numpy as np
 import pybullet as p
 import pybullet_data
 import torch
+from torch import Tensor
+
 from safeliquid.envs import arm_kernel
 from safeliquid.envs._base import SafeBulletEnv
 from safeliquid.envs._sim import BulletSim
 from safeliquid.envs.arm_backup import BrakeArm
 from safeliquid.envs.arm_kernel import ARMATURE_WEIGHTS, ArmParameters
-from torch import Tensor
-
 from safeliquid.safety import ConstraintSet, Manipulator, sphere_obstacle, state_box
 
 URDF = "kuka_iiwa/model.urdf"

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pybullet as p
 import torch
-from safeliquid.envs._base import SafeBulletEnv
-from safeliquid.envs.cartpole_backup import BrakeAndHold, rail_terms_numpy, step_states
 from torch import Tensor
 
+from safeliquid.envs._base import SafeBulletEnv
+from safeliquid.envs.cartpole_backup import BrakeAndHold, rail_terms_numpy, step_states
 from safeliquid.safety import Certificate, ConstraintSet, ControlAffine, state_box
 from safeliquid.safety.models import rk4
 

@@ -25,8 +25,8 @@ from functools import partial
 import numpy as np
 import pybullet as p
 import torch
-from safeliquid.envs._base import SafeBulletEnv
 
+from safeliquid.envs._base import SafeBulletEnv
 from safeliquid.safety import (
     Backup,
     ConstraintSet,

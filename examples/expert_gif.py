@@ -8,6 +8,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import imageio.v2 as imageio
+
 import safeliquid.envs  # noqa: F401 - registers the environments
 from safeliquid.envs import ENV_IDS
 from safeliquid.envs.experts import make_expert

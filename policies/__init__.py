@@ -2,11 +2,12 @@
 
 ``LiquidBarrierPolicy`` composes an encoder, a cell from :func:`safeliquid.nn.make_cell`
 and the BarrierNet layer. Shipped checkpoints (``*.pt`` next to this file) are
-listed by :func:`shipped` and loaded with :func:`safeliquid.load_policy`.
+listed by :func:`shipped` and loaded with :func:`load_policy` (also :func:`safeliquid.load_policy`).
 """
 
 from pathlib import Path
 
+from safeliquid.policies.checkpoint import load_policy, save_policy
 from safeliquid.policies.liquid_barrier import (
     SAFETY_MODES,
     LiquidBarrierPolicy,
@@ -28,4 +29,13 @@ def shipped(env_id: str) -> Path:
     return path
 
 
-__all__ = ["SAFETY_MODES", "LiquidBarrierPolicy", "PolicyConfig", "gain_group", "scene_rows", "shipped"]
+__all__ = [
+    "SAFETY_MODES",
+    "LiquidBarrierPolicy",
+    "PolicyConfig",
+    "gain_group",
+    "load_policy",
+    "save_policy",
+    "scene_rows",
+    "shipped",
+]

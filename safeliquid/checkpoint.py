@@ -1,6 +1,4 @@
-"""Policy checkpoints: one file with the config, the weights and the observation normalisation.
-
-Saving is atomic (write a temporary file in the same folder, then rename), so an
+"""Checkpoint files: saving is atomic (write a temporary file in the same folder, then rename), so an
 interrupted save never leaves a broken checkpoint behind. Loading checks the
 format and version and names the file and the problem instead of surfacing a
 traceback from deep inside torch.
@@ -64,52 +62,3 @@ def read(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{what} {path} holds a {type(obj).__name__}, expected a safeliquid dict")
     return obj
-
-
-def save_policy(policy: Any, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``policy`` (a :class:`~safeliquid.policies.LiquidBarrierPolicy`) to one file, atomically."""
-    from safeliquid import __version__
-
-    payload = {
-        "format": FORMAT,
-        "version": VERSION,
-        "safeliquid": __version__,
-        "config": policy.config.to_dict(),
-        "state_dict": policy.state_dict(),
-        "extra": extra or {},
-    }
-    return atomic_save(payload, path)
-
-
-def load_policy(path: str | os.PathLike) -> Any:
-    """Restore a policy saved by :func:`save_policy` on any machine (CPU), ready for ``reset()``/``act()``."""
-    from safeliquid.policies import LiquidBarrierPolicy, PolicyConfig
-
-    obj = read(path, "policy checkpoint")
-    if obj.get("format") != FORMAT:
-        raise CheckpointError(f"policy checkpoint {path} is not a safeliquid policy (format {obj.get('format')!r})")
-    if obj.get("version") != VERSION:
-        raise CheckpointError(
-            f"policy checkpoint {path} has format version {obj.get('version')!r}; this safeliquid reads version "
-            f"{VERSION} (written by safeliquid {obj.get('safeliquid', '?')})"
-        )
-    for key in ("config", "state_dict"):
-        if not isinstance(obj.get(key), dict):
-            raise CheckpointError(f"policy checkpoint {path} lacks its {key!r} entry")
-    try:
-        config = PolicyConfig(**obj["config"])
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"policy checkpoint {path} has an incompatible config: {err}") from None
-    policy = LiquidBarrierPolicy(config)
-    try:
-        policy.load_state_dict(obj["state_dict"])
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"policy checkpoint {path}: weights do not fit the architecture in its config: "
-            f"{str(err).splitlines()[0][:200]}"
-        ) from None
-    for name, value in obj["state_dict"].items():
-        if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise CheckpointError(f"policy checkpoint {path}: parameter {name!r} contains NaN or inf")
-    policy.eval()
-    return policy

@@ -18,10 +18,15 @@ from typing import Any
 
 import numpy as np
 
+import safeliquid.envs  # noqa: F401 - registers the environments
 from safeliquid.envs import check_env_id
+from safeliquid.envs.experts import make_expert
 from safeliquid.options import add_arguments, from_args
-from safeliquid.policies import SAFETY_MODES
-from safeliquid.train.imitation import TrainConfig
+from safeliquid.policies import SAFETY_MODES, load_policy, shipped
+from safeliquid.train.data import collect, save_episodes
+from safeliquid.train.imitation import TrainConfig, train
+from safeliquid.train.plots import plot_rollout, write_gif
+from safeliquid.train.rollout import ExpertController, PolicyController, evaluate, run_episode
 
 ENV_DEFAULT = "safeliquid/Navigate-v0"
 HELD_OUT_SEED = 2_000_000  # eval/rollout/demo/bench seeds: training selects checkpoints on 1,000,000+
@@ -91,11 +96,7 @@ def _folder(text: str) -> str:
 
 def _controller(args: argparse.Namespace, env: Any) -> tuple[Any, str]:
     """A policy controller (``--policy``; ``--shipped``) or the expert (``--expert``), checked against ``env``."""
-    from safeliquid.train.rollout import ExpertController, PolicyController
-
     if args.expert:
-        from safeliquid.envs.experts import make_expert
-
         return ExpertController(make_expert(args.env)), "expert"
     policy = _load(args)
     check_policy_fits(policy, env)
@@ -105,9 +106,6 @@ def _controller(args: argparse.Namespace, env: Any) -> tuple[Any, str]:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from safeliquid import load_policy
-    from safeliquid.policies import shipped
-
     path = args.policy or shipped(args.env)
     return load_policy(path)
 
@@ -126,8 +124,6 @@ def check_policy_fits(policy: Any, env: Any) -> None:
 def _make_env(args: argparse.Namespace, render: bool = False) -> Any:
     import gymnasium as gym
 
-    import safeliquid.envs  # noqa: F401 - registers the environments
-
     kw: dict[str, Any] = {}
     for name in ("obs_noise", "disturbance"):
         if getattr(args, name, 0.0):
@@ -139,8 +135,6 @@ def _make_env(args: argparse.Namespace, render: bool = False) -> Any:
 
 def _evaluate(args: argparse.Namespace, env: Any, episodes: int, label: str = "") -> dict[str, Any]:
     """Aggregated metrics of ``episodes`` seeded episodes, with the per-episode ones under ``per_episode``."""
-    from safeliquid.train.rollout import evaluate
-
     ctrl, name = _controller(args, env)
     metrics = evaluate(env, ctrl, episodes, args.seed, desc=f"eval {label or name}", per_episode=True)
     return {"controller": label or name, **metrics}
@@ -185,8 +179,6 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 def cmd_collect(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from safeliquid.train.data import collect, save_episodes
-
     seeds = [args.seed + i for i in range(args.episodes)]
     with tqdm(total=len(seeds), desc="expert demos") as bar:
         episodes = collect(args.env, seeds, args.workers, progress=bar)
@@ -197,8 +189,6 @@ def cmd_collect(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from safeliquid.train.imitation import train
-
     cfg = from_args(TrainConfig, args)
     t0 = time.perf_counter()
     last = train(cfg, resume=not args.fresh)
@@ -221,9 +211,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_rollout(args: argparse.Namespace) -> None:
-    from safeliquid.train.plots import plot_rollout, write_gif
-    from safeliquid.train.rollout import run_episode
-
     env = _make_env(args, render=True)
     ctrl, name = _controller(args, env)
     metrics, trace = run_episode(env, ctrl, args.seed, trace=True, render_every=args.frame_every)
@@ -240,9 +227,6 @@ def cmd_rollout(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     """The shipped Navigate policy with and without its barrier layer, side by side; a GIF and plots."""
-    from safeliquid.train.plots import plot_rollout, write_gif
-    from safeliquid.train.rollout import run_episode
-
     t0 = time.perf_counter()
     out = Path(args.out)
     env = _make_env(args)

@@ -6,10 +6,10 @@ violate. The large run is ``benchmarks/bench_adversarial.py``."""
 
 import gymnasium as gym
 import pytest
+
 import safeliquid.envs  # noqa: F401 - registers the environments
 from safeliquid.envs import ENV_IDS
 from safeliquid.envs.adversaries import adversaries
-
 from safeliquid.safety import SafetyFilterWrapper
 from safeliquid.safety.adversaries import attack
 

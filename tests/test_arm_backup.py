@@ -3,9 +3,9 @@
 import gymnasium as gym
 import numpy as np
 import pytest
-import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
 
+import safeliquid.envs  # noqa: F401 - registers the environments
 from safeliquid.safety import BarrierLayer
 from safeliquid.safety.backup_set import keeps, rollout
 from safeliquid.safety.certify import certify, sample_box

@@ -12,13 +12,13 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
-from safeliquid.envs import make_env
-from safeliquid.policies import shipped
 
+import safeliquid.envs  # noqa: F401 - registers the environments
 from safeliquid import cli, load_policy
-from safeliquid.checkpoint import CheckpointError, save_policy
+from safeliquid.checkpoint import CheckpointError
+from safeliquid.envs import make_env
+from safeliquid.policies import save_policy, shipped
 from safeliquid.qp import solve_qp, solve_qp_numpy
 from safeliquid.safety import ConstraintSet, SafetyFilter, SafetyFilterWrapper
 from safeliquid.train.imitation import TrainConfig

@@ -7,13 +7,13 @@ import gymnasium as gym
 import numpy as np
 import pybullet as p
 import pytest
-import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
 from gymnasium.utils.env_checker import check_env
+
+import safeliquid.envs  # noqa: F401 - registers the environments
 from safeliquid.envs import ENV_IDS, check_env_id
 from safeliquid.envs.arm_reach import CONTROL_POINTS
 from safeliquid.envs.experts import make_expert
-
 from safeliquid.safety import SafetyFilterWrapper, UncertifiedWarning
 from safeliquid.safety.models import rk4
 

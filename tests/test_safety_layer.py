@@ -7,9 +7,9 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
 
+import safeliquid.envs  # noqa: F401 - registers the environments
 from safeliquid.qp import MAX_ITER, OPTIMAL, QPSettings, solve_qp, solve_qp_numpy
 from safeliquid.safety import (
     Barrier,

@@ -128,7 +128,6 @@ def test_vector_wrapper_solves_every_sub_env_at_once_with_the_single_path_action
     """SafetyFilterVectorWrapper on a SyncVectorEnv: each sub-environment gets the action the single-scene layer
     gives at its state (one batched solve, the rare hard cases on the single path), and info says so."""
     import safeliquid.envs  # noqa: F401 - registers the environments
-
     from safeliquid.safety import SafetyFilterVectorWrapper
     from safeliquid.safety.layer import BarrierLayer
 
@@ -159,7 +158,6 @@ def test_a_robust_filter_holds_navigate_against_its_declared_disturbance():
     case to first order: not a certified robust set, so not asserted as zero)."""
     import safeliquid.envs  # noqa: F401 - registers the environments
     from safeliquid.envs.adversaries import adversaries
-
     from safeliquid.safety.adversaries import attack
 
     results = {}

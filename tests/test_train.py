@@ -9,14 +9,14 @@ from types import SimpleNamespace
 import gymnasium as gym
 import numpy as np
 import pytest
-import safeliquid.envs  # noqa: F401 - registers the environments
 import torch
-from safeliquid.policies import SHIPPED_DIR, LiquidBarrierPolicy, scene_rows, shipped
 
+import safeliquid.envs  # noqa: F401 - registers the environments
 from safeliquid import cli, load_policy
-from safeliquid.checkpoint import CheckpointError, save_policy
+from safeliquid.checkpoint import CheckpointError
 from safeliquid.cli import HELD_OUT_SEED
 from safeliquid.metrics import EpisodeRecorder, aggregate, proportion_ci
+from safeliquid.policies import SHIPPED_DIR, LiquidBarrierPolicy, save_policy, scene_rows, shipped
 from safeliquid.safety.models import joint_velocity
 from safeliquid.train import data as data_mod
 from safeliquid.train import imitation

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pybullet as p
+
 from safeliquid.envs.arm_reach import HOME, ArmReachEnv, point_jacobians
 from safeliquid.envs.experts._common import FilteredExpert
-
 from safeliquid.safety.models import DLS_DAMPING
 
 

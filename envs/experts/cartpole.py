@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 import torch
+
 from safeliquid.envs.cartpole_rail import CartPoleRailEnv, wrap_angle
 from safeliquid.envs.experts._common import FilteredExpert
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 
 import numpy as np
+
 from safeliquid.envs.experts._common import FilteredExpert
 from safeliquid.envs.navigate import NavigateEnv
 

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from safeliquid.qp import _kernel
 from safeliquid.qp.settings import INFEASIBLE, MAX_ITER, OPTIMAL, STATUS_NAMES, QPSettings
 
 
@@ -200,8 +201,6 @@ def _kernel_inputs(
 ) -> tuple[list[np.ndarray], np.ndarray, float, float]:  # fmt: skip
     """The kernel's arrays (``(B, 0)`` for absent bounds), the multipliers' buffer (warm-started from ``lam0``)
     and the dtype's tolerances."""
-    from safeliquid.qp import _kernel
-
     batch = q.shape[0]
     tol, rel_reg = QPSettings.tolerances(q.dtype)
     none = np.zeros((batch, 0), dtype=q.detach().numpy().dtype)
@@ -232,8 +231,6 @@ class _KernelQP(torch.autograd.Function):
         max_iter: int,
         lam0: Tensor | None,
     ) -> tuple[Tensor, ...]:
-        from safeliquid.qp import _kernel
-
         arrays, lam, tol, rel_reg = _kernel_inputs(Q, q, G, h, lb, ub, penalty, lam0)
         u, slack, status, iterations, Lq, W = _kernel.solve_checked(*arrays, penalty, tol, rel_reg, max_iter, lam)
         u_t, lam_t = torch.from_numpy(u), torch.from_numpy(lam)
@@ -244,8 +241,6 @@ class _KernelQP(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, g_u: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
-        from safeliquid.qp import _kernel
-
         G, lb, ub, u, lam = ctx.saved_tensors
         tol, rel_reg = QPSettings.tolerances(u.dtype)
         none = np.zeros((u.shape[0], 0), dtype=u.numpy().dtype)
@@ -287,8 +282,6 @@ def solve_native(
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args[:6]):
             u, lam_all, slack, status, iterations = _KernelQP.apply(*args)
         else:  # no graph to record: the forward-only kernel, no autograd.Function machinery, no factors kept
-            from safeliquid.qp import _kernel
-
             arrays, lam, tol, rel_reg = _kernel_inputs(Q, q, G, h, lb, ub, penalty, warm_start)
             u_np, slack_np, status_np, lam, iterations = _kernel.forward_checked(
                 *arrays, penalty, tol, rel_reg, max_iter, lam

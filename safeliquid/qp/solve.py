@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from safeliquid._checks import check_tensor
-from safeliquid.qp import _kernel
+from safeliquid.qp import _kernel, backends
 from safeliquid.qp.native import QPSolution, _raise_if_not_pd, numpy_solution, solve_native
 from safeliquid.qp.settings import DEFAULT_SETTINGS, QPSettings
 
@@ -89,7 +89,6 @@ def solve_qp(
         raise TypeError(f"the QP tensors must be float32 or float64, got {sorted(map(str, dtypes))}")
     if backend == "native":
         return solve_native(Q, q, G, h, lb, ub, settings, warm_start)
-    from safeliquid.qp import backends
 
     _raise_if_not_pd(torch.linalg.cholesky_ex(0.5 * (Q + Q.transpose(1, 2)).detach())[1] != 0)
     return backends.solve(backend, Q, q, G, h, lb, ub)

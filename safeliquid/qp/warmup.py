@@ -13,11 +13,11 @@ import time
 
 import torch
 
+from safeliquid.qp.solve import solve_qp, solve_qp_numpy
+
 
 def warmup() -> float:
     """Compile (or load from numba's cache) every kernel entry in float64 and float32; returns seconds taken."""
-    from safeliquid.qp.solve import solve_qp, solve_qp_numpy
-
     t0 = time.perf_counter()
     for dtype in (torch.float64, torch.float32):
         Q = torch.eye(2, dtype=dtype).expand(1, 2, 2).contiguous()

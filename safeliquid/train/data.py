@@ -18,8 +18,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from safeliquid.checkpoint import atomic_save, read
+import safeliquid.envs  # noqa: F401 - registers the environments (also in a spawned worker)
+from safeliquid.checkpoint import CheckpointError, atomic_save, read
 from safeliquid.envs import make_env
+from safeliquid.envs.experts import make_expert
+from safeliquid.policies import LiquidBarrierPolicy, PolicyConfig, gain_group
+from safeliquid.policies.liquid_barrier import model_terms, scene_rows
 
 
 @dataclass
@@ -56,8 +60,6 @@ def collect_episode(env: gym.Env, expert: Any, seed: int, learner: Any = None, b
                     max_degree: int = 2) -> Episode:  # fmt: skip
     """Run one seeded episode. Each step the expert labels the state; the expert drives with probability
     ``beta`` (seeded), otherwise ``learner`` (a policy with ``reset``/``act``) drives."""
-    from safeliquid.policies.liquid_barrier import model_terms, scene_rows
-
     obs, _ = env.reset(seed=seed)
     expert.reset(env)
     if learner is not None:
@@ -104,14 +106,9 @@ def collect_episode(env: gym.Env, expert: Any, seed: int, learner: Any = None, b
 
 
 def _worker(env_id: str, env_kwargs: dict, seeds: list[int], learner_blob: Any, beta: float) -> list[dict]:
-    import safeliquid.envs  # noqa: F401 - registers the environments (in a spawned process)
-    from safeliquid.envs.experts import make_expert
-
     torch.set_num_threads(1)
     learner = None
     if learner_blob is not None:
-        from safeliquid.policies import LiquidBarrierPolicy, PolicyConfig
-
         learner = LiquidBarrierPolicy(PolicyConfig(**learner_blob[0]))
         learner.load_state_dict(learner_blob[1])
         learner.eval()
@@ -155,8 +152,6 @@ def save_episodes(episodes: list[Episode], path: str, meta: dict | None = None) 
 
 def load_episodes(path: str) -> tuple[list[Episode], dict]:
     """Read demonstrations written by :func:`save_episodes` (raises naming the file if unusable)."""
-    from safeliquid.checkpoint import CheckpointError
-
     obj = read(path, "demonstrations")
     if obj.get("format") != "safeliquid-demos":
         raise CheckpointError(f"demonstrations {path} are not a safeliquid demo file (format {obj.get('format')!r})")
@@ -168,8 +163,6 @@ def make_batch(episodes: list[Episode], groups: list[str]) -> dict[str, torch.Te
     rows of :meth:`LiquidBarrierPolicy.project` flattened to ``(B*T, ...)`` (K padded, ``mask`` marks real rows)
     and, when every episode has them, ``dyn``: the model's ``f (B, T, n)`` and ``g (B, T, n, m)``, followed
     by its task Jacobian ``J (B, T, k, m)`` when every episode has that too."""
-    from safeliquid.policies import gain_group
-
     B, T = len(episodes), max(len(e.obs) for e in episodes)
     K = max(len(e.names) for e in episodes)
     o, m = episodes[0].obs.shape[1], episodes[0].expert.shape[1]

@@ -24,11 +24,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from safeliquid.checkpoint import atomic_save, read, save_policy
+import safeliquid.envs  # noqa: F401 - registers the environments
+from safeliquid.checkpoint import atomic_save, read
 from safeliquid.envs import check_env_id, make_env
 from safeliquid.nn import CELLS
 from safeliquid.options import option, validate
-from safeliquid.policies import SAFETY_MODES
+from safeliquid.policies import SAFETY_MODES, LiquidBarrierPolicy, PolicyConfig, gain_group, save_policy
+from safeliquid.policies.liquid_barrier import dyn_needs
 from safeliquid.train.data import Episode, collect, load_episodes, make_batch, save_episodes
 from safeliquid.train.rollout import PolicyController, evaluate
 
@@ -97,8 +99,6 @@ class TrainConfig:
 def _learned_groups(cfg: TrainConfig, names: list[str]) -> list[str]:
     """The gain groups the policy learns: those of the barrier ``names``, or ``cfg.gain_groups`` if set
     (each must be one of them)."""
-    from safeliquid.policies import gain_group
-
     groups = sorted({gain_group(n) for n in names})
     if cfg.gain_groups is None:
         return groups
@@ -109,8 +109,6 @@ def _learned_groups(cfg: TrainConfig, names: list[str]) -> list[str]:
 
 
 def _policy_config(cfg: TrainConfig, env: gym.Env, episodes: list[Episode]) -> Any:
-    from safeliquid.policies import PolicyConfig
-
     base = env.unwrapped
     m = env.action_space.shape[0]
     prior = None if cfg.prior == "none" else cfg.prior
@@ -203,7 +201,6 @@ def label_command(batch: dict[str, torch.Tensor], prior: str, prior_gain: float)
     ``(B, T, m)`` (``"velocity"``) or ``(B, T, k)`` (``"task"``), float64."""
     if prior not in ("velocity", "task"):
         raise ValueError(f"label_command needs prior 'velocity' or 'task', got {prior!r}")
-    from safeliquid.policies.liquid_barrier import dyn_needs
 
     need, what = dyn_needs(prior)
     if len(batch.get("dyn", ())) < need:
@@ -269,12 +266,9 @@ def _score(metrics: dict[str, Any]) -> tuple[float, float, float]:
 
 def train(cfg: TrainConfig, resume: bool = True) -> dict[str, Any]:
     """Run (or resume) a training run in ``cfg.out``; returns the final evaluation's metrics."""
-    from safeliquid.policies import LiquidBarrierPolicy
-
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    import safeliquid.envs  # noqa: F401 - registers the environments
 
     # -- state: fresh, or resumed from last.pt ---------------------------------------------------
     state: dict[str, Any] | None = (
