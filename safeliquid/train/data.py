@@ -9,7 +9,11 @@ Collection runs in worker processes, one environment each, seeded per episode.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
+import os
+import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -118,6 +122,17 @@ def _worker(env_id: str, env_kwargs: dict, seeds: list[int], learner_blob: Any, 
     return out
 
 
+def die_with_parent(parent: int) -> None:
+    """In a worker process of ``parent`` (its pid): end (SIGTERM) when the parent dies, however it dies (Linux's
+    ``PR_SET_PDEATHSIG``), so that a killed ``train`` leaves no collection workers behind. Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    if os.getppid() != parent:  # the parent died before the call above: nobody is waiting for this worker
+        os._exit(1)
+
+
 def collect(env_id: str, seeds: list[int], workers: int = 2, learner: Any = None, beta: float = 1.0,
             env_kwargs: dict | None = None, progress: Any = None) -> list[Episode]:  # fmt: skip
     """Expert-labelled episodes for ``seeds`` across ``workers`` processes (``workers=0``: in this process).
@@ -135,7 +150,9 @@ def collect(env_id: str, seeds: list[int], workers: int = 2, learner: Any = None
                 progress.update(len(chunk))
     else:
         chunks = [list(seeds[i : i + 4]) for i in range(0, len(seeds), 4)]
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            workers, mp_context=mp.get_context("spawn"), initializer=die_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             futures = [pool.submit(_worker, env_id, env_kwargs, c, blob, beta) for c in chunks]
             results = []
             for fut, chunk in zip(futures, chunks, strict=True):
