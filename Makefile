@@ -5,13 +5,13 @@ PY     := $(VENV)/bin/python
 # The CPU wheel of torch; a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint docs bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,docs]"
 	$(PY) -m pip install -q --no-deps qpth==0.0.18
 	$(PY) -c "import safeliquid.qp as qp; print(f'QP kernel compiled in {qp.warmup():.1f} s (cached for every later run)')"
 	$(PY) -c "from safeliquid.envs.warmup import warmup; print(f'environment kernels compiled in {warmup():.1f} s')"
@@ -25,7 +25,10 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(PY) tools/check_layers.py
 
-test: lint
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+test: lint docs
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed
@@ -39,4 +42,4 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_policy.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache site site-src

@@ -47,7 +47,7 @@ TORQUE_LIMITS = np.array([176.0, 176.0, 110.0, 110.0, 110.0, 40.0, 40.0])
 # housings), so that with ``link_radius`` 0.09 and ``margin`` 0.03 the sphere cannot touch a link between
 # two points without first breaking a barrier. 200 expert episodes never did; but without
 # ``elbow_mid`` a learned policy touched the sphere with link 3 with every barrier >= 0 (seed 1,000,005
-# of the README's velocity-prior run), and with it none of its first 20 evaluation episodes did. Likewise
+# of the velocity-prior run in docs/training.md), and with it none of its first 20 evaluation episodes did. Likewise
 # ``upper_arm_mid``: a task-prior policy touched the sphere with link 3 between ``upper_arm`` and ``elbow``
 # (0.2155 m apart) with every barrier >= 0 (held-out seed 2,000,029, steps 190-192, 2.5 mm deep).
 CONTROL_POINTS = {

@@ -64,7 +64,7 @@ class PolicyConfig:
     ``skip``: add a linear map of the encoded observation to the outputs (initialised to zero), a direct
     sensory-to-motor path: the cell carries what needs memory (the phase of a manoeuvre), the map what
     needs none (a command proportional to an observed offset), which a small NCP's saturating neurons
-    reproduce poorly. (On ArmReach it did not raise success; the README has the run.)
+    reproduce poorly. (On ArmReach it did not raise success; docs/training.md has the run.)
     ``goal_gain`` > 0 (prior ``"task"`` only): the network's command is a residual on a goal-directed
     one, ``v = task_bound tanh(raw) + min(goal_gain |e|, goal_speed) e / |e|``, with ``e`` the task-space
     offset to the goal that the observation holds at ``goal_obs:goal_obs + task_dim`` (a residual policy
