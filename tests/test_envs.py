@@ -237,9 +237,8 @@ def test_model_predicts_the_simulator_arm():
     rng = np.random.default_rng(0)
 
     def controller(x):  # computed torque for a random, bounded joint acceleration (stays well inside the limits)
-        xt = torch.tensor(x).unsqueeze(0)
-        mass, bias = env.model._mass_matrix_of(xt[:, :7])[0].numpy(), env.model._bias_of(xt[:, :7], xt[:, 7:])[0]
-        return bias.numpy() + mass @ (-5 * x[7:] + rng.uniform(-20, 20, 7))
+        mass, bias = env.model.dynamics_numpy(x[:7], x[7:])
+        return bias + mass @ (-5 * x[7:] + rng.uniform(-20, 20, 7))
 
     err = _model_errors(env, controller, 60)
     assert len(err) == 60

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pybullet as p
 
-from safeliquid.envs.arm_reach import HOME, ArmReachEnv, point_jacobians
+from safeliquid.envs.arm_reach import HOME, ArmReachEnv
 from safeliquid.envs.experts._common import FilteredExpert
 from safeliquid.safety.models import DLS_DAMPING
 
@@ -74,11 +73,10 @@ class ArmReachExpert(FilteredExpert):
     def reference(self, env: ArmReachEnv, state: np.ndarray) -> np.ndarray:
         q, qd = state[:7], state[7:]
         v = self.task_velocity(env)
-        sim, body = env.sim, env._robot
-        jac = point_jacobians(sim, body, q, ["ee"])[0]  # (3, 7)
+        # the environment's model: its kinematics and dynamics equal PyBullet's to 1e-10 (tests/test_envs.py)
+        jac = env.model.point_kinematics(q, qd)[1][-1]  # the end effector's linear Jacobian (3, 7)
         jjt = jac @ jac.T + DLS_DAMPING * np.eye(3)
         pinv = jac.T @ np.linalg.inv(jjt)
         qd_star = pinv @ v + (np.eye(7) - pinv @ jac) @ (1.0 * (HOME - q))
-        mass = np.array(sim.call(p.calculateMassMatrix, body, q.tolist()))
-        bias = np.array(sim.call(p.calculateInverseDynamics, body, q.tolist(), qd.tolist(), [0.0] * 7))
+        mass, bias = env.model.dynamics_numpy(q, qd)  # M(q), c(q, q')
         return mass @ (15.0 * (qd_star - qd)) + bias

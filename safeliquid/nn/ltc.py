@@ -54,7 +54,7 @@ _INIT = {
     "sensory_sigma": (3.0, 8.0),
     "sensory_mu": (0.3, 0.8),
 }
-_POSITIVE = ("gleak", "cm", "w", "sensory_w")
+POSITIVE = ("gleak", "cm", "w", "sensory_w")
 _version = operator.attrgetter("_version")
 # Above this many synapses per neuron the dense (B, N, N) form is cheaper than the synapse list.
 _DENSE_FANIN = 16
@@ -146,7 +146,7 @@ class LTCCell(Cell):
         def init(name: str, shape: tuple[int, ...]) -> nn.Parameter:
             lo, hi = _INIT[name]
             value = torch.rand(shape) * (hi - lo) + lo
-            return nn.Parameter(inverse_softplus(value) if name in _POSITIVE else value)
+            return nn.Parameter(inverse_softplus(value) if name in POSITIVE else value)
 
         self.gleak = init("gleak", (n,))
         self.vleak = init("vleak", (n,))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from safeliquid.nn.ltc import _POSITIVE, LTCCell, inverse_softplus
+from safeliquid.nn.ltc import POSITIVE, LTCCell, inverse_softplus
 from safeliquid.nn.wiring import Wiring
 
 
@@ -39,7 +39,7 @@ def ltc_from_ncps(model: nn.Module, solver: str = "fused") -> LTCCell:
     with torch.no_grad():
         for name, p in ours.named_parameters():
             value = src[name].detach().to(p.dtype)
-            if name in _POSITIVE and not implicit:
+            if name in POSITIVE and not implicit:
                 if (value <= 0).any():
                     raise ValueError(f"ncps parameter {name} has non-positive entries; cannot represent them")
                 value = inverse_softplus(value)

@@ -289,7 +289,7 @@ def solve_native(
             return numpy_solution(u_np, lam, slack_np, status_np, iterations, m)
         return QPSolution(u=u, lam=lam_all[:, :m], slack=slack, status=status, iterations=int(iterations))
     Q = 0.5 * (Q + Q.transpose(1, 2))  # the objective only sees the symmetric part
-    _raise_if_not_pd(torch.linalg.cholesky_ex(Q.detach())[1] != 0)
+    raise_if_not_pd(torch.linalg.cholesky_ex(Q.detach())[1] != 0)
     G_all, h_all, upper = _assemble(G, h, lb, ub, penalty)
     lam0 = None
     if warm_start is not None:
@@ -314,7 +314,7 @@ def numpy_solution(
     )
 
 
-def _raise_if_not_pd(bad: Tensor) -> None:
+def raise_if_not_pd(bad: Tensor) -> None:
     if bool(bad.any()):
         idx = bad.nonzero().flatten().tolist()
         raise ValueError(f"Q must be positive definite; it is not for batch elements {idx[:10]}")

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from safeliquid._checks import check_tensor
 from safeliquid.qp import _kernel, backends
-from safeliquid.qp.native import QPSolution, _raise_if_not_pd, numpy_solution, solve_native
+from safeliquid.qp.native import QPSolution, numpy_solution, raise_if_not_pd, solve_native
 from safeliquid.qp.settings import DEFAULT_SETTINGS, QPSettings
 
 BACKENDS = ("native", "qpth", "cvxpy")
@@ -90,7 +90,7 @@ def solve_qp(
     if backend == "native":
         return solve_native(Q, q, G, h, lb, ub, settings, warm_start)
 
-    _raise_if_not_pd(torch.linalg.cholesky_ex(0.5 * (Q + Q.transpose(1, 2)).detach())[1] != 0)
+    raise_if_not_pd(torch.linalg.cholesky_ex(0.5 * (Q + Q.transpose(1, 2)).detach())[1] != 0)
     return backends.solve(backend, Q, q, G, h, lb, ub)
 
 

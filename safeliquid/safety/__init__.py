@@ -1,6 +1,6 @@
 """Safety constraints in Python: models, barriers, HOCBF rows, the safety filter and the BarrierNet layer."""
 
-from safeliquid.safety.barriers import CLASS_K, Barrier, cubic, find_relative_degree, hocbf_row, linear
+from safeliquid.safety.barriers import CLASS_K, Barrier, cubic, find_relative_degree, linear
 from safeliquid.safety.braking import brake, braking_obstacles, braking_terms, braking_values
 from safeliquid.safety.certify import Backup, Certificate, UncertifiedWarning, certify
 from safeliquid.safety.constraints import ConstraintSet
@@ -53,7 +53,6 @@ __all__ = [
     "cylinder_obstacle",
     "find_relative_degree",
     "half_space",
-    "hocbf_row",
     "joint_velocity",
     "linear",
     "position",

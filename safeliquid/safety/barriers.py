@@ -63,7 +63,7 @@ class Barrier:
         return CLASS_K[self.class_k]
 
 
-def _lie(psi: Tensor, x: Tensor, fx: Tensor, gx: Tensor) -> tuple[Tensor, Tensor]:
+def lie_derivatives(psi: Tensor, x: Tensor, fx: Tensor, gx: Tensor) -> tuple[Tensor, Tensor]:
     """``(L_f psi (B,), L_g psi (B, m))`` for ``psi (B,)`` computed from ``x`` (requires grad)."""
     if psi.requires_grad:
         (grad,) = torch.autograd.grad(psi.sum(), x, create_graph=True, allow_unused=True)
@@ -80,7 +80,7 @@ def find_relative_degree(model: ControlAffine, barrier: Barrier, samples: Tensor
     fx, gx = model.f(x), model.g(x)
     psi = _checked_h(barrier, x)
     for r in range(1, MAX_RELATIVE_DEGREE + 1):
-        lf, lg = _lie(psi, x, fx, gx)
+        lf, lg = lie_derivatives(psi, x, fx, gx)
         if bool((lg.abs() > tol).any()):
             return r
         psi = lf
@@ -100,25 +100,14 @@ def _checked_h(barrier: Barrier, x: Tensor) -> Tensor:
     return value
 
 
-def hocbf_row(
-    model: ControlAffine, barrier: Barrier, x: Tensor, gains: Tensor | Sequence[float] | None = None
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The HOCBF constraint of ``barrier`` at states ``x (B, n)`` as ``G u <= b``.
-
-    ``gains``: ``(B, r)`` tensor (learned, per sample and order), a sequence of r
-    floats, or ``None`` for the barrier's defaults (1.0 each). Returns
-    ``(G (B, m), b (B,), h (B,))``; ``G`` and ``b`` are differentiable in tensor gains.
-    """
-    with torch.enable_grad():
-        xg = x.detach().clone().requires_grad_(True)
-        return hocbf_row_at(barrier, xg, model.f(xg), model.g(xg), gains)
-
-
 def hocbf_row_at(
     barrier: Barrier, xg: Tensor, fx: Tensor, gx: Tensor, gains: Tensor | Sequence[float] | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`hocbf_row` at a state ``xg`` that requires grad, with ``f(xg)`` and ``g(xg)`` already evaluated,
-    so that many barriers share one evaluation of the model (a manipulator's mass matrix is costly)."""
+    """The HOCBF constraint of ``barrier`` as ``G u <= b`` at states ``xg (B, n)`` that require grad, with
+    ``f(xg)`` and ``g(xg)`` already evaluated, so that many barriers share one evaluation of the model (a
+    manipulator's mass matrix is costly). ``gains``: a ``(B, r)`` tensor (learned, per sample and order), a
+    sequence of r floats, or ``None`` for the barrier's defaults (1.0 each). Returns ``(G (B, m), b (B,),
+    h (B,))``; ``G`` and ``b`` are differentiable in tensor gains."""
     r = barrier.relative_degree
     if r is None:
         raise ValueError(f"constraint {barrier.name!r}: relative degree unknown; build it through a ConstraintSet")
@@ -139,8 +128,8 @@ def hocbf_row_at(
         h = _checked_h(barrier, xg)
         psi = h
         for i in range(r - 1):
-            lf, _ = _lie(psi, xg, fx, gx)
+            lf, _ = lie_derivatives(psi, xg, fx, gx)
             psi = lf + alpha(psi, per_order[i])
-        lf, lg = _lie(psi, xg, fx, gx)
+        lf, lg = lie_derivatives(psi, xg, fx, gx)
         b = lf + alpha(psi, per_order[r - 1])
     return -lg, b, h.detach()

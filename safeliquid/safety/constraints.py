@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from safeliquid._checks import check_tensor
-from safeliquid.safety.barriers import Barrier, _lie, find_relative_degree, hocbf_row_at
+from safeliquid.safety.barriers import Barrier, find_relative_degree, hocbf_row_at, lie_derivatives
 from safeliquid.safety.certify import CERTIFY_MODES, SAFE_SET_TOL, Backup, Certificate, report, sample_box
 from safeliquid.safety.certify import certify as run_certification
 from safeliquid.safety.models import ControlAffine
@@ -330,7 +330,7 @@ class ConstraintSet:
             psi = torch.cat([bar.h(xs[i * batch : (i + 1) * batch]) for i, bar in enumerate(self.barriers)])
             levels, lg_at = [psi.detach()], []
             for _ in range(top):
-                psi, lg = _lie(psi, xs, fx, gx)
+                psi, lg = lie_derivatives(psi, xs, fx, gx)
                 levels.append(psi.detach())
                 lg_at.append(lg.detach())
         L = torch.stack(levels, -1).reshape(k_count, batch, top + 1).transpose(0, 1)  # (B, K, R+1)
@@ -353,11 +353,6 @@ class HocbfTerms:
     A: Tensor
     L: Tensor
     degree: Tensor
-
-    def rows(self, gains: Tensor) -> tuple[Tensor, Tensor]:
-        """``(G (B, K, m), b (B, K))`` for per-sample gains ``gains (B, K, R)``: gain ``i`` of barrier ``k``
-        is ``gains[:, k, i]`` for ``i < r_k`` (entries above a barrier's degree are ignored)."""
-        return -self.A, rhs(self.L, self.degree, gains)
 
 
 def hocbf_coefficients(degree: Any, gains: Any, top: int) -> Any:
