@@ -5,7 +5,7 @@ training loss (:func:`safeliquid.train.imitation.loss_on`) and cosine learning r
 episodes on seeds 1,000,000+. A quick way to compare architectures or options before a full ``train``.
 
     safeliquid collect --env safeliquid/CartPoleRail-v0 --episodes 120 --out runs/cart_demos.pt
-    python benchmarks/probe_bc.py --demos runs/cart_demos.pt --env safeliquid/CartPoleRail-v0 --cell-dt 3
+    python benchmarks/probes/probe_bc.py --demos runs/cart_demos.pt --env safeliquid/CartPoleRail-v0 --cell-dt 3
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ with ``train --slow-weight``'s weight, which reads the expert's command back fro
 runs closed-loop episodes and reports success and how many failures ended within 0.1 m of the target
 (``--updates 0``: the checkpoint as it is).
 
-    python benchmarks/probe_goal_weight.py --policy policies/armreach_ltc_barrier.pt \\
+    python benchmarks/probes/probe_goal_weight.py --policy policies/armreach_ltc_barrier.pt \\
         --data runs/arm_skip/data.pt --weight goal --json runs/probe_goal.json
 """
 
@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/_util.py
 from _util import ARM, load_arm_task_policy
 
 import safeliquid.envs  # noqa: F401 - registers the environments

@@ -12,7 +12,7 @@ state held on that observation for 30 steps. A command that is ~0 at some ``s`` 
 away from the target below it is a spurious equilibrium of the learned velocity field: a stall that
 depends on the state, not on the time or the recurrent state.
 
-    python benchmarks/trace_armreach.py --policy policies/armreach_ltc_barrier.pt [--seed 2000000]
+    python benchmarks/probes/trace_armreach.py --policy policies/armreach_ltc_barrier.pt [--seed 2000000]
         [--episodes 12] [--late 150] [--expert-gain 10] [--sweep] [--json out.json]
 """
 
@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/_util.py
 from _util import ARM, load_arm_task_policy
 
 import safeliquid.envs  # noqa: F401 - registers the environments
