@@ -8,13 +8,9 @@ listed by :func:`shipped` and loaded with :func:`load_policy` (also :func:`safel
 from pathlib import Path
 
 from safeliquid.policies.checkpoint import load_policy, save_policy
-from safeliquid.policies.liquid_barrier import (
-    SAFETY_MODES,
-    LiquidBarrierPolicy,
-    PolicyConfig,
-    gain_group,
-    scene_rows,
-)
+from safeliquid.policies.config import SAFETY_MODES, PolicyConfig, gain_group
+from safeliquid.policies.liquid_barrier import LiquidBarrierPolicy
+from safeliquid.policies.scene import scene_rows
 
 SHIPPED_DIR = Path(__file__).parent
 

@@ -12,7 +12,8 @@ import torch
 
 from safeliquid._version import __version__
 from safeliquid.checkpoint import FORMAT, VERSION, CheckpointError, atomic_save, read
-from safeliquid.policies.liquid_barrier import LiquidBarrierPolicy, PolicyConfig
+from safeliquid.policies.config import PolicyConfig
+from safeliquid.policies.liquid_barrier import LiquidBarrierPolicy
 
 
 def save_policy(policy: LiquidBarrierPolicy, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:

@@ -34,7 +34,7 @@ from _util import ARM, load_arm_task_policy
 
 import safeliquid.envs  # noqa: F401 - registers the environments
 from safeliquid.envs.experts.arm import ArmReachExpert
-from safeliquid.policies.liquid_barrier import model_terms
+from safeliquid.policies.priors import model_terms
 
 GOAL_OFFSET = slice(17, 20)  # ArmReachEnv._observe: q (7), q' (7), ee (3), target - ee (3), ...
 SWEEP = (0.02, 0.05, 0.08, 0.11, 0.15, 0.2, 0.3, 0.5)

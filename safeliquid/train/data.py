@@ -27,7 +27,8 @@ from safeliquid.checkpoint import CheckpointError, atomic_save, read
 from safeliquid.envs import make_env
 from safeliquid.envs.experts import make_expert
 from safeliquid.policies import LiquidBarrierPolicy, PolicyConfig, gain_group
-from safeliquid.policies.liquid_barrier import model_terms, scene_rows
+from safeliquid.policies.priors import model_terms
+from safeliquid.policies.scene import scene_rows
 
 
 @dataclass

@@ -30,7 +30,7 @@ from safeliquid.envs import check_env_id, make_env
 from safeliquid.nn import CELLS
 from safeliquid.options import option, validate
 from safeliquid.policies import SAFETY_MODES, LiquidBarrierPolicy, PolicyConfig, gain_group, save_policy
-from safeliquid.policies.liquid_barrier import dyn_needs
+from safeliquid.policies.priors import dyn_needs
 from safeliquid.train.data import Episode, collect, load_episodes, make_batch, save_episodes
 from safeliquid.train.rollout import PolicyController, evaluate
 
