@@ -38,7 +38,7 @@ from safeliquid.envs import arm_kernel
 from safeliquid.safety import Backup
 
 if TYPE_CHECKING:
-    from safeliquid.envs.arm_reach import KukaModel
+    from safeliquid.envs.arm_model import KukaModel
 
 _JIT = {"cache": True, "error_model": "numpy"}
 

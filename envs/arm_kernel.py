@@ -1,7 +1,7 @@
 """The iiwa's kinematics and rigid-body dynamics, compiled: ArmReach's model, without a PyBullet client.
 
 A fixed-base chain of 7 revolute joints. :class:`ArmParameters` reads the URDF as
-``arm_reach.load_arm`` loads it into PyBullet (masses and inertias after ``mass_scale``
+``arm_model.load_arm`` loads it into PyBullet (masses and inertias after ``mass_scale``
 and the armature): each joint's fixed transform from its parent's link frame, its
 axis, and each link's mass, centre of mass and inertia.
 From them, numba-compiled functions give
@@ -72,7 +72,7 @@ class ArmParameters:
     def from_urdf(
         cls, text: str, mass_scale: float, armature: float, gravity: tuple[float, float, float]
     ) -> ArmParameters:
-        """From the URDF's text, as :func:`~safeliquid.envs.arm_reach.load_arm` changes it: masses and
+        """From the URDF's text, as :func:`~safeliquid.envs.arm_model.load_arm` changes it: masses and
         inertias times ``mass_scale``, and a thin-disc rotor of inertia ``armature`` about each joint axis (z),
         half of it about x and y. Every link's inertia must be diagonal in a frame aligned with its own."""
         root = ElementTree.fromstring(text)
@@ -456,7 +456,7 @@ def hocbf_terms(
     links: np.ndarray, offsets: np.ndarray, joint_rot: np.ndarray, joint_pos: np.ndarray, axis: np.ndarray,
     mass: np.ndarray, com: np.ndarray, inertia: np.ndarray, gravity: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """ArmReach's HOCBF pieces at one state (``arm_reach.arm_terms``, which documents them): ``A (P + 2n, n)``
+    """ArmReach's HOCBF pieces at one state (``arm_terms.arm_terms``, which documents them): ``A (P + 2n, n)``
     the input gains ``L_g L_f h``, ``L (P + 2n, 3)`` the rows ``[h, L_f h, L_f^2 h]``."""
     n = q.shape[0]
     M, bias = dynamics(q, qd, joint_rot, joint_pos, axis, mass, com, inertia, gravity)

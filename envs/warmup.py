@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from safeliquid.envs import arm_reach, cartpole_backup
+from safeliquid.envs import arm_terms, cartpole_backup
 from safeliquid.safety.braking import braking_terms, braking_values
 
 
@@ -16,7 +16,7 @@ def warmup() -> float:
     barriers' terms, each compiled on its real shapes. Returns the seconds taken."""
     t0 = time.perf_counter()
     cartpole_backup.warmup()
-    arm_reach.warmup()
+    arm_terms.warmup()
     x, centers, reach = np.zeros((1, 4)), np.ones((1, 2)), np.ones(1)
     braking_terms(x, centers, reach, 1.0, 0.1, 1.0)
     braking_values(x, centers, reach, 1.0, 0.1)

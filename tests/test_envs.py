@@ -12,7 +12,7 @@ from gymnasium.utils.env_checker import check_env
 
 import safeliquid.envs  # noqa: F401 - registers the environments
 from safeliquid.envs import ENV_IDS, check_env_id
-from safeliquid.envs.arm_reach import CONTROL_POINTS
+from safeliquid.envs.arm_model import CONTROL_POINTS
 from safeliquid.envs.experts import make_expert
 from safeliquid.safety import SafetyFilterWrapper, UncertifiedWarning
 from safeliquid.safety.models import rk4
@@ -207,7 +207,7 @@ def test_arm_model_equals_pybullets_dynamics_and_kinematics():
     """The compiled model against PyBullet's own calls on the environment's arm (mass scale randomised), at
     random states up to 6 rad/s: M, c and the Jacobians to rounding; the control points to PyBullet's link
     frames' float32 resolution; J' q' to the central difference of PyBullet's Jacobians."""
-    from safeliquid.envs.arm_reach import control_points, point_jacobians
+    from safeliquid.envs.arm_model import control_points, point_jacobians
 
     env = make(ARM, randomize_mass=0.2)
     env.reset(seed=4)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from safeliquid.envs.arm_reach import HOME, ArmReachEnv
+from safeliquid.envs.arm_model import HOME
+from safeliquid.envs.arm_reach import ArmReachEnv
 from safeliquid.envs.experts._common import FilteredExpert
 from safeliquid.safety.models import DLS_DAMPING
 
