@@ -4,6 +4,7 @@ import itertools
 import json
 import os
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import gymnasium as gym
@@ -452,6 +453,45 @@ def test_resume_after_a_kill_gives_the_same_run(tmp_path, monkeypatch):
     assert [r.split(",")[0] for r in rows[1:]] == ["4", "8"]
     with pytest.raises(ValueError, match="different config"):
         imitation.train(replace(killed, lr=0.5))
+
+
+@pytest.mark.parametrize("kill", ["after the demonstrations", "after a DAgger round", "inside a checkpoint save"])
+def test_resume_from_any_kill_point_gives_the_same_run(tmp_path, monkeypatch, kill):
+    """A run killed where its files disagree (data.pt written, last.pt not yet) resumes to the same weights. The
+    round at update 4 falls between the checkpoints at 3 and 6, so a resume from 3 must redo it."""
+    cfg = replace(TINY, dagger_rounds=1, updates=8, eval_every=3, out=str(tmp_path / "full"))
+    imitation.train(cfg)
+    full = load_policy(tmp_path / "full" / "last_policy.pt")
+
+    killed = replace(cfg, out=str(tmp_path / "killed"))
+    real_save, real_atomic = imitation.save_episodes, imitation.atomic_save
+    saves = {"n": 0}
+
+    def dying_save(episodes, path, meta=None):
+        real_save(episodes, path, meta)
+        if (kill == "after the demonstrations" and meta["rounds"] == 1) or (
+            kill == "after a DAgger round" and meta["rounds"] == 2
+        ):
+            raise KeyboardInterrupt
+
+    def dying_atomic(obj, path):
+        saves["n"] += 1
+        if kill == "inside a checkpoint save" and saves["n"] == 2:  # the update-6 checkpoint, mid-write
+            Path(path).parent.joinpath(f".{Path(path).name}.dead.tmp").write_bytes(b"half a checkpoint")
+            raise KeyboardInterrupt
+        return real_atomic(obj, path)
+
+    monkeypatch.setattr(imitation, "save_episodes", dying_save)
+    monkeypatch.setattr(imitation, "atomic_save", dying_atomic)
+    with pytest.raises(KeyboardInterrupt):
+        imitation.train(killed)
+    monkeypatch.setattr(imitation, "save_episodes", real_save)
+    monkeypatch.setattr(imitation, "atomic_save", real_atomic)
+    imitation.train(killed)  # resumes
+    resumed = load_policy(tmp_path / "killed" / "last_policy.pt")
+    for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    assert not list((tmp_path / "killed").glob(".*.tmp")), "a killed save's temporary file was left behind"
 
 
 def test_checkpoint_errors_name_the_file_and_the_problem(trained, tmp_path):

@@ -300,6 +300,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict[str, Any]:
     if data_path.exists() and state is not None:
         episodes, meta = load_episodes(str(data_path))
         rounds_done = int(meta.get("rounds", 0))
+        if "episodes" in state:  # data.pt may hold a DAgger round collected after last.pt: drop it, redo it
+            episodes, rounds_done = episodes[: state["episodes"]], int(state["rounds"])
     if rounds_done == 0:
         with tqdm(total=cfg.demos, desc="expert demos", leave=False) as bar:
             seeds = [cfg.seed * 100_000 + i for i in range(cfg.demos)]
@@ -391,6 +393,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict[str, Any]:
                     "update": update,
                     "best": best,
                     "wall": now - t_start,
+                    "episodes": len(episodes),  # the data this state was trained on: data.pt's first ones
+                    "rounds": rounds_done,
                 },
                 out / "last.pt",
             )
