@@ -16,7 +16,10 @@ class BulletSim:
     """A PyBullet physics client: DIRECT by default, GUI for ``render_mode="human"``.
 
     Every call goes through ``self.call(fn, ...)`` with this client's id, so many
-    environments in one process never share state. ``close()`` is idempotent.
+    environments in one process never share state. ``close()`` is idempotent. As pybullet's own
+    ``BulletClient``, a client belongs to the process that connected it: a forked child (a ``fork`` start
+    method's worker) gets a clear error instead of driving a copy of its parent's world, and never
+    disconnects it.
     """
 
     def __init__(self, gui: bool = False, timestep: float = 1 / 200) -> None:
@@ -30,15 +33,22 @@ class BulletSim:
             gui = False
         self.gui = gui
         self.client = -1
+        self.pid = os.getpid()
         self.timestep = timestep
         self._connect()
 
     def _connect(self) -> None:
+        self.pid = os.getpid()
         self.client = p.connect(p.GUI if self.gui else p.DIRECT)
         if self.client < 0:
             raise RuntimeError("could not start a PyBullet client")
 
     def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.pid != os.getpid():
+            raise RuntimeError(
+                f"this PyBullet client was connected by process {self.pid}, not this one ({os.getpid()}): "
+                "make the environment inside the worker process (gymnasium's AsyncVectorEnv does)"
+            )
         return fn(*args, physicsClientId=self.client, **kwargs)
 
     def reset(self, gravity: tuple[float, float, float] = (0.0, 0.0, -9.81)) -> None:
@@ -85,7 +95,7 @@ class BulletSim:
             pass
 
     def close(self) -> None:
-        if self.client >= 0:
+        if self.client >= 0 and self.pid == os.getpid():
             try:
                 p.disconnect(physicsClientId=self.client)
             finally:

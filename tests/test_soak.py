@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from pathlib import Path
 
@@ -58,3 +59,27 @@ def test_resets_keep_clients_and_memory_flat(env_id):
     assert connected() == before + 1
     env.close()
     assert connected() == before
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_cannot_drive_its_parents_client():
+    env = gym.make("safeliquid/Navigate-v0")
+    env.reset(seed=0)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what a step does, then leave without running any cleanup
+        try:
+            env.step(env.action_space.sample())
+            message = b"stepped"
+        except RuntimeError as err:
+            message = str(err).encode()[:200]
+        os.write(write, message)
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    message = os.read(read, 200).decode()
+    os.close(read)
+    assert "was connected by process" in message, message
+    env.step(env.action_space.sample())  # the parent's client is untouched
+    assert connected() >= 1
+    env.close()
