@@ -1,4 +1,4 @@
-"""Every Python code block of the README runs as written (each in a fresh namespace, from the repository)."""
+"""Every Python code block of the README and of the docs pages runs as written (each in a fresh namespace)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,21 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-BLOCKS = re.findall(r"^```python\n(.*?)^```$", README.read_text(), flags=re.S | re.M)
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCKS = [
+    (page, i, code)
+    for page in PAGES
+    for i, code in enumerate(re.findall(r"^```python\n(.*?)^```$", page.read_text(), flags=re.S | re.M))
+]
 
 
 def test_the_readme_has_its_quickstarts():
-    assert len(BLOCKS) >= 3
+    assert sum(page.name == "README.md" for page, _, _ in BLOCKS) >= 3
 
 
-@pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_readme_block_runs(code, capsys, one_thread):
-    exec(compile(code, str(README), "exec"), {"__name__": "__readme__"})
-    assert capsys.readouterr().out.strip(), "each quickstart prints its result"
+@pytest.mark.parametrize(("page", "i", "code"), BLOCKS, ids=[f"{p.name}:{i}" for p, i, _ in BLOCKS])
+def test_code_block_runs(page, i, code, capsys, one_thread):
+    exec(compile(code, f"{page}:{i}", "exec"), {"__name__": "__docs__"})
+    if page.name == "README.md":
+        assert capsys.readouterr().out.strip(), "each quickstart prints its result"
