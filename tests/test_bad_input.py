@@ -18,9 +18,10 @@ import safeliquid.envs  # noqa: F401 - registers the environments
 from safeliquid import cli, load_policy
 from safeliquid.checkpoint import CheckpointError
 from safeliquid.envs import make_env
+from safeliquid.nn import make_cell
 from safeliquid.policies import save_policy, shipped
 from safeliquid.qp import solve_qp, solve_qp_numpy
-from safeliquid.safety import ConstraintSet, SafetyFilter, SafetyFilterWrapper
+from safeliquid.safety import Barrier, ConstraintSet, DoubleIntegrator, SafetyFilter, SafetyFilterWrapper
 from safeliquid.train.imitation import TrainConfig
 
 F64 = torch.float64
@@ -78,6 +79,15 @@ def _ill_typed_config(tmp_path: Path, s) -> str:
 
 
 API_CASES = [
+    ("make_cell: units 0", lambda s, t: make_cell("gru", 8, 0), ValueError, "units must be an integer >= 1"),
+    (
+        "Barrier: unknown class_k",
+        lambda s, t: Barrier("b", lambda x: x[:, 0], class_k="quartic"),
+        ValueError,
+        "class_k must be one of",
+    ),
+    ("Barrier: h not callable", lambda s, t: Barrier("b", 1.0), TypeError, "h must be a callable"),
+    ("DoubleIntegrator: dim 0", lambda s, t: DoubleIntegrator(dim=0), ValueError, "dim must be an integer >= 1"),
     # (id, call(scene, tmp_path), exception, phrase naming the argument)
     ("act: NaN state", lambda s, t: _act(s, state=s["x"] * np.nan), ValueError, "state contains NaN"),
     ("act: short state", lambda s, t: _act(s, state=s["x"][:2]), ValueError, "state must have shape"),

@@ -25,6 +25,9 @@ def make_cell(
     """
     if name not in CELLS:
         raise ValueError(f"unknown cell {name!r}; known cells: {', '.join(CELLS)}")
+    for arg, value in (("input_size", input_size), ("units", units)):
+        if not (isinstance(value, int) and value >= 1):
+            raise ValueError(f"{arg} must be an integer >= 1, got {value!r}")
     if name in ("ltc", "cfc"):
         if wiring not in ("ncp", "dense"):
             raise ValueError(f"wiring must be 'ncp' or 'dense', got {wiring!r}")

@@ -55,6 +55,15 @@ class Barrier:
     class_k: str | ClassK = "linear"
     gains: Sequence[float] | None = None
 
+    def __post_init__(self) -> None:
+        if not callable(self.h):
+            raise TypeError(
+                f"constraint {self.name!r}: h must be a callable x (B, n) -> (B,), got {type(self.h).__name__}"
+            )
+        if not (callable(self.class_k) or self.class_k in CLASS_K):
+            raise ValueError(f"constraint {self.name!r}: class_k must be one of {sorted(CLASS_K)} or a callable, "
+                             f"got {self.class_k!r}")  # fmt: skip
+
     def alpha(self) -> ClassK:
         if callable(self.class_k):
             return self.class_k

@@ -123,6 +123,8 @@ class DoubleIntegrator(ControlAffine):
     """
 
     def __init__(self, dim: int = 2, mass: float | Sequence[float] = 1.0, substeps: int | None = None) -> None:
+        if not (isinstance(dim, int) and dim >= 1):
+            raise ValueError(f"dim must be an integer >= 1 (the number of axes), got {dim!r}")
         masses = np.broadcast_to(np.asarray(mass, dtype=np.float64), (dim,)).copy()
         if not (np.isfinite(masses).all() and (masses > 0).all()):
             raise ValueError(f"mass must be positive (one value or one per axis), got {mass}")
