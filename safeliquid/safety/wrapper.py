@@ -95,7 +95,7 @@ class SafetyFilterWrapper(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
 
     def _barrier_keys(self, names: list[str]) -> list[str]:
         """The ``info`` keys of the barriers ``names``, built once per constraint set."""
-        if self._keys[0] is not names:
+        if self._keys[0] != names:  # a new scene (ArmReach's sphere, Navigate's obstacles) may rename them
             self._keys = (names, [f"filter/barrier_h/{n}" for n in names])
         return self._keys[1]
 
