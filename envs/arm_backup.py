@@ -66,7 +66,7 @@ def _torque(
             gram[r, k] = arm_kernel.dot(J[r], J[k])
     for r in range(3):
         gram[r, r] += damping
-    qdd = joint + arm_kernel.matvec_t(J, arm_kernel.solve_spd(gram, a - jdot - arm_kernel.matvec(J, joint)))
+    qdd = joint + arm_kernel.matvec(J.T, arm_kernel.solve_spd(gram, a - jdot - arm_kernel.matvec(J, joint)))
     for j in range(n):
         # A joint that would reach its bound within the period at its speed reverses instead: the period's
         # constant deceleration that ends at -q' travels at most h |q'| / 2 towards the bound (one of the

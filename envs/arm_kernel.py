@@ -119,29 +119,13 @@ def _rot(R: np.ndarray, v: np.ndarray, out: np.ndarray) -> None:
 
 
 @njit(**_JIT)
-def _rot_t(R: np.ndarray, v: np.ndarray, out: np.ndarray) -> None:
-    """``out = R' v``."""
-    for r in range(3):
-        out[r] = R[0, r] * v[0] + R[1, r] * v[1] + R[2, r] * v[2]
-
-
-@njit(**_JIT)
 def matvec(A: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``A x`` for a small ``A (r, c)`` (numba's ``@`` calls BLAS, ~30x slower at these sizes)."""
+    """``A x`` for a small ``A (r, c)``, or ``A.T`` for ``A' x`` (numba's ``@`` calls BLAS, ~30x slower at
+    these sizes)."""
     out = np.zeros(A.shape[0])
     for r in range(A.shape[0]):
         for c in range(A.shape[1]):
             out[r] += A[r, c] * x[c]
-    return out
-
-
-@njit(**_JIT)
-def matvec_t(A: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``A' x`` for a small ``A (r, c)``."""
-    out = np.zeros(A.shape[1])
-    for r in range(A.shape[0]):
-        for c in range(A.shape[1]):
-            out[c] += A[r, c] * x[r]
     return out
 
 
@@ -254,9 +238,7 @@ def point_kinematics(
 
 
 @njit(**_JIT)
-def _world_inertia(
-    R: np.ndarray, o: np.ndarray, com: np.ndarray, inertia: np.ndarray, iw: np.ndarray, cw: np.ndarray
-) -> None:  # fmt: skip
+def _world_inertia(R: np.ndarray, com: np.ndarray, inertia: np.ndarray, iw: np.ndarray, cw: np.ndarray) -> None:
     """Each link's inertia in world axes, ``iw (7, 3, 3)`` = ``R I R'`` (``I`` diagonal in the link frame,
     as :class:`ArmParameters` requires), and its centre of mass relative to its frame origin, ``cw (7, 3)``
     = ``R com``, both written in place."""
@@ -342,7 +324,7 @@ def dynamics(
     iz = block[24 * n + 24 :].reshape((n, 3))
     for i in range(n):
         _rot(R[i], axis[i], z[i])
-    _world_inertia(R, o, com, inertia, iw, cw)
+    _world_inertia(R, com, inertia, iw, cw)
     bias = np.empty(n)
     _newton_euler(qd, gravity, o, z, mass, cw, iw, work, tmp, bias)
     return _mass_matrix(o, z, mass, cw, iw, jv, iz, tmp[0]), bias
@@ -378,7 +360,13 @@ def _mass_matrix(
 @njit(**_JIT)
 def solve_spd(M: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``M^-1 b`` by Cholesky (M symmetric positive definite, small)."""
-    n = b.shape[0]
+    return _cholesky_solve(_cholesky(M), b)
+
+
+@njit(**_JIT)
+def _cholesky(M: np.ndarray) -> np.ndarray:
+    """The lower Cholesky factor ``L`` of a small symmetric positive definite ``M``."""
+    n = M.shape[0]
     L = np.zeros((n, n))
     for i in range(n):
         for j in range(i + 1):
@@ -386,6 +374,13 @@ def solve_spd(M: np.ndarray, b: np.ndarray) -> np.ndarray:
             for k in range(j):
                 s -= L[i, k] * L[j, k]
             L[i, j] = np.sqrt(s) if i == j else s / L[j, j]
+    return L
+
+
+@njit(**_JIT)
+def _cholesky_solve(L: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(L L')^-1 b``."""
+    n = b.shape[0]
     y = np.empty(n)
     for i in range(n):
         s = b[i]
@@ -424,9 +419,10 @@ def _inverse_spd(M: np.ndarray) -> np.ndarray:
     n = M.shape[0]
     out = np.empty((n, n))
     unit = np.zeros(n)
+    L = _cholesky(M)  # one factorisation for the n columns
     for j in range(n):
         unit[j] = 1.0
-        out[:, j] = solve_spd(M, unit)
+        out[:, j] = _cholesky_solve(L, unit)
         unit[j] = 0.0
     return out
 
@@ -477,7 +473,7 @@ def hocbf_terms(
         L[k, 2] = 2.0 * dot(vel, vel) + 2.0 * dot(d, acc)
         for j in range(n):
             row[j] = 2.0 * (d[0] * J[k, 0, j] + d[1] * J[k, 1, j] + d[2] * J[k, 2, j])
-        A[k] = matvec_t(m_inv, row)
+        A[k] = matvec(m_inv.T, row)
     for j in range(n):
         lo, hi = P + 2 * j, P + 2 * j + 1
         L[lo, 0], L[lo, 1], L[lo, 2] = h[lo], qd[j], a0[j]
