@@ -49,6 +49,11 @@ def _spec(f: Field) -> dict[str, Any] | None:
     return f.metadata.get(_META)
 
 
+def _annotation(f: Field) -> str:
+    """A field's annotation as text (``"int"``, ``"list[str] | None"``): postponed annotations are text already."""
+    return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+
+
 def flag(name: str) -> str:
     """The command-line spelling of a field: ``eval_every`` -> ``--eval-every``."""
     return "--" + name.replace("_", "-")
@@ -64,7 +69,7 @@ def check_types(obj: Any) -> None:
     numbers or strings). Raises ``ValueError`` naming the field. A config read from a file is checked so before
     anything is built from it."""
     for f in fields(obj):
-        text = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        text = _annotation(f)
         value = getattr(obj, f.name)
         parts = [part.strip() for part in text.split("|")]
         if value is None and "None" in parts:
@@ -88,7 +93,7 @@ def validate(obj: Any) -> None:
         if spec is None:
             continue
         value, name = getattr(obj, f.name), f.name
-        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        kind = _annotation(f)
         if kind in ("int", "float"):
             if isinstance(value, bool) or not isinstance(value, int | float) or (kind == "int" and value != int(value)):
                 raise ValueError(f"{name} must be {'an integer' if kind == 'int' else 'a number'}, got {value!r}")
@@ -134,7 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, .
             continue
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
         group = experimental if spec["experimental"] else parser
-        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        kind = _annotation(f)
         help_text = spec["help"]
         if spec["low"] is not None or spec["high"] is not None:
             low = "" if spec["low"] is None else f"{spec['low']} {'<' if spec['open_low'] else '<='} "
@@ -160,7 +165,7 @@ def from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
         if _spec(f) is None or f.name in overrides:
             continue
         value = getattr(args, f.name)
-        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        kind = _annotation(f)
         values[f.name] = dict(value or ()) if kind == "dict" else value
     try:
         return cls(**values, **overrides)

@@ -60,15 +60,16 @@ class Barrier:
             raise TypeError(
                 f"constraint {self.name!r}: h must be a callable x (B, n) -> (B,), got {type(self.h).__name__}"
             )
-        if not (callable(self.class_k) or self.class_k in CLASS_K):
-            raise ValueError(f"constraint {self.name!r}: class_k must be one of {sorted(CLASS_K)} or a callable, "
-                             f"got {self.class_k!r}")  # fmt: skip
+        self.alpha()  # an unknown class_k fails here, at construction
 
     def alpha(self) -> ClassK:
         if callable(self.class_k):
             return self.class_k
         if self.class_k not in CLASS_K:
-            raise ValueError(f"constraint {self.name!r}: class_k must be one of {sorted(CLASS_K)} or a callable")
+            raise ValueError(
+                f"constraint {self.name!r}: class_k must be one of {sorted(CLASS_K)} or a callable, "
+                f"got {self.class_k!r}"
+            )
         return CLASS_K[self.class_k]
 
 

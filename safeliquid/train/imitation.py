@@ -201,7 +201,6 @@ def label_command(batch: dict[str, torch.Tensor], prior: str, prior_gain: float)
     ``(B, T, m)`` (``"velocity"``) or ``(B, T, k)`` (``"task"``), float64."""
     if prior not in ("velocity", "task"):
         raise ValueError(f"label_command needs prior 'velocity' or 'task', got {prior!r}")
-
     need, what = dyn_needs(prior)
     if len(batch.get("dyn", ())) < need:
         raise ValueError(f"label_command with prior {prior!r} needs demonstrations that carry the model's {what}")
@@ -281,7 +280,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict[str, Any]:
         raise ValueError(f"{out}/last.pt was written with a different config (changed: {changed}); use a new --out")
     env = make_env(cfg.env_id, cfg.env_kwargs)
     goal_obs = getattr(env.unwrapped, "goal_offset_obs", None)
-    if cfg.goal_gain < 0 or (cfg.goal_gain > 0 and (cfg.prior != "task" or goal_obs is None)):
+    if cfg.goal_gain > 0 and (cfg.prior != "task" or goal_obs is None):  # goal_gain >= 0: TrainConfig checks
         env.close()
         raise ValueError(
             f"goal_gain must be 0 (off) or > 0 with prior 'task' on an environment that declares its goal offset "
