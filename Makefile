@@ -32,6 +32,7 @@ test: lint docs
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/bench_cells.py
 	$(PY) benchmarks/bench_adjoint.py
 	$(PY) benchmarks/bench_qp.py

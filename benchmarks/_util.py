@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -25,10 +28,46 @@ def timeit(fn: Callable[[], object], repeats: int, warmup: int = 20) -> dict[str
     return {"median_us": float(np.median(times) * 1e6), "p99_us": float(np.percentile(times, 99) * 1e6)}
 
 
+def machine() -> dict[str, Any]:
+    """What an absolute figure needs beside it: the CPU, its cores, the versions, the date and the commit."""
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        cwd = Path(__file__).parent
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True)  # fmt: skip
+        revision = commit.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+    except OSError:
+        revision = ""
+    return {
+        "python": platform.python_version(), "torch": torch.__version__, "cpu": cpu, "cores": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d"), "commit": revision, "cartpole_steps_per_s": reference_rate(),
+    }  # fmt: skip
+
+
+def reference_rate(steps: int = 20_000) -> float:
+    """gymnasium's ``CartPole-v1`` steps per second (pure Python, fixed actions): the machine's speed at the
+    time of the run, so that absolute figures from different runs can be compared (this VM's varies 2-3x)."""
+    env = gym.make("CartPole-v1")
+    env.reset(seed=0)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        if any(env.step(i % 2)[2:4]):
+            env.reset()
+    rate = steps / (time.perf_counter() - t0)
+    env.close()
+    return round(rate)
+
+
 def write(name: str, payload: dict) -> Path:
-    """Write ``benchmarks/results/<name>.json`` with the machine facts alongside."""
+    """Write ``benchmarks/results/<name>.json`` with the machine facts (:func:`machine`) alongside."""
     payload = {
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor()},
+        "machine": machine(),
         "threads": torch.get_num_threads(),
         **payload,
     }
