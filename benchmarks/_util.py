@@ -50,7 +50,7 @@ def machine() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def reference_rate(steps: int = 20_000) -> float:
+def reference_rate(steps: int = 20_000) -> int:
     """gymnasium's ``CartPole-v1`` steps per second (pure Python, fixed actions): the machine's speed at the
     time of the run, so that absolute figures from different runs can be compared (this VM's varies 2-3x)."""
     env = gym.make("CartPole-v1")
