@@ -39,7 +39,9 @@ def machine() -> dict[str, Any]:
     try:
         cwd = Path(__file__).parent
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+        # Uncommitted code, not the result files an earlier benchmark of the same sitting rewrote.
+        code = ["--", ":(top)", ":(top,exclude)benchmarks/results"]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", *code], cwd=cwd,
                                capture_output=True, text=True)  # fmt: skip
         revision = commit.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
     except OSError:

@@ -79,6 +79,7 @@ def _ill_typed_config(tmp_path: Path, s) -> str:
 
 
 API_CASES = [
+    # (id, call(scene, tmp_path), exception, phrase naming the argument)
     ("make_cell: units 0", lambda s, t: make_cell("gru", 8, 0), ValueError, "units must be an integer >= 1"),
     (
         "Barrier: unknown class_k",
@@ -88,7 +89,6 @@ API_CASES = [
     ),
     ("Barrier: h not callable", lambda s, t: Barrier("b", 1.0), TypeError, "h must be a callable"),
     ("DoubleIntegrator: dim 0", lambda s, t: DoubleIntegrator(dim=0), ValueError, "dim must be an integer >= 1"),
-    # (id, call(scene, tmp_path), exception, phrase naming the argument)
     ("act: NaN state", lambda s, t: _act(s, state=s["x"] * np.nan), ValueError, "state contains NaN"),
     ("act: short state", lambda s, t: _act(s, state=s["x"][:2]), ValueError, "state must have shape"),
     ("act: NaN observation", lambda s, t: _act(s, obs=s["obs"] * np.nan), ValueError, "observation contains NaN"),
