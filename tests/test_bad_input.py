@@ -21,10 +21,18 @@ from safeliquid.envs import make_env
 from safeliquid.nn import make_cell
 from safeliquid.policies import save_policy, shipped
 from safeliquid.qp import solve_qp, solve_qp_numpy
-from safeliquid.safety import Barrier, ConstraintSet, DoubleIntegrator, SafetyFilter, SafetyFilterWrapper
+from safeliquid.safety import (
+    Barrier,
+    BarrierLayer,
+    ConstraintSet,
+    DoubleIntegrator,
+    SafetyFilter,
+    SafetyFilterWrapper,
+)
 from safeliquid.train.imitation import TrainConfig
 
 F64 = torch.float64
+ONE = torch.ones(1, 2, dtype=F64)
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +128,12 @@ API_CASES = [
         ValueError,
         "too large for Q's scale",
     ),
+    (
+        "solve_qp: reference beyond float64's resolution",
+        lambda s, t: solve_qp(**_qp(q=torch.full((1, 2), 1e200, dtype=F64), lb=-ONE, ub=ONE)),
+        ValueError,
+        "q is ill-scaled",
+    ),
     ("solve_qp: mixed dtypes", lambda s, t: solve_qp(**_qp(q=torch.ones(1, 2))), TypeError, "q torch.float32"),
     ("solve_qp: G without h", lambda s, t: solve_qp(**_qp(h=None)), ValueError, "h is required"),
     (
@@ -171,6 +185,18 @@ API_CASES = [
         lambda s, t: SafetyFilter(s["c"], dt=0.05).filter_numpy(s["x"], np.zeros(1)),
         ValueError,
         "u_raw must have",
+    ),
+    (
+        "SafetyFilter: action 1e12 for bounds of 5",
+        lambda s, t: SafetyFilter(s["c"], dt=0.05).filter_numpy(s["x"], np.array([1e12, 0.0])),
+        ValueError,
+        "u_raw reaches 1e+12, beyond 1e+06 x the input bounds' scale",
+    ),
+    (
+        "BarrierLayer: float32 reference 1e4 for bounds of 5",
+        lambda s, t: BarrierLayer(s["c"])(torch.tensor(s["x"][None], dtype=torch.float32), torch.tensor([[1e4, 0.0]])),
+        ValueError,
+        "u_ref reaches 1e+04, beyond 100 x",
     ),
     ("SafetyFilter: negative margin", lambda s, t: SafetyFilter(s["c"], dt=0.05, margin=-1.0), ValueError, "margin"),
     ("SafetyFilter: gamma out of range", lambda s, t: SafetyFilter(s["c"], dt=0.05, gamma=2.0), ValueError, "gamma"),

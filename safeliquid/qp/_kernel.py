@@ -15,8 +15,9 @@ from numba import njit
 from safeliquid.qp.settings import INFEASIBLE, MAX_ITER, OPTIMAL
 
 # Kernel-internal statuses, raised as a ValueError by solve_checked and forward_checked, never returned: Q not
-# positive definite, and a solution beyond float64's (float32's) range.
-NOT_POSITIVE_DEFINITE, OVERFLOW = 3, 4
+# positive definite, a solution beyond float64's (float32's) range, and a solution the dual cannot resolve to
+# its bounds' precision (|Q^-1 q| so far beyond them that u = -Q^-1 (q + G'λ) cancels below rounding).
+NOT_POSITIVE_DEFINITE, OVERFLOW, ILL_SCALED = 3, 4, 5
 # The problems _forward reports besides check_inputs' codes (1-7): shapes that do not fit together (the caller
 # names the argument), and a batch element with one of the statuses above (its ValueError names the elements).
 SHAPES, SOLVE_FAILED = 8, 9
@@ -331,13 +332,56 @@ def _solve_one(W, c, upper, tol, rel_reg, max_iter, lam, work, L, inv, idx):
 
 
 @njit(**_FAST)
+def _primal(n, v, W, lam, Lq, inv_q, x) -> bool:
+    """``x = Lq'^-1 (v + W λ)``, the negated primal ``u = -Q^-1 (q + G_all'λ)``; False if it is not finite."""
+    mt = W.shape[1]
+    for p in range(n):
+        s = v[p]
+        for j in range(mt):
+            s += W[p, j] * lam[j]
+        x[p] = s
+    _back_sub_t(Lq, inv_q, x)
+    return np.isfinite(x).all()
+
+
+@njit(**_FAST)
+def _in_box(x, lb, ub, tol) -> bool:
+    """Whether ``u = -x`` meets its hard bounds to 1e-6 relative (1e-3 in float32: 100 ``tol``)."""
+    btol = max(1e-6, 100.0 * tol)
+    for p in range(x.shape[0]):
+        if lb.shape[0] and -x[p] < lb[p] - btol * (1.0 + abs(lb[p])):
+            return False
+        if ub.shape[0] and -x[p] > ub[p] + btol * (1.0 + abs(ub[p])):
+            return False
+    return True
+
+
+@njit(**_FAST)
+def _resolvable(free, x, lb, ub, tol) -> bool:
+    """Whether ``u = -x`` is resolved to the box tolerance: ``u = -(Q^-1 q + Q^-1 G_all'λ)`` cancels the
+    unconstrained solution ``free = Q^-1 q`` against the multipliers' term, so each component carries a rounding
+    error of ~eps ``|free_p|``, which must stay below the tolerance on ``1 + |u_p|`` plus its bounds' scale."""
+    btol = max(1e-6, 100.0 * tol)
+    eps = np.finfo(x.dtype).eps
+    for p in range(x.shape[0]):
+        scale = 1.0 + abs(x[p])
+        if lb.shape[0]:
+            scale = max(scale, 1.0 + abs(lb[p]))
+        if ub.shape[0]:
+            scale = max(scale, 1.0 + abs(ub[p]))
+        if 2.0 * eps * abs(free[p]) > btol * scale:
+            return False
+    return True
+
+
+@njit(**_FAST)
 def solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam, keep=True):
     """Solve ``B`` problems (``lb``/``ub`` of shape ``(B, 0)`` when absent).
 
     ``lam (B, m')`` holds the warm start and receives the multipliers of all rows
     (constraints, then upper bounds, then lower bounds). Returns ``(u (B, n),
     slack (B, m), status (B,) int8, max iterations, Lq (B, n, n), W (B, n, m'))``;
-    status 0 optimal, 1 infeasible, 2 max_iter, 3 Q not positive definite, 4 overflow. ``Lq``
+    status 0 optimal, 1 infeasible, 2 max_iter, 3 Q not positive definite, 4 overflow, 5 ill-scaled. ``Lq``
     and ``W`` (the factor of Q and ``Lq^-1 G_all'``) are what the backward pass reuses.
     """
     B, n = q.shape
@@ -358,6 +402,7 @@ def solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam, keep=True)
     L = np.empty((mt, mt), dtype=dtype)
     inv = np.empty(mt, dtype=dtype)
     idx = np.empty(mt, dtype=np.int64)
+    free = np.empty(n, dtype=dtype)
     for b in range(B):
         Lq, W = Lq_all[b if keep else 0], W_all[b if keep else 0]
         if not _setup(Q[b], q[b], G[b], h[b], lb[b], ub[b], rho, Lq, inv_q, W, v, c, upper):
@@ -367,13 +412,19 @@ def solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam, keep=True)
             continue
         ok, iters = _solve_one(W, c, upper, tol, rel_reg, max_iter, lam[b], scratch, L, inv, idx)
         most = max(most, iters)
-        for p in range(n):  # u = -Q^-1 (q + G'λ) = -Lq'^-1 (v + W λ)
-            s = v[p]
-            for j in range(mt):
-                s += W[p, j] * lam[b, j]
-            x[p] = s
-        _back_sub_t(Lq, inv_q, x)
-        if not np.isfinite(x).all():  # |q| or |h| too large for Q's scale: Q^-1 q overflowed
+        # The dual's threshold scales with |c| ~ |Q^-1 q|, so where that dwarfs the bounds a converged λ can still
+        # leave u outside them (the Newton steps' regularisation biases λ by ~rel_reg |λ|). Refine from the same
+        # λ at tighter tolerances; problems already inside their box are never touched.
+        finite = _primal(n, v, W, lam[b], Lq, inv_q, x)
+        refine_tol = tol
+        for _ in range(3):
+            if not finite or not ok or _in_box(x, lb[b], ub[b], tol):
+                break
+            refine_tol *= 1e-3
+            ok, iters = _solve_one(W, c, upper, refine_tol, rel_reg, max_iter, lam[b], scratch, L, inv, idx)
+            most = max(most, iters)
+            finite = _primal(n, v, W, lam[b], Lq, inv_q, x)
+        if not finite:  # |q| or |h| too large for Q's scale: Q^-1 q overflowed
             status[b] = OVERFLOW
             u[b] = 0.0
             slack[b] = 0.0
@@ -389,23 +440,23 @@ def solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam, keep=True)
             slack[b, r] = max(s, 0.0)
             if s > 1e3 * tol * (1.0 + hmax):
                 infeasible = True
-        # Bounds are hard rows, yet on badly scaled data (|h| or |q| >~ 1e5) the dual iteration can stop
-        # with u outside them. u is clipped into the box; a miss beyond 1e-6 relative (1e-3 in float32)
-        # is a failure.
-        btol = max(1e-6, 100.0 * tol)
-        out_of_box = False
         for p in range(n):
+            free[p] = v[p]
+        _back_sub_t(Lq, inv_q, free)
+        inside = _in_box(x, lb[b], ub[b], tol) and _resolvable(free, x, lb[b], ub[b], tol)
+        for p in range(n):  # u = -x, clipped into the box (a miss beyond the box tolerance is a failure)
             up = -x[p]
             if lb.shape[1]:
-                if up < lb[b, p] - btol * (1.0 + abs(lb[b, p])):
-                    out_of_box = True
                 up = max(up, lb[b, p])
             if ub.shape[1]:
-                if up > ub[b, p] + btol * (1.0 + abs(ub[b, p])):
-                    out_of_box = True
                 up = min(up, ub[b, p])
             u[b, p] = up
-        status[b] = MAX_ITER if (not ok or out_of_box) else (INFEASIBLE if infeasible else OPTIMAL)
+        if not ok:
+            status[b] = MAX_ITER
+        elif not inside:
+            status[b] = ILL_SCALED
+        else:
+            status[b] = INFEASIBLE if infeasible else OPTIMAL
     return u, slack, status, most, Lq_all, W_all
 
 
@@ -507,7 +558,7 @@ def _forward(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam0):
     """The control loop's one compiled call: shapes, :func:`check_inputs` and a forward-only
     :func:`solve_batch` warm-started from ``lam0 (B, m')`` (``(0, 0)``: from zero). Returns ``(problem, u,
     slack, status, lam, iterations)``; ``problem`` 0, a :func:`check_inputs` code (nothing solved), ``SHAPES``
-    (nothing solved) or ``SOLVE_FAILED`` (some element's status ``NOT_POSITIVE_DEFINITE`` or ``OVERFLOW``)."""
+    (nothing solved) or ``SOLVE_FAILED`` (some element's status is kernel-internal: see :func:`raise_failed`)."""
     B, n = q.shape
     m = G.shape[1]
     shapes_ok = (
@@ -523,13 +574,14 @@ def _forward(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam0):
         return problem, np.zeros_like(q), np.zeros((B, m), dtype=q.dtype), np.zeros(B, dtype=np.int8), lam, 0
     u, slack, status, most, _, _ = solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam, False)
     for b in range(B):
-        if status[b] == NOT_POSITIVE_DEFINITE or status[b] == OVERFLOW:
+        if status[b] == NOT_POSITIVE_DEFINITE or status[b] == OVERFLOW or status[b] == ILL_SCALED:
             problem = SOLVE_FAILED
     return problem, u, slack, status, lam, most
 
 
-def _raise(problem: int, status: np.ndarray) -> None:
-    """The named ``ValueError`` for a failed :func:`check_inputs` or a ``Q`` that is not positive definite."""
+def raise_failed(status: np.ndarray, problem: int = 0) -> None:
+    """The named ``ValueError`` for a failed :func:`check_inputs` (``problem``) or a batch element whose
+    ``status (B,)`` is kernel-internal (``NOT_POSITIVE_DEFINITE``, ``OVERFLOW``, ``ILL_SCALED``)."""
     if problem and problem != SOLVE_FAILED:
         raise ValueError(
             f"{_NAMES[problem - 1]} contains NaN or inf; expected finite values"
@@ -545,14 +597,21 @@ def _raise(problem: int, status: np.ndarray) -> None:
             f"q and h are too large for Q's scale: the solution overflows for batch elements {bad[:10]}; "
             "rescale the problem (divide Q, q by one number, or G, h by one number per row)"
         )
+    if (status == ILL_SCALED).any():
+        bad = np.flatnonzero(status == ILL_SCALED).tolist()
+        raise ValueError(
+            f"q is ill-scaled for batch elements {bad[:10]}: |Q^-1 q| exceeds the scale of u and its bounds by more "
+            "than ~2e9 (~4e3 in float32), so u cannot be resolved to the bounds' precision; expected a reference "
+            "within that range of the bounds (clip it, or rescale Q and q)"
+        )
 
 
 def solve_checked(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam):
     """:func:`solve_batch` after :func:`check_inputs`: a NaN/inf, ``lb > ub`` or a ``Q`` that is not positive
     definite raises ``ValueError`` naming the argument (and the batch elements)."""
-    _raise(check_inputs(Q, q, G, h, lb, ub), np.zeros(0, np.int8))
+    raise_failed(np.zeros(0, np.int8), check_inputs(Q, q, G, h, lb, ub))
     out = solve_batch(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam)
-    _raise(0, out[2])
+    raise_failed(out[2])
     return out
 
 
@@ -564,5 +623,5 @@ def forward_checked(Q, q, G, h, lb, ub, rho, tol, rel_reg, max_iter, lam0):
     if problem:
         if problem == SHAPES:
             return None
-        _raise(problem, status)
+        raise_failed(status, problem)
     return u, slack, status, lam, most

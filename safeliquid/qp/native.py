@@ -127,6 +127,28 @@ def _dual_solve(
     return lam, done, it
 
 
+def _bound_scale(h_all: Tensor, upper: Tensor) -> Tensor:
+    """``1 + |bound|`` on the bound rows (``upper`` inf), 0 on the constraint rows: ``(B, m')``."""
+    return torch.where(torch.isinf(upper), 1.0 + h_all.abs(), torch.zeros_like(h_all))
+
+
+def _bounds_met(G_all: Tensor, h_all: Tensor, upper: Tensor, u: Tensor, tol: float) -> Tensor:
+    """``(B,)``: whether ``u (B, n)`` meets the bound rows to the kernel's box tolerance (1e-6 relative)."""
+    btol = max(1e-6, 100.0 * tol)
+    excess = (G_all @ u.unsqueeze(-1)).squeeze(-1) - h_all
+    return ((excess <= btol * _bound_scale(h_all, upper)) | ~torch.isinf(upper)).all(-1)
+
+
+def _resolvable(free: Tensor, u: Tensor, G_all: Tensor, h_all: Tensor, upper: Tensor, tol: float) -> Tensor:
+    """``(B,)``: the kernel's ``_resolvable``: each ``u_p`` carries a rounding error of ~eps ``|(Q^-1 q)_p|``,
+    which must stay below the box tolerance on ``1 + |u_p|`` or its bounds' scale."""
+    btol = max(1e-6, 100.0 * tol)
+    # A bound row is ±e_p: its |column| picks the component it bounds.
+    per_component = (G_all.abs() * _bound_scale(h_all, upper).unsqueeze(-1)).amax(-2)  # (B, n)
+    scale = torch.maximum(1.0 + u.abs(), per_component)
+    return (2.0 * torch.finfo(u.dtype).eps * free.abs() <= btol * scale).all(-1)
+
+
 def stack_bounds(G: Tensor, h: Tensor, lb: Tensor | None, ub: Tensor | None) -> tuple[Tensor, Tensor]:
     """Bounds as rows after the constraints: ``[G; I; -I] u <= [h; ub; -lb]``, shapes ``(B, m', n)``, ``(B, m')``."""
     batch, _, n = G.shape
@@ -169,10 +191,22 @@ class _NativeQP(torch.autograd.Function):
         reg = rel_reg * (1.0 + M.diagonal(dim1=-2, dim2=-1).amax(-1))
         lam, converged, iterations = _dual_solve(M, c, upper, tol, reg, max_iter, lam0)
         u = -(Qi_q + (Qi_Gt @ lam.unsqueeze(-1)).squeeze(-1))
+        refine_tol = tol
+        for _ in range(3):  # the kernel's refinement: where a converged λ leaves u outside its bounds
+            miss = converged & ~_bounds_met(G_all, h_all, upper, u, tol)
+            if not bool(miss.any()):
+                break
+            refine_tol *= 1e-3
+            lam_r, converged_r, more = _dual_solve(M, c, upper, refine_tol, reg, max_iter, lam)
+            lam = torch.where(miss.unsqueeze(-1), lam_r, lam)
+            converged = torch.where(miss, converged_r, converged)
+            iterations += more
+            u = -(Qi_q + (Qi_Gt @ lam.unsqueeze(-1)).squeeze(-1))
+        resolved = _resolvable(Qi_q, u, G_all, h_all, upper, tol)
         ctx.save_for_backward(u, lam, L, Qi_Gt, M, upper, reg)
         ctx.tol = tol
         ctx.iterations = iterations
-        return u, lam, converged, torch.tensor(iterations)
+        return u, lam, converged, resolved, torch.tensor(iterations)
 
     @staticmethod
     def backward(ctx: Any, g_u: Tensor, g_lam: Tensor | None, *_: Any) -> tuple[Tensor | None, ...]:
@@ -294,9 +328,11 @@ def solve_native(
     lam0 = None
     if warm_start is not None:
         lam0 = torch.cat([warm_start, torch.zeros_like(h_all[:, m:])], 1)
-    u, lam_all, converged, iterations = _NativeQP.apply(Q, q, G_all, h_all, upper, max_iter, lam0)
+    u, lam_all, converged, resolved, iterations = _NativeQP.apply(Q, q, G_all, h_all, upper, max_iter, lam0)
     u, inside = _into_box(u, lb, ub)
-    slack, status = residual_status(u, G, h, converged & inside)
+    failed = converged & ~(inside & resolved)
+    _kernel.raise_failed(np.where(failed.cpu().numpy(), _kernel.ILL_SCALED, 0).astype(np.int8))
+    slack, status = residual_status(u, G, h, converged)
     return QPSolution(u=u, lam=lam_all[:, :m], slack=slack, status=status, iterations=int(iterations))
 
 
@@ -315,9 +351,8 @@ def numpy_solution(
 
 
 def raise_if_not_pd(bad: Tensor) -> None:
-    if bool(bad.any()):
-        idx = bad.nonzero().flatten().tolist()
-        raise ValueError(f"Q must be positive definite; it is not for batch elements {idx[:10]}")
+    """The kernel's named error where ``bad (B,)``: Q is not positive definite."""
+    _kernel.raise_failed(np.where(bad.cpu().numpy(), _kernel.NOT_POSITIVE_DEFINITE, 0).astype(np.int8))
 
 
 def _into_box(u: Tensor, lb: Tensor | None, ub: Tensor | None) -> tuple[Tensor, Tensor]:

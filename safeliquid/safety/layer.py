@@ -234,6 +234,10 @@ class BarrierLayer(nn.Module):
         self._default: np.ndarray | None = None  # (K, R) default gains, R + 1 the width of the terms' L
         self._default_coeff: np.ndarray | None = None  # (K, R+1): the default rows' coefficients, once
         self._gain_at = constraints.gain_index()  # (barrier, order) of each flat gain
+        bounds = [b.abs().max() for b in (constraints.u_min, constraints.u_max) if b is not None]
+        # The QP resolves a reference to its bounds' precision up to ~2e9 (float64) or ~4e3 (float32) times
+        # their scale; one beyond 1e6 (100) times it is a fault upstream, refused by name (_check_scale).
+        self._reference_limit = None if not bounds else 1.0 + float(max(bounds))
         self._eye = np.eye(self._m)[None].copy()
         self._lb = None if constraints.u_min is None else constraints.u_min.double().numpy()[None].copy()
         self._ub = None if constraints.u_max is None else constraints.u_max.double().numpy()[None].copy()
@@ -378,6 +382,8 @@ class BarrierLayer(nn.Module):
         check_tensor(self.action_name, u_ref, (batch, model.control_dim))
         if u_ref.dtype != x.dtype:
             raise TypeError(f"{self.action_name} must have x's dtype {x.dtype}, got {u_ref.dtype}")
+        if self._reference_limit is not None:
+            self._check_scale(float(u_ref.detach().abs().max()) if u_ref.numel() else 0.0, u_ref.dtype)
         if gains is not None:
             check_tensor("gains", gains, (batch, self.gain_count))
             if bool((gains <= 0).any()):
@@ -386,6 +392,16 @@ class BarrierLayer(nn.Module):
             check_tensor("h_diag", h_diag, (batch, model.control_dim))
             if bool((h_diag <= 0).any()):
                 raise ValueError("h_diag must be positive (the QP's quadratic term must be positive definite)")
+
+    def _check_scale(self, largest: float, dtype: torch.dtype) -> None:
+        """A ``ValueError`` naming the reference if ``largest`` (its largest magnitude) is beyond 1e6 (float64;
+        100 in float32) times the input bounds' scale ``1 + max |u_min|, |u_max|``."""
+        factor = 1e6 if dtype == torch.float64 else 1e2
+        if largest > factor * self._reference_limit:
+            raise ValueError(
+                f"{self.action_name} reaches {largest:.3g}, beyond {factor:g} x the input bounds' scale "
+                f"{self._reference_limit:g} ({dtype}); expected an action on the bounds' scale"
+            )
 
     def _bounds(self, dtype: torch.dtype) -> tuple[Tensor | None, Tensor | None]:
         c = self.constraints
@@ -402,6 +418,8 @@ class BarrierLayer(nn.Module):
         c = self.constraints
         x = _vector("x", x, c.model.state_dim)
         u_ref = _vector(self.action_name, u_ref, self._m)
+        if self._reference_limit is not None:
+            self._check_scale(float(np.abs(u_ref).max()), torch.float64)
         if gains is not None:
             gains = _vector("gains", gains, self.gain_count)
             if (gains <= 0).any():
