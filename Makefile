@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # The CPU wheel of torch; a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: demo test lint docs bench clean
+.PHONY: demo test lint docs bench clean clean-kernels
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -42,5 +42,10 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_experts.py
 	$(PY) benchmarks/bench_policy.py
 
-clean:
+clean: clean-kernels
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache site site-src
+
+# numba keys a cached kernel on its own file only: after editing a kernel that another file's kernels call
+# (envs/arm_kernel.py, called from arm_backup.py), drop every cache so nothing runs a stale callee.
+clean-kernels:
+	find safeliquid envs policies -name "*.nbi" -delete -o -name "*.nbc" -delete

@@ -6,12 +6,15 @@ that one declaration come the validation (:func:`validate`, one check per option
     class RunConfig:
         units: int = option(19, "neurons in the cell", low=1)
         lr: float = option(3e-3, "Adam learning rate", low=0.0, open_low=True)
+        cell_dt: float | None = option(None, "ODE time per step; none: the environment's dt", low=0.0)
 
         def __post_init__(self) -> None:
             validate(self)
 
-Types supported on the command line: ``int``, ``float``, ``str``, ``bool`` (a flag), ``list[str] | None``
-(``nargs="+"``) and ``dict`` (``KEY=VALUE`` pairs, each value read as JSON where it parses, else a string).
+Types supported on the command line: ``int``, ``float``, ``str`` (each may be ``| None``: a number option
+reads ``none`` as None, and so does a string option whose choices hold None), ``bool`` (a flag),
+``list[str] | None`` (``nargs="+"``) and ``dict`` (``KEY=VALUE`` pairs, each value read as JSON where it
+parses, else a string).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Callable
 from dataclasses import MISSING, Field, field, fields
 from typing import Any
 
@@ -33,13 +37,17 @@ def option(
     low: float | None = None,
     high: float | None = None,
     open_low: bool = False,
+    check: Callable[[Any], None] | None = None,
+    flag: str | None = None,
     experimental: bool = False,
 ) -> Any:
     """A dataclass field with its ``help`` text, its ``choices`` or its range ``[low, high]`` (``(low, high]``
-    with ``open_low``). ``experimental``: a research knob, listed under its own heading in ``--help``.
-    A ``dict`` or ``list`` default is copied per instance."""
+    with ``open_low``). ``check(value)``: a further test of a given (not None) value that raises
+    ``ValueError`` with a message about the value (the option's name is put before it). ``flag``: the
+    command-line name if not the field's (``"env"`` for ``env_id``). ``experimental``: a research knob,
+    listed under its own heading in ``--help``. A ``dict`` or ``list`` default is copied per instance."""
     meta = {_META: {"help": help, "choices": choices, "low": low, "high": high, "open_low": open_low,
-                    "experimental": experimental}}  # fmt: skip
+                    "check": check, "flag": flag, "experimental": experimental}}  # fmt: skip
     if isinstance(default, dict | list):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -54,13 +62,24 @@ def _annotation(f: Field) -> str:
     return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
 
 
-def flag(name: str) -> str:
-    """The command-line spelling of a field: ``eval_every`` -> ``--eval-every``."""
-    return "--" + name.replace("_", "-")
+def _parts(f: Field) -> tuple[str, bool]:
+    """``(base kind, optional)``: ``"float | None"`` -> ``("float", True)``, ``"list[str] | None"`` -> ``("list",
+    True)``."""
+    parts = [part.strip() for part in _annotation(f).split("|")]
+    kinds = [part.split("[")[0] for part in parts if part != "None"]
+    return (kinds[0] if len(kinds) == 1 else " | ".join(kinds)), "None" in parts
+
+
+def flag(f: Field) -> str:
+    """The command-line spelling of a field: ``eval_every`` -> ``--eval-every`` (or its declared ``flag``)."""
+    spec = _spec(f) or {}
+    return "--" + (spec.get("flag") or f.name).replace("_", "-")
 
 
 _KINDS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
                                        "list": (list, tuple), "tuple": (list, tuple), "dict": (dict,)}  # fmt: skip
+_PHRASES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
+            "list": "a list", "tuple": "a list", "dict": "a mapping of keyword arguments"}  # fmt: skip
 
 
 def check_types(obj: Any) -> None:
@@ -77,26 +96,31 @@ def check_types(obj: Any) -> None:
         kinds = [part.split("[")[0] for part in parts if part != "None"]
         allowed = tuple(t for kind in kinds for t in _KINDS.get(kind, (object,)))
         ok = isinstance(value, allowed) and not (isinstance(value, bool) and "bool" not in kinds)
+        if ok and "int" in kinds and "float" not in kinds and isinstance(value, float):
+            ok = False
         if ok and isinstance(value, list | tuple):
             item = next((p[p.index("[") + 1 : p.rindex("]")].split(",")[0].strip() for p in parts if "[" in p), None)
             if item in ("int", "float", "str"):
                 ok = all(isinstance(v, _KINDS[item]) and not isinstance(v, bool) for v in value)
         if not ok:
-            raise ValueError(f"{f.name} must be {text}, got {value!r}")
+            expected = " or ".join(_PHRASES.get(kind, kind) for kind in kinds)
+            if text.count("[") and kinds[0] in ("list", "tuple"):
+                expected = text.replace(" | None", "")
+            raise ValueError(f"{f.name} must be {expected}{' or None' if 'None' in parts else ''}, got {value!r}")
 
 
 def validate(obj: Any) -> None:
-    """Check every declared option of the dataclass instance ``obj``: its type, its choices and its range.
-    Raises ``ValueError`` naming the option, what it got and what it expects."""
+    """Check every field of the dataclass instance ``obj``: its type (:func:`check_types`), then each declared
+    option's range, choices and ``check``. Raises ``ValueError`` naming the option, what it got and what it
+    expects."""
+    check_types(obj)
     for f in fields(obj):
         spec = _spec(f)
-        if spec is None:
-            continue
         value, name = getattr(obj, f.name), f.name
-        kind = _annotation(f)
+        if spec is None or value is None:
+            continue
+        kind, _ = _parts(f)
         if kind in ("int", "float"):
-            if isinstance(value, bool) or not isinstance(value, int | float) or (kind == "int" and value != int(value)):
-                raise ValueError(f"{name} must be {'an integer' if kind == 'int' else 'a number'}, got {value!r}")
             if not math.isfinite(value):
                 raise ValueError(f"{name} must be finite, got {value!r}")
             low, high = spec["low"], spec["high"]
@@ -104,17 +128,16 @@ def validate(obj: Any) -> None:
                 raise ValueError(f"{name} must be {'>' if spec['open_low'] else '>='} {low}, got {value!r}")
             if high is not None and value > high:
                 raise ValueError(f"{name} must be <= {high}, got {value!r}")
-        elif kind == "bool" and not isinstance(value, bool):
-            raise ValueError(f"{name} must be true or false, got {value!r}")
-        elif kind == "str" and not isinstance(value, str):
-            raise ValueError(f"{name} must be a string, got {value!r}")
-        elif kind == "dict" and not isinstance(value, dict):
-            raise ValueError(f"{name} must be a mapping of keyword arguments, got {value!r}")
-        elif kind.startswith("list") and value is not None:
-            if not (isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value)):
-                raise ValueError(f"{name} must be a non-empty list of names or None, got {value!r}")
+        elif kind == "list" and not value:
+            raise ValueError(f"{name} must be a non-empty list or None, got {value!r}")
         if spec["choices"] is not None and value not in spec["choices"]:
-            raise ValueError(f"{name} must be one of {', '.join(map(str, spec['choices']))}; got {value!r}")
+            shown = ", ".join("none" if c is None else str(c) for c in spec["choices"])
+            raise ValueError(f"{name} must be one of {shown}; got {value!r}")
+        if spec["check"] is not None:
+            try:
+                spec["check"](value)
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}") from None
 
 
 def _pairs(text: str) -> tuple[str, Any]:
@@ -128,50 +151,63 @@ def _pairs(text: str) -> tuple[str, Any]:
         return key, raw
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """One command-line option per declared field of the dataclass ``cls`` (except ``skip``), with its help,
-    its choices and its default. Values are checked by the dataclass itself (:func:`validate`) when
-    :func:`from_args` builds it."""
+def _scalar(kind: str, none: bool) -> Callable[[str], Any]:
+    """An argparse type for ``kind``; with ``none``, the text ``none`` reads as None."""
+    convert = {"int": int, "float": float, "str": str}[kind]
+
+    def parse(text: str) -> Any:
+        return None if none and text.lower() == "none" else convert(text)
+
+    parse.__name__ = {"int": "integer", "float": "number", "str": "text"}[kind]  # argparse's "invalid ... value"
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One command-line option per declared field of the dataclass ``cls``, with its help, its choices and its
+    default. Values are checked by the dataclass itself (:func:`validate`) when :func:`from_args` builds it."""
     experimental = parser.add_argument_group("experimental (research knobs that did not help in the recorded runs)")
     for f in fields(cls):
         spec = _spec(f)
-        if spec is None or f.name in skip:
+        if spec is None:
             continue
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
         group = experimental if spec["experimental"] else parser
-        kind = _annotation(f)
+        kind, optional = _parts(f)
         help_text = spec["help"]
         if spec["low"] is not None or spec["high"] is not None:
             low = "" if spec["low"] is None else f"{spec['low']} {'<' if spec['open_low'] else '<='} "
             high = "" if spec["high"] is None else f" <= {spec['high']}"
-            help_text += f"; {low}{f.name.upper()}{high}"
+            help_text += f"; {low}{(spec['flag'] or f.name).upper()}{high}"
+        name, dest, shown = flag(f), f.name, (spec["flag"] or f.name).upper()
         if kind == "bool":
-            group.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=default, help=help_text)
+            group.add_argument(name, dest=dest, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif kind == "dict":
-            group.add_argument(flag(f.name), nargs="*", type=_pairs, default=None, metavar="KEY=VALUE", help=help_text)
-        elif kind.startswith("list"):
-            group.add_argument(flag(f.name), nargs="+", default=default, metavar=f.name.upper(), help=help_text)
+            group.add_argument(name, dest=dest, nargs="*", type=_pairs, default=None, metavar="KEY=VALUE",
+                               help=help_text)  # fmt: skip
+        elif kind == "list":
+            group.add_argument(name, dest=dest, nargs="+", default=default, metavar=shown, help=help_text)
         else:
-            convert = {"int": int, "float": float, "str": str}[kind]
-            group.add_argument(flag(f.name), type=convert, default=default, choices=spec["choices"],
-                               metavar=None if spec["choices"] else f.name.upper(), help=help_text)  # fmt: skip
+            choices = spec["choices"]
+            none = optional and (kind != "str" or (choices is not None and None in choices))
+            metavar = "{" + ",".join("none" if c is None else str(c) for c in choices) + "}" if choices else None
+            group.add_argument(name, dest=dest, type=_scalar(kind, none), default=default, choices=choices,
+                               metavar=metavar or shown, help=help_text)  # fmt: skip
 
 
 def from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
     """The dataclass ``cls`` from the parsed options of :func:`add_arguments` (every declared field, none
-    dropped), with ``overrides`` on top."""
+    dropped), with ``overrides`` on top. A ``ValueError`` names the option as it is typed (``--eval-every``)."""
     values = {}
     for f in fields(cls):
         if _spec(f) is None or f.name in overrides:
             continue
         value = getattr(args, f.name)
-        kind = _annotation(f)
-        values[f.name] = dict(value or ()) if kind == "dict" else value
+        values[f.name] = dict(value or ()) if _parts(f)[0] == "dict" else value
     try:
         return cls(**values, **overrides)
-    except ValueError as err:  # name the option as it was typed: eval_every -> --eval-every
+    except ValueError as err:
         text = str(err)
         for f in fields(cls):
-            if text.startswith(f"{f.name} ") and f.name not in overrides:
-                raise ValueError(flag(f.name) + text[len(f.name) :]) from None
+            if _spec(f) is not None and f.name not in overrides and text.startswith((f"{f.name} ", f"{f.name}:")):
+                raise ValueError(flag(f) + text[len(f.name) :]) from None
         raise

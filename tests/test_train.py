@@ -1,5 +1,7 @@
 """Training end to end (tiny), gradients through the QP, resume, checkpoints, metrics and the CLI."""
 
+import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -13,9 +15,9 @@ import pytest
 import torch
 
 import safeliquid.envs  # noqa: F401 - registers the environments
-from safeliquid import cli, load_policy
+from safeliquid import cli, load_policy, options
 from safeliquid.checkpoint import CheckpointError
-from safeliquid.cli import HELD_OUT_SEED
+from safeliquid.cli_options import HELD_OUT_SEED
 from safeliquid.metrics import EpisodeRecorder, aggregate, proportion_ci
 from safeliquid.policies import SHIPPED_DIR, LiquidBarrierPolicy, save_policy, scene_rows, shipped
 from safeliquid.safety.models import joint_velocity
@@ -47,7 +49,7 @@ def trained(tmp_path_factory):
     return out, last
 
 
-def _policy(demos, safety="barrier", cell="ltc", cell_dt=0.0, prior="none", skip=False, goal_gain=0.0):
+def _policy(demos, safety="barrier", cell="ltc", cell_dt=None, prior=None, skip=False, goal_gain=0.0):
     env = gym.make(NAV)
     tiny = replace(TINY, safety=safety, cell=cell, cell_dt=cell_dt, prior=prior, prior_bound=4.0, prior_gain=3.0,
                    skip=skip, goal_gain=goal_gain)  # fmt: skip
@@ -94,11 +96,11 @@ def test_gradients_reach_the_gains_and_the_ltc_through_the_qp(demos):
 
 @pytest.mark.parametrize(
     "cell_dt,prior",
-    [(0.0, "none"), (3.0, "none"), (3.0, "accel"), (3.0, "velocity"), (3.0, "task"), (3.0, "skip"), (3.0, "goal")],
+    [(None, None), (3.0, None), (3.0, "accel"), (3.0, "velocity"), (3.0, "task"), (3.0, "skip"), (3.0, "goal")],
     ids=["physical-time", "cell_dt=3", "accel-prior", "velocity-prior", "task-prior", "skip", "goal-residual"],
 )
 def test_batch_one_fast_path_equals_the_batched_torch_path(demos, cell_dt, prior):
-    net_prior = {"skip": "none", "goal": "task"}.get(prior, prior)
+    net_prior = {"skip": None, "goal": "task"}.get(prior, prior)
     policy = _policy(demos, cell_dt=cell_dt, prior=net_prior, skip=prior == "skip", goal_gain=2.0 * (prior == "goal"))
     if policy.skip is not None:  # a nonzero map, so that the test sees it
         torch.nn.init.normal_(policy.skip.weight, std=0.3, generator=torch.Generator().manual_seed(1))
@@ -157,8 +159,8 @@ def test_priors_are_inverse_dynamics_and_train_in_acceleration_space(demos, prio
     with pytest.raises(ValueError, match="fully actuated second-order model"):
         imitation._policy_config(replace(TINY, env_id="safeliquid/CartPoleRail-v0", prior=prior, prior_bound=4.0),
                                  gym.make("safeliquid/CartPoleRail-v0"), demos)  # fmt: skip
-    with pytest.raises(ValueError, match="needs prior_bound with 2 positive entries"):
-        imitation._policy_config(replace(TINY, prior=prior), gym.make(NAV), demos)
+    with pytest.raises(ValueError, match=f"prior_bound is required with prior '{prior}'"):
+        replace(TINY, prior=prior)  # the config refuses it before anything is built
 
 
 def test_joint_velocity_moves_the_task_point_without_null_space_motion():
@@ -578,11 +580,34 @@ def test_cli_commands_on_tiny_settings(trained, tmp_path, capsys):
     assert "success rate" in printed and "control step median" in printed
 
 
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_every_declared_option_is_on_the_command_line(command, tmp_path, monkeypatch):
+    """The parser is generated from the options class: each field has its flag, and parsing no flags gives the
+    class's defaults (nothing dropped or defaulted differently)."""
+    monkeypatch.chdir(tmp_path)
+    _, cls, _ = cli.COMMANDS[command]
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    flags = {s for action in sub._actions for s in action.option_strings}
+    assert {options.flag(f) for f in dataclasses.fields(cls)} <= flags
+    assert options.from_args(cls, parser.parse_args([command])) == cls()
+
+
+def test_none_reads_as_none_where_an_option_allows_it():
+    args = cli.build_parser().parse_args(["train", "--prior", "none", "--cell-dt", "none", "--out", "x"])
+    cfg = options.from_args(imitation.TrainConfig, args)
+    assert cfg.prior is None and cfg.cell_dt is None
+    args = cli.build_parser().parse_args(["eval", "--run-safety", "none", "--policy", "none"])
+    opts = options.from_args(cli.EvalOptions, args)
+    assert opts.run_safety == "none" and opts.policy == "none"  # a safety mode and a file name, not None
+
+
 def test_cli_bad_input_is_named(trained, capsys):
     out, _ = trained
-    with pytest.raises(SystemExit):
-        cli.main(["eval", "--env", "safeliquid/Nope-v0"])
-    assert "unknown environment id 'safeliquid/Nope-v0'; known: safeliquid/Navigate-v0" in capsys.readouterr().err
+    assert cli.main(["eval", "--env", "safeliquid/Nope-v0"]) == 2
+    assert (
+        "--env: unknown environment id 'safeliquid/Nope-v0'; known: safeliquid/Navigate-v0" in capsys.readouterr().err
+    )
     with pytest.raises(SystemExit, match=r"trained on safeliquid/Navigate-v0 \(observation \(20,\), action \(2,\)\)"):
         cli.main(["eval", "--env", "safeliquid/CartPoleRail-v0", "--policy", str(out / "best.pt"), "--episodes", "1"])
     assert cli.main(["eval", "--policy", str(out / "nope.pt")]) == 2

@@ -27,6 +27,7 @@ FOLDERS = {
 # Top to bottom; the packages on one line are siblings (neither may import the other).
 LAYERS: list[tuple[str, ...]] = [
     ("safeliquid.cli",),
+    ("safeliquid.cli_options",),
     ("safeliquid.train",),
     ("safeliquid.policies", "safeliquid.envs"),
     ("safeliquid.safety",),

@@ -30,6 +30,7 @@ from safeliquid.envs import check_env_id, make_env
 from safeliquid.nn import CELLS
 from safeliquid.options import option, validate
 from safeliquid.policies import SAFETY_MODES, LiquidBarrierPolicy, PolicyConfig, gain_group, save_policy
+from safeliquid.policies.config import PRIORS
 from safeliquid.policies.priors import dyn_needs
 from safeliquid.train.data import Episode, collect, load_episodes, make_batch, save_episodes
 from safeliquid.train.rollout import PolicyController, evaluate
@@ -43,17 +44,21 @@ class TrainConfig:
     here: the ``safeliquid train`` command line is generated from these fields, and each value is checked
     when the config is built (:mod:`safeliquid.options`)."""
 
-    env_id: str = option("safeliquid/Navigate-v0", "environment id")
+    env_id: str = option("safeliquid/Navigate-v0", "environment id", check=check_env_id, flag="env")
     cell: str = option("ltc", "the recurrent cell", choices=CELLS)
     units: int = option(19, "neurons in the cell (the NCP wiring's total for ltc/cfc)", low=1)
-    cell_dt: float = option(0.0, "the cell's ODE time per control step, s; 0: the environment's dt", low=0.0)
-    prior: str = option(
-        "none", "what the network commands: the action itself (none), joint accelerations (accel), joint "
-        "velocities (velocity) or a task-space velocity resolved through the model's Jacobian (task); u_ref by "
-        "inverse dynamics", choices=("none", "accel", "velocity", "task"),
+    cell_dt: float | None = option(
+        None, "the cell's ODE time per control step; none: the environment's dt (physical seconds)", low=0.0,
+        open_low=True,
     )  # fmt: skip
-    prior_bound: float = option(0.0, "bound on the commanded quantity (task prior: on the resolved joint "
-                                "velocities); 0: none", low=0.0)  # fmt: skip
+    prior: str | None = option(
+        None, "what the network commands: the action itself (none), joint accelerations (accel), joint "
+        "velocities (velocity) or a task-space velocity resolved through the model's Jacobian (task); u_ref by "
+        "inverse dynamics", choices=PRIORS,
+    )  # fmt: skip
+    prior_bound: float | None = option(None, "with a prior: the bound on the commanded quantity, the same for "
+                                       "every joint (task prior: on the resolved joint velocities)", low=0.0,
+                                       open_low=True)  # fmt: skip
     prior_gain: float = option(15.0, "velocity prior: a = gain (v - q'), 1/s", low=0.0, open_low=True)
     task_bound: float = option(1.0, "task prior: bound on the task velocity, m/s", low=0.0, open_low=True)
     slow_weight: float = option(
@@ -89,9 +94,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         validate(self)
-        self.env_id = check_env_id(self.env_id)
         if self.gain_groups is not None:
             self.gain_groups = list(self.gain_groups)
+        if self.prior is not None and self.prior_bound is None:
+            raise ValueError(f"prior_bound is required with prior {self.prior!r} (the command's bound), got None")
         if self.slow_weight > 0 and self.prior not in ("velocity", "task"):
             raise ValueError(f"slow_weight > 0 needs prior 'velocity' or 'task', got prior {self.prior!r}")
 
@@ -111,7 +117,7 @@ def _learned_groups(cfg: TrainConfig, names: list[str]) -> list[str]:
 def _policy_config(cfg: TrainConfig, env: gym.Env, episodes: list[Episode]) -> Any:
     base = env.unwrapped
     m = env.action_space.shape[0]
-    prior = None if cfg.prior == "none" else cfg.prior
+    prior = cfg.prior
     if prior is not None:
         if getattr(base, "model", None) is None:
             env.reset(seed=cfg.seed)  # the model is built with the scene
@@ -133,9 +139,9 @@ def _policy_config(cfg: TrainConfig, env: gym.Env, episodes: list[Episode]) -> A
         gain_groups=groups,
         cell=cfg.cell,
         units=cfg.units,
-        cell_dt=cfg.cell_dt or None,
+        cell_dt=cfg.cell_dt,
         prior=prior,
-        prior_bound=[float(cfg.prior_bound)] * m if prior is not None else None,
+        prior_bound=None if prior is None or cfg.prior_bound is None else [cfg.prior_bound] * m,
         prior_gain=cfg.prior_gain,
         task_dim=base.model.task_dim if prior == "task" else 0,
         task_bound=cfg.task_bound,
@@ -263,6 +269,13 @@ def _score(metrics: dict[str, Any]) -> tuple[float, float, float]:
     return (float(metrics["violating_steps"]), -float(metrics["success_rate"]), -float(metrics["EpRet"]))
 
 
+def _current_conventions(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored train config in today's conventions: runs before 2026-12-03 wrote "no prior", "the env's dt"
+    and "no prior bound" as ``prior="none"``, ``cell_dt=0`` and ``prior_bound=0``, now all None."""
+    legacy = {"prior": "none", "cell_dt": 0.0, "prior_bound": 0.0}
+    return {k: None if k in legacy and v == legacy[k] else v for k, v in stored.items()}
+
+
 def train(cfg: TrainConfig, resume: bool = True) -> dict[str, Any]:
     """Run (or resume) a training run in ``cfg.out``; returns the final evaluation's metrics."""
     out = Path(cfg.out)
@@ -274,7 +287,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict[str, Any]:
         read(out / "last.pt", "training state") if resume and (out / "last.pt").exists() else None
     )
     if state is not None:  # a run from before a knob existed ran with its default
-        state["train_config"] = {**asdict(TrainConfig()), **state["train_config"]}
+        state["train_config"] = _current_conventions({**asdict(TrainConfig()), **state["train_config"]})
     if state is not None and state["train_config"] != asdict(cfg):
         changed = sorted(k for k, v in asdict(cfg).items() if state["train_config"].get(k) != v)
         raise ValueError(f"{out}/last.pt was written with a different config (changed: {changed}); use a new --out")
