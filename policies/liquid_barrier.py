@@ -28,7 +28,7 @@ from safeliquid.nn import Sequence, make_cell
 from safeliquid.policies.config import SAFETY_MODES, PolicyConfig
 from safeliquid.policies.encoder import Encoder
 from safeliquid.policies.priors import dyn_needs, inverse_dynamics, model_terms
-from safeliquid.policies.scene import PAD_RHS, defaults_and_groups
+from safeliquid.policies.scene import PAD_RHS, defaults_and_groups, flat_gains
 from safeliquid.qp import MAX_ITER
 from safeliquid.safety import BarrierLayer, ConstraintSet
 from safeliquid.safety.constraints import rhs
@@ -103,7 +103,7 @@ class LiquidBarrierPolicy(nn.Module):
         out = self.head(y)
         return out if self.skip is None else out + self.skip(z)
 
-    def _outputs(
+    def outputs(
         self, y: Tensor, dyn: tuple[Tensor, ...] | None = None, goal: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
         """Raw outputs ``(..., outputs)`` -> ``u_ref (..., m)`` and gain multipliers ``(..., groups, R)``.
@@ -123,16 +123,29 @@ class LiquidBarrierPolicy(nn.Module):
         raw = y[..., c.n_command :].reshape(*y.shape[:-1], len(c.gain_groups), -1)
         return u_ref, c.gain_range ** torch.tanh(raw)
 
+    def raw_step(self, obs: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor]:
+        """One recurrent step on a batch: ``obs (B, obs_dim)``, ``h (B, H)`` or None -> the raw outputs ``(B,
+        outputs)`` (the command and the gain logits before :meth:`outputs` squashes them) and ``h_next``."""
+        z = self.encoder((obs - self.obs_mean) / self.obs_std)
+        y, h = self.cell(z, h, self.config.cell_time)
+        return self._readout(y, z), h
+
     def forward(
         self, obs: Tensor, h0: Tensor | None = None, dyn: tuple[Tensor, ...] | None = None
     ) -> tuple[Tensor, Tensor | None, Tensor]:
         """``obs (B, T, obs_dim)`` -> ``u_ref (B, T, m)``, gain multipliers ``(B, T, groups, R)`` or None, ``h_T``.
         ``dyn``: ``f (B, T, n)`` and ``g (B, T, n, m)`` of the model along the sequence (for a ``prior``),
         and ``J (B, T, k, m)`` (for ``prior="task"``)."""
+        raw, h = self.raw_sequence(obs, h0)
+        u_ref, mult = self.outputs(raw, dyn, self.goal_command(obs))
+        return u_ref, mult, h
+
+    def raw_sequence(self, obs: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """:meth:`raw_step` along sequences, through the cell's whole-sequence path: ``obs (B, T, obs_dim)``,
+        ``h0 (B, H)`` or None -> raw outputs ``(B, T, outputs)`` and ``h_T``."""
         z = self.encoder((obs - self.obs_mean) / self.obs_std)
         y, h = self.sequence(z, h0, self.config.cell_time)
-        u_ref, mult = self._outputs(self._readout(y, z), dyn, self.goal_command(obs))
-        return u_ref, mult, h
+        return self._readout(y, z), h
 
     def goal_command(self, obs: Tensor) -> Tensor | None:
         """``obs (..., obs_dim)`` -> the goal-directed task velocity ``(..., task_dim)`` (float64) that the
@@ -238,9 +251,8 @@ class LiquidBarrierPolicy(nn.Module):
         if self.config.prior is not None:
             assert x is not None and constraints is not None
             dyn = model_terms(constraints.model, x, self.config.prior)
-        z = self.encoder((o - self.obs_mean) / self.obs_std)
-        y, self._h = self.cell(z, self._h, self.config.cell_time)  # the cell's own step (batch-1 fast path)
-        u_ref, mult = self._outputs(self._readout(y, z), dyn, self.goal_command(o))
+        raw, self._h = self.raw_step(o, self._h)  # the cell's own step (batch-1 fast path)
+        u_ref, mult = self.outputs(raw, dyn, self.goal_command(o))
         slack = torch.zeros(o.shape[0], 0)
         failed = fallback = torch.zeros(o.shape[0], dtype=torch.bool)
         if mode == "none":
@@ -272,14 +284,11 @@ class LiquidBarrierPolicy(nn.Module):
         return self._layer
 
     def _scene_gains(self, constraints: ConstraintSet, mult: np.ndarray) -> np.ndarray:
-        """Gain multipliers ``(..., groups, R)`` -> the layer's flat gains ``(..., gain_count)``: each barrier's
-        defaults, scaled by its group's multipliers where the group is learned."""
+        """Gain multipliers ``(..., groups, R)`` -> the layer's flat gains ``(..., gain_count)`` (:func:`flat_gains`
+        on this scene's data, built once per constraint set)."""
         self._layer_of(constraints)
         assert self._scene is not None
-        default, group, _ = self._scene
-        learned = (group >= 0)[:, None]
-        table = default * np.where(learned, mult[..., np.maximum(group, 0), :], 1.0)  # (..., K, R)
-        return table[(..., *constraints.gain_index())]
+        return flat_gains(constraints, self._scene, mult)
 
     # -- the batch-1 control loop ---------------------------------------------------------------
     def _numpy_weights(self) -> dict[str, np.ndarray]:

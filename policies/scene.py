@@ -25,6 +25,18 @@ def defaults_and_groups(
     return constraints.default_gains(max_degree), group, constraints.degrees.numpy()
 
 
+def flat_gains(
+    constraints: ConstraintSet, scene: tuple[np.ndarray, np.ndarray, np.ndarray], mult: np.ndarray
+) -> np.ndarray:
+    """Gain multipliers ``mult (..., groups, R)`` -> the layer's flat gains ``(..., gain_count)`` for the scene of
+    ``constraints`` (``scene`` its :func:`defaults_and_groups`): each barrier's defaults, scaled by its group's
+    multipliers where the group is learned."""
+    default, group, _ = scene
+    learned = (group >= 0)[:, None]
+    table = default * np.where(learned, mult[..., np.maximum(group, 0), :], 1.0)  # (..., K, R)
+    return table[(..., *constraints.gain_index())]
+
+
 def scene_rows(constraints: ConstraintSet, x: Tensor, groups: list[str], max_degree: int = 2) -> dict[str, Tensor]:
     """What :meth:`LiquidBarrierPolicy.project` needs at states ``x (N, n)`` of one scene (float64)."""
     terms = constraints.terms(x)

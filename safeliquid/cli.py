@@ -30,11 +30,12 @@ from safeliquid.cli_options import (
     RolloutOptions,
 )
 from safeliquid.envs.experts import make_expert
-from safeliquid.options import add_arguments, from_args
+from safeliquid.options import add_arguments, from_args, reject_foreign
 from safeliquid.policies import load_policy, shipped
 from safeliquid.train.data import collect, save_episodes
 from safeliquid.train.imitation import TrainConfig, train
 from safeliquid.train.plots import plot_rollout, write_gif
+from safeliquid.train.ppo import PPOConfig, init_options, train_ppo
 from safeliquid.train.rollout import ExpertController, PolicyController, evaluate, run_episode
 
 
@@ -132,9 +133,9 @@ def cmd_collect(opts: CollectOptions) -> None:
     print(f"{len(episodes)} episodes, {steps} steps, expert success {ok:.3f} -> {opts.out}")
 
 
-def cmd_train(cfg: TrainConfig, fresh: bool = False) -> None:
+def cmd_train(cfg: TrainConfig | PPOConfig, fresh: bool = False) -> None:
     t0 = time.perf_counter()
-    last = train(cfg, resume=not fresh)
+    last = train_ppo(cfg, resume=not fresh) if isinstance(cfg, PPOConfig) else train(cfg, resume=not fresh)
     print(json.dumps({k: v for k, v in last.items()}, indent=1, default=float))
     print(f"done in {time.perf_counter() - t0:.0f} s; best checkpoint: {Path(cfg.out) / 'best.pt'}")
 
@@ -227,13 +228,14 @@ def cmd_bench(opts: BenchOptions) -> None:
 
 
 # -- parser ---------------------------------------------------------------------------------------
-COMMANDS: dict[str, tuple[Callable[..., None], type, str]] = {
-    "collect": (cmd_collect, CollectOptions, "expert demonstrations"),
-    "train": (cmd_train, TrainConfig, "imitation + DAgger through the barrier layer"),
-    "eval": (cmd_eval, EvalOptions, "seeded closed-loop evaluation, JSON and markdown"),
-    "rollout": (cmd_rollout, RolloutOptions, "one episode as a GIF and plots"),
-    "demo": (cmd_demo, DemoOptions, "the shipped Navigate policy with and without its barrier layer"),
-    "bench": (cmd_bench, BenchOptions, "control-step latency of a policy (batch 1, 1 thread)"),
+ALGOS: dict[str, type] = {"dagger": TrainConfig, "ppo": PPOConfig}  # train --algo: the options of each
+COMMANDS: dict[str, tuple[Callable[..., None], tuple[type, ...], str]] = {
+    "collect": (cmd_collect, (CollectOptions,), "expert demonstrations"),
+    "train": (cmd_train, tuple(ALGOS.values()), "train a policy: imitation with DAgger, or PPO, through the layer"),
+    "eval": (cmd_eval, (EvalOptions,), "seeded closed-loop evaluation, JSON and markdown"),
+    "rollout": (cmd_rollout, (RolloutOptions,), "one episode as a GIF and plots"),
+    "demo": (cmd_demo, (DemoOptions,), "the shipped Navigate policy with and without its barrier layer"),
+    "bench": (cmd_bench, (BenchOptions,), "control-step latency of a policy (batch 1, 1 thread)"),
 }
 
 
@@ -250,22 +252,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="safeliquid", description=__doc__.splitlines()[0], formatter_class=fmt)
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (_, cls, help_text) in COMMANDS.items():
+    for name, (_, classes, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=fmt)
-        add_arguments(p, cls)
         if name == "train":
+            p.add_argument("--algo", choices=tuple(ALGOS), default="dagger",
+                           help="dagger: imitate the environment's expert; ppo: reinforcement learning")  # fmt: skip
+            add_arguments(p, *classes, labels=tuple(ALGOS))
             p.add_argument("--fresh", action="store_true", help="ignore an existing last.pt in --out")
+        else:
+            add_arguments(p, *classes)
     return parser
 
 
 def run(args: argparse.Namespace) -> None:
     """Build the command's options from the parsed ``args`` (checking every value) and run it."""
-    func, cls, _ = COMMANDS[args.command]
-    opts = from_args(cls, args)
+    func, classes, _ = COMMANDS[args.command]
     if args.command == "train":
-        func(opts, fresh=args.fresh)
+        cls = ALGOS[args.algo]
+        reject_foreign(cls, args, classes, f"--algo {args.algo}")
+        # Fine-tuning: the network options not given come from the checkpoint (a given one must match it).
+        inherited = init_options(args.init) if getattr(args, "init", None) else {}
+        func(from_args(cls, args, **{k: v for k, v in inherited.items() if not hasattr(args, k)}), fresh=args.fresh)
     else:
-        func(opts)
+        func(from_args(classes[0], args))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -162,15 +162,28 @@ def _scalar(kind: str, none: bool) -> Callable[[str], Any]:
     return parse
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One command-line option per declared field of the dataclass ``cls``, with its help, its choices and its
-    default. Values are checked by the dataclass itself (:func:`validate`) when :func:`from_args` builds it."""
+def _default(f: Field) -> Any:
+    return f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+
+
+def add_arguments(parser: argparse.ArgumentParser, *classes: type, labels: tuple[str, ...] = ()) -> None:
+    """One command-line option per declared field of the dataclasses ``classes``, with its help, its choices and
+    its default. Values are checked by the dataclass itself (:func:`validate`) when :func:`from_args` builds it.
+
+    With several classes (one command, several algorithms: ``labels`` name them), a field they share is one
+    option; nothing is set unless given, so each class keeps its own default (the help lists them)."""
     experimental = parser.add_argument_group("experimental (research knobs that did not help in the recorded runs)")
-    for f in fields(cls):
+    owners: dict[str, list[tuple[str, Field]]] = {}
+    for label, cls in zip(labels or ("",) * len(classes), classes, strict=True):
+        for f in fields(cls):
+            if _spec(f) is not None:
+                owners.setdefault(f.name, []).append((label, f))
+    shared = len(classes) > 1
+    for declared in owners.values():
+        f = declared[0][1]
         spec = _spec(f)
-        if spec is None:
-            continue
-        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        assert spec is not None
+        default = argparse.SUPPRESS if shared else _default(f)
         group = experimental if spec["experimental"] else parser
         kind, optional = _parts(f)
         help_text = spec["help"]
@@ -178,12 +191,20 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             low = "" if spec["low"] is None else f"{spec['low']} {'<' if spec['open_low'] else '<='} "
             high = "" if spec["high"] is None else f" <= {spec['high']}"
             help_text += f"; {low}{(spec['flag'] or f.name).upper()}{high}"
+        if shared:
+            defaults = {label: _default(g) for label, g in declared}
+            if len({repr(v) for v in defaults.values()}) == 1:
+                help_text += f" (default: {_shown(next(iter(defaults.values())))})"
+            else:
+                help_text += " (default: " + ", ".join(f"{k} {_shown(v)}" for k, v in defaults.items()) + ")"
+            if len(declared) < len(classes):
+                help_text += f" [{', '.join(label for label, _ in declared)} only]"
         name, dest, shown = flag(f), f.name, (spec["flag"] or f.name).upper()
         if kind == "bool":
             group.add_argument(name, dest=dest, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif kind == "dict":
-            group.add_argument(name, dest=dest, nargs="*", type=_pairs, default=None, metavar="KEY=VALUE",
-                               help=help_text)  # fmt: skip
+            group.add_argument(name, dest=dest, nargs="*", type=_pairs, default=None if not shared else default,
+                               metavar="KEY=VALUE", help=help_text)  # fmt: skip
         elif kind == "list":
             group.add_argument(name, dest=dest, nargs="+", default=default, metavar=shown, help=help_text)
         else:
@@ -194,13 +215,29 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                                metavar=metavar or shown, help=help_text)  # fmt: skip
 
 
+def _shown(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
+def reject_foreign(cls: type, args: argparse.Namespace, classes: tuple[type, ...], what: str) -> None:
+    """Raise ``ValueError`` naming the options given in ``args`` that belong to ``classes`` but not to ``cls``
+    (``what`` names the choice that made ``cls``, e.g. ``--algo ppo``): nothing given is dropped silently."""
+    own = {f.name for f in fields(cls)}
+    foreign = sorted(
+        {flag(f) for other in classes for f in fields(other) if f.name not in own and hasattr(args, f.name)}
+    )
+    if foreign:
+        raise ValueError(f"{', '.join(foreign)} {'is' if len(foreign) == 1 else 'are'} not an option of {what}")
+
+
 def from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
-    """The dataclass ``cls`` from the parsed options of :func:`add_arguments` (every declared field, none
-    dropped), with ``overrides`` on top. A ``ValueError`` names the option as it is typed (``--eval-every``)."""
+    """The dataclass ``cls`` from the parsed options of :func:`add_arguments` (every declared field that was
+    parsed, none dropped), with ``overrides`` on top. A ``ValueError`` names the option as it is typed
+    (``--eval-every``)."""
     values = {}
     for f in fields(cls):
-        if _spec(f) is None or f.name in overrides:
-            continue
+        if _spec(f) is None or f.name in overrides or not hasattr(args, f.name):  # unset: a shared parser's
+            continue  # option that was not given (add_arguments with several classes): the class default
         value = getattr(args, f.name)
         values[f.name] = dict(value or ()) if _parts(f)[0] == "dict" else value
     try:

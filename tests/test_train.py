@@ -7,7 +7,6 @@ import json
 import os
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -24,6 +23,7 @@ from safeliquid.safety.models import joint_velocity
 from safeliquid.train import data as data_mod
 from safeliquid.train import imitation
 from safeliquid.train.data import collect, make_batch
+from safeliquid.train.run_options import policy_config
 
 NAV = "safeliquid/Navigate-v0"
 TINY = imitation.TrainConfig(
@@ -49,11 +49,15 @@ def trained(tmp_path_factory):
     return out, last
 
 
+def _names(episodes) -> list[str]:
+    return [n for e in episodes for n in e.names]
+
+
 def _policy(demos, safety="barrier", cell="ltc", cell_dt=None, prior=None, skip=False, goal_gain=0.0):
     env = gym.make(NAV)
     tiny = replace(TINY, safety=safety, cell=cell, cell_dt=cell_dt, prior=prior, prior_bound=4.0, prior_gain=3.0,
                    skip=skip, goal_gain=goal_gain)  # fmt: skip
-    cfg = imitation._policy_config(tiny, env, demos)
+    cfg = policy_config(tiny, env, _names(demos))
     env.close()
     policy = LiquidBarrierPolicy(cfg)
     obs = np.concatenate([e.obs for e in demos])
@@ -157,8 +161,8 @@ def test_priors_are_inverse_dynamics_and_train_in_acceleration_space(demos, prio
     with pytest.raises(ValueError, match="needs the model's f and g"):
         policy(batch["obs"])
     with pytest.raises(ValueError, match="fully actuated second-order model"):
-        imitation._policy_config(replace(TINY, env_id="safeliquid/CartPoleRail-v0", prior=prior, prior_bound=4.0),
-                                 gym.make("safeliquid/CartPoleRail-v0"), demos)  # fmt: skip
+        policy_config(replace(TINY, env_id="safeliquid/CartPoleRail-v0", prior=prior, prior_bound=4.0),
+                      gym.make("safeliquid/CartPoleRail-v0"), _names(demos))  # fmt: skip
     with pytest.raises(ValueError, match=f"prior_bound is required with prior '{prior}'"):
         replace(TINY, prior=prior)  # the config refuses it before anything is built
 
@@ -194,7 +198,7 @@ def test_task_prior_tracks_the_resolved_velocity_and_trains(demos):
     env.reset(seed=0)
     env.unwrapped.model.task_dim = 0  # a fully actuated model without a task space
     with pytest.raises(ValueError, match="needs a model with a task space"):
-        imitation._policy_config(replace(TINY, prior="task", prior_bound=4.0), env, demos)
+        policy_config(replace(TINY, prior="task", prior_bound=4.0), env, _names(demos))
 
 
 def test_goal_gain_adds_a_saturated_p_command_towards_the_goal(demos, tmp_path):
@@ -585,12 +589,24 @@ def test_every_declared_option_is_on_the_command_line(command, tmp_path, monkeyp
     """The parser is generated from the options class: each field has its flag, and parsing no flags gives the
     class's defaults (nothing dropped or defaulted differently)."""
     monkeypatch.chdir(tmp_path)
-    _, cls, _ = cli.COMMANDS[command]
+    _, classes, _ = cli.COMMANDS[command]
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
     flags = {s for action in sub._actions for s in action.option_strings}
-    assert {options.flag(f) for f in dataclasses.fields(cls)} <= flags
-    assert options.from_args(cls, parser.parse_args([command])) == cls()
+    for cls in classes:
+        assert {options.flag(f) for f in dataclasses.fields(cls)} <= flags
+        algo = [k for k, v in cli.ALGOS.items() if v is cls]
+        argv = [command, *(["--algo", algo[0]] if algo else [])]
+        assert options.from_args(cls, parser.parse_args(argv)) == cls()
+
+
+def test_train_refuses_an_option_of_another_algorithm(capsys):
+    assert cli.main(["train", "--algo", "ppo", "--demos", "3", "--out", "x"]) == 2
+    assert "--demos is not an option of --algo ppo" in capsys.readouterr().err
+    args = cli.build_parser().parse_args(["train", "--algo", "ppo", "--lr", "1e-3", "--out", "x"])
+    assert options.from_args(cli.PPOConfig, args).lr == 1e-3
+    assert options.from_args(cli.PPOConfig, cli.build_parser().parse_args(["train", "--algo", "ppo"])).lr == 3e-4
+    assert options.from_args(cli.TrainConfig, cli.build_parser().parse_args(["train"])).lr == 3e-3
 
 
 def test_none_reads_as_none_where_an_option_allows_it():
@@ -619,7 +635,7 @@ def test_gain_groups_choose_which_gains_are_learned(demos, tmp_path):
     with pytest.raises(
         ValueError, match=r"\['joint'\] are not barrier groups of safeliquid/Navigate-v0; it has \['obstacle'\]"
     ):
-        imitation._policy_config(replace(TINY, gain_groups=["joint"]), gym.make(NAV), demos)
+        policy_config(replace(TINY, gain_groups=["joint"]), gym.make(NAV), _names(demos))
     with pytest.raises(ValueError, match="are not barrier groups"):  # before any demonstration is collected
         imitation.train(replace(TINY, gain_groups=["joint"], out=str(tmp_path)))
     assert not (tmp_path / "data.pt").exists()
@@ -627,8 +643,7 @@ def test_gain_groups_choose_which_gains_are_learned(demos, tmp_path):
     env = gym.make(arm)
     env.reset(seed=0)
     base = env.unwrapped
-    names = [SimpleNamespace(names=base.constraints.names)]
-    cfg = imitation._policy_config(replace(TINY, env_id=arm, gain_groups=["obstacle"]), env, names)
+    cfg = policy_config(replace(TINY, env_id=arm, gain_groups=["obstacle"]), env, base.constraints.names)
     policy = LiquidBarrierPolicy(cfg)
     assert cfg.gain_groups == ["obstacle"] and policy.n_gain == cfg.max_degree
     # joint 1 near its upper limit and moving at it, so its row binds

@@ -21,7 +21,9 @@ import torch
 import safeliquid.envs  # noqa: F401 - registers the environments
 from safeliquid.policies import LiquidBarrierPolicy, save_policy
 from safeliquid.train.data import load_episodes, make_batch
-from safeliquid.train.imitation import TrainConfig, _policy_config, evaluate_policy, gradient_step, learning_rate
+from safeliquid.train.imitation import TrainConfig, gradient_step, learning_rate
+from safeliquid.train.run_log import evaluate_policy
+from safeliquid.train.run_options import policy_config
 
 
 def main() -> None:
@@ -47,7 +49,7 @@ def main() -> None:
                       prior=args.prior, prior_bound=args.prior_bound, task_bound=args.task_bound,
                       skip=args.skip, lr=args.lr, updates=args.updates)  # fmt: skip
     env = gym.make(cfg.env_id)
-    pcfg = _policy_config(cfg, env, episodes)
+    pcfg = policy_config(cfg, env, [n for e in episodes for n in e.names])
     env.close()
     policy = LiquidBarrierPolicy(pcfg)
     obs = np.concatenate([e.obs for e in episodes])

@@ -421,9 +421,7 @@ class BarrierLayer(nn.Module):
         if self._reference_limit is not None:
             self._check_scale(float(np.abs(u_ref).max()), torch.float64)
         if gains is not None:
-            gains = _vector("gains", gains, self.gain_count)
-            if (gains <= 0).any():
-                raise ValueError("gains must be positive (class-K); use softplus or a scaled sigmoid on the head")
+            gains = _gains(self, gains)
         G, b, hx, levels = self._rows_numpy(x, gains)
         k = b.shape[0]
         q = -u_ref[None]
@@ -534,20 +532,27 @@ class BarrierLayer(nn.Module):
         return -A[0], (coeff * L[0]).sum(-1), L[0, :, 0], None if implicit else c.levels_from_terms(L[0])
 
 
-def project_many(layers: list[BarrierLayer], x: np.ndarray, u_ref: np.ndarray) -> tuple[np.ndarray, list[FilterRecord]]:
+def project_many(
+    layers: list[BarrierLayer], x: np.ndarray, u_ref: np.ndarray, gains: list[np.ndarray] | None = None
+) -> tuple[np.ndarray, list[FilterRecord]]:
     """:meth:`BarrierLayer.project` for ``N`` states of ``N`` scenes at once (a vector environment): ``x (N, n)``,
-    ``u_ref (N, m)``, one layer per row (default gains) -> ``(u_safe (N, m), records)``. The rows of every scene,
-    padded to the largest, go to **one** QP solve; a scene whose solve is not optimal, whose prediction misses
-    the discrete-time target or whose state is outside its safe set then takes the single-scene path (its
-    sampled-data cuts and fallback), so the results are :meth:`BarrierLayer.project`'s."""
-    if len(layers) != x.shape[0] or u_ref.shape[0] != x.shape[0]:
-        raise ValueError(f"project_many needs one layer per state, got {len(layers)}, {x.shape}, {u_ref.shape}")
+    ``u_ref (N, m)``, one layer per row, ``gains`` one ``(gain_count,)`` array per row (its layer's count) or
+    None (default gains) -> ``(u_safe (N, m), records)``. The rows of every scene, padded to the largest, go to
+    **one** QP solve; a scene whose solve is not optimal, whose prediction misses the discrete-time target or
+    whose state is outside its safe set then takes the single-scene path (its sampled-data cuts and fallback),
+    so the results are :meth:`BarrierLayer.project`'s."""
+    if len(layers) != x.shape[0] or u_ref.shape[0] != x.shape[0] or (gains is not None and len(gains) != len(layers)):
+        raise ValueError(
+            f"project_many needs one layer (and gain vector) per state, got {len(layers)} layers, x {x.shape}, "
+            f"u_ref {u_ref.shape}" + ("" if gains is None else f", {len(gains)} gain vectors")
+        )
     n_envs, m = u_ref.shape
     if not np.isfinite(u_ref).all():
         raise ValueError(f"{layers[0].action_name} contains NaN or inf; expected finite values")
+    per_env = [None] * n_envs if gains is None else [_gains(layer, g) for layer, g in zip(layers, gains, strict=True)]
     parts = [
-        layer._rows_numpy(_vector("x", xi, layer.constraints.model.state_dim), None)
-        for layer, xi in zip(layers, x, strict=True)
+        layer._rows_numpy(_vector("x", xi, layer.constraints.model.state_dim), gi)
+        for layer, xi, gi in zip(layers, x, per_env, strict=True)
     ]
     k_max = max(p[1].shape[0] for p in parts)
     G = np.zeros((n_envs, k_max, m))
@@ -569,9 +574,17 @@ def project_many(layers: list[BarrierLayer], x: np.ndarray, u_ref: np.ndarray) -
                 layer._record(hx, lam[i : i + 1, :k], u[i], u_ref[i], slack[i : i + 1, :k], status[i : i + 1], 0, False)
             )
         else:
-            out[i], record = layer.project(x[i], u_ref[i])
+            out[i], record = layer.project(x[i], u_ref[i], per_env[i])
             records.append(record)
     return out, records
+
+
+def _gains(layer: BarrierLayer, gains: np.ndarray) -> np.ndarray:
+    """``gains`` checked as :meth:`BarrierLayer.project` checks them: ``(gain_count,)`` finite and positive."""
+    gains = _vector("gains", gains, layer.gain_count)
+    if (gains <= 0).any():
+        raise ValueError("gains must be positive (class-K); use softplus or a scaled sigmoid on the head")
+    return gains
 
 
 def _vector(name: str, a: np.ndarray, size: int) -> np.ndarray:

@@ -2,8 +2,9 @@
 closed-loop rollouts (:mod:`.rollout`)."""
 
 from safeliquid.train.data import Episode, collect, load_episodes, save_episodes
-from safeliquid.train.imitation import TrainConfig, evaluate_policy, train
+from safeliquid.train.imitation import TrainConfig, train
 from safeliquid.train.rollout import ExpertController, PolicyController, run_episode
+from safeliquid.train.run_log import evaluate_policy
 
 __all__ = [
     "Episode",

@@ -11,7 +11,6 @@ checkpoint by (violating steps, then success rate, then return) is kept as
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import time
@@ -19,65 +18,32 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from tqdm import tqdm
 
 import safeliquid.envs  # noqa: F401 - registers the environments
 from safeliquid.checkpoint import atomic_save, read
-from safeliquid.envs import check_env_id, make_env
-from safeliquid.nn import CELLS
-from safeliquid.options import option, validate
-from safeliquid.policies import SAFETY_MODES, LiquidBarrierPolicy, PolicyConfig, gain_group, save_policy
-from safeliquid.policies.config import PRIORS
+from safeliquid.envs import make_env
+from safeliquid.options import option
+from safeliquid.policies import LiquidBarrierPolicy, save_policy
 from safeliquid.policies.priors import dyn_needs
 from safeliquid.train.data import Episode, collect, load_episodes, make_batch, save_episodes
-from safeliquid.train.rollout import PolicyController, evaluate
-
-EVAL_SEED = 1_000_000  # evaluation seeds start here, far from training seeds
+from safeliquid.train.run_log import RunLog, evaluate_policy, plain, selection_score
+from safeliquid.train.run_options import RunOptions, learned_groups, policy_config
 
 
 @dataclass
-class TrainConfig:
-    """Every knob of a run (stored in ``config.json`` and in each checkpoint). Each option is declared once,
-    here: the ``safeliquid train`` command line is generated from these fields, and each value is checked
-    when the config is built (:mod:`safeliquid.options`)."""
+class TrainConfig(RunOptions):
+    """Every knob of an imitation run (stored in ``config.json`` and in each checkpoint): the shared
+    :class:`~safeliquid.train.run_options.RunOptions` and DAgger's own. Each option is declared once; the
+    ``safeliquid train`` command line is generated from the fields, and each value is checked when the config
+    is built (:mod:`safeliquid.options`)."""
 
-    env_id: str = option("safeliquid/Navigate-v0", "environment id", check=check_env_id, flag="env")
-    cell: str = option("ltc", "the recurrent cell", choices=CELLS)
-    units: int = option(19, "neurons in the cell (the NCP wiring's total for ltc/cfc)", low=1)
-    cell_dt: float | None = option(
-        None, "the cell's ODE time per control step; none: the environment's dt (physical seconds)", low=0.0,
-        open_low=True,
-    )  # fmt: skip
-    prior: str | None = option(
-        None, "what the network commands: the action itself (none), joint accelerations (accel), joint "
-        "velocities (velocity) or a task-space velocity resolved through the model's Jacobian (task); u_ref by "
-        "inverse dynamics", choices=PRIORS,
-    )  # fmt: skip
-    prior_bound: float | None = option(None, "with a prior: the bound on the commanded quantity, the same for "
-                                       "every joint (task prior: on the resolved joint velocities)", low=0.0,
-                                       open_low=True)  # fmt: skip
-    prior_gain: float = option(15.0, "velocity prior: a = gain (v - q'), 1/s", low=0.0, open_low=True)
-    task_bound: float = option(1.0, "task prior: bound on the task velocity, m/s", low=0.0, open_low=True)
     slow_weight: float = option(
         0.0, "velocity/task prior: weight each step's loss by FLOOR^2 / (|c|^2 + FLOOR^2), c the expert's command, "
         "so slow phases near a goal count; 0: off", low=0.0, experimental=True,
     )  # fmt: skip
-    goal_gain: float = option(
-        0.0, "task prior: the network's command is a residual on min(K |e|, goal_speed) e/|e| towards the goal "
-        "offset e the environment declares (ArmReach: target - end effector), 1/s; 0: off", low=0.0,
-    )  # fmt: skip
-    goal_speed: float = option(0.6, "goal_gain's speed cap, m/s", low=0.0, open_low=True)
-    skip: bool = option(False, "a linear map from the encoded observation to the outputs, beside the cell",
-                        experimental=True)  # fmt: skip
-    safety: str = option("barrier", "the safety layer while training and in the saved policy", choices=SAFETY_MODES)
-    gain_groups: list[str] | None = option(
-        None, "barrier groups (a name's leading word, e.g. obstacle, joint) whose class-K gains are learned; "
-        "default: all. The others keep the environment's default gains",
-    )  # fmt: skip
-    seed: int = option(0, "the run's seed (data, initialisation, evaluation order)", low=0)
     demos: int = option(200, "expert-driven demonstration episodes", low=1)
     dagger_rounds: int = option(6, "DAgger rounds (the learner drives, the expert labels)", low=0)
     dagger_episodes: int = option(50, "episodes per DAgger round", low=1)
@@ -85,74 +51,13 @@ class TrainConfig:
     updates: int = option(4000, "gradient updates, spread evenly over the 1 + dagger_rounds data rounds", low=1)
     batch_episodes: int = option(16, "episodes per gradient update", low=1)
     lr: float = option(3e-3, "Adam learning rate", low=0.0, open_low=True)
-    lr_final: float = option(0.1, "final learning rate / lr (cosine decay)", low=0.0, high=1.0, open_low=True)
+    lr_final: float = option(0.1, "final learning rate / lr (a cosine decay)", low=0.0, high=1.0, open_low=True)
     eval_every: int = option(500, "updates between closed-loop evaluations (best.pt is chosen by them)", low=1)
-    eval_episodes: int = option(20, "episodes per evaluation", low=1)
-    workers: int = option(2, "processes collecting episodes; 0: in this process", low=0)
-    out: str = option("runs/train", "run folder (resumed if it holds last.pt)")
-    env_kwargs: dict = option({}, "keyword arguments of the environment, e.g. obs_noise=0.05 disturbance=0.5")
 
     def __post_init__(self) -> None:
-        validate(self)
-        if self.gain_groups is not None:
-            self.gain_groups = list(self.gain_groups)
-        if self.prior is not None and self.prior_bound is None:
-            raise ValueError(f"prior_bound is required with prior {self.prior!r} (the command's bound), got None")
+        super().__post_init__()
         if self.slow_weight > 0 and self.prior not in ("velocity", "task"):
             raise ValueError(f"slow_weight > 0 needs prior 'velocity' or 'task', got prior {self.prior!r}")
-
-
-def _learned_groups(cfg: TrainConfig, names: list[str]) -> list[str]:
-    """The gain groups the policy learns: those of the barrier ``names``, or ``cfg.gain_groups`` if set
-    (each must be one of them)."""
-    groups = sorted({gain_group(n) for n in names})
-    if cfg.gain_groups is None:
-        return groups
-    unknown = sorted(set(cfg.gain_groups) - set(groups))
-    if unknown:
-        raise ValueError(f"gain_groups {unknown} are not barrier groups of {cfg.env_id}; it has {groups}")
-    return sorted(set(cfg.gain_groups))
-
-
-def _policy_config(cfg: TrainConfig, env: gym.Env, episodes: list[Episode]) -> Any:
-    base = env.unwrapped
-    m = env.action_space.shape[0]
-    prior = cfg.prior
-    if prior is not None:
-        if getattr(base, "model", None) is None:
-            env.reset(seed=cfg.seed)  # the model is built with the scene
-        if base.model.state_dim != 2 * m:
-            raise ValueError(
-                f"prior={prior!r} needs a fully actuated second-order model (state [q, q'] with {m} + {m} "
-                f"entries); {cfg.env_id}'s model has state {base.model.state_dim} and {m} actions"
-            )
-        if prior == "task" and not base.model.task_dim:
-            raise ValueError(f"prior='task' needs a model with a task space; {cfg.env_id}'s model has none")
-    groups = _learned_groups(cfg, [n for e in episodes for n in e.names])
-    scan = (4, base.n_rays) if hasattr(base, "n_rays") else None
-    return PolicyConfig(
-        env_id=cfg.env_id,
-        obs_dim=env.observation_space.shape[0],
-        act_dim=env.action_space.shape[0],
-        action_bound=[float(b) for b in env.action_space.high],
-        dt=float(base.dt),
-        gain_groups=groups,
-        cell=cfg.cell,
-        units=cfg.units,
-        cell_dt=cfg.cell_dt,
-        prior=prior,
-        prior_bound=None if prior is None or cfg.prior_bound is None else [cfg.prior_bound] * m,
-        prior_gain=cfg.prior_gain,
-        task_dim=base.model.task_dim if prior == "task" else 0,
-        task_bound=cfg.task_bound,
-        skip=cfg.skip,
-        goal_gain=cfg.goal_gain,
-        goal_speed=cfg.goal_speed,
-        goal_obs=getattr(base, "goal_offset_obs", None) if cfg.goal_gain > 0 else None,
-        safety=cfg.safety,
-        scan=scan,
-        seed=cfg.seed,
-    )
 
 
 def loss_on(
@@ -255,20 +160,6 @@ def learning_rate(cfg: TrainConfig, update: int) -> float:
     return cfg.lr * (cfg.lr_final + (1.0 - cfg.lr_final) * cos)
 
 
-def evaluate_policy(policy: Any, env_id: str, episodes: int, first_seed: int = EVAL_SEED,
-                    env_kwargs: dict | None = None) -> dict[str, Any]:  # fmt: skip
-    """Closed-loop rollouts on seeds ``first_seed ...``: the aggregated metrics of :mod:`safeliquid.metrics`."""
-    env = make_env(env_id, env_kwargs)
-    metrics = evaluate(env, PolicyController(policy), episodes, first_seed)
-    env.close()
-    return metrics
-
-
-def _score(metrics: dict[str, Any]) -> tuple[float, float, float]:
-    """Smaller is better: violating steps, then failed episodes, then return."""
-    return (float(metrics["violating_steps"]), -float(metrics["success_rate"]), -float(metrics["EpRet"]))
-
-
 def _current_conventions(stored: dict[str, Any]) -> dict[str, Any]:
     """A stored train config in today's conventions: runs before 2026-12-03 wrote "no prior", "the env's dt"
     and "no prior bound" as ``prior="none"``, ``cell_dt=0`` and ``prior_bound=0``, now all None."""
@@ -303,7 +194,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict[str, Any]:
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     if cfg.gain_groups is not None:  # a wrong group name fails now, not after the demonstrations
         env.reset(seed=cfg.seed)
-        _learned_groups(cfg, env.unwrapped.constraints.names)
+        learned_groups(cfg, env.unwrapped.constraints.names)
 
     # -- data --------------------------------------------------------------------------------------
     data_path = out / "data.pt"
@@ -322,7 +213,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict[str, Any]:
         save_episodes(episodes, str(data_path), {"rounds": rounds_done})
 
     # -- model -------------------------------------------------------------------------------------
-    pcfg = _policy_config(cfg, env, episodes)
+    pcfg = policy_config(cfg, env, [n for e in episodes for n in e.names])
     env.close()
     policy = LiquidBarrierPolicy(pcfg)
     obs = np.concatenate([e.obs for e in episodes])
@@ -336,16 +227,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict[str, Any]:
     per_round = max(1, cfg.updates // (1 + cfg.dagger_rounds))
 
     # -- log ---------------------------------------------------------------------------------------
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(out / "tb"), purge_step=update if update else None)
-    csv_path = out / "progress.csv"
-    if state is None and csv_path.exists():
-        csv_path.unlink()
-    if csv_path.exists():  # keep the rows up to the resumed update
-        with open(csv_path) as fh:
-            kept = [r for r in csv.DictReader(fh) if int(r["update"]) <= update]
-        _write_csv(csv_path, kept)
+    log = RunLog(out, "update", update if state is not None else None)
 
     # -- loop --------------------------------------------------------------------------------------
     t_start = time.perf_counter() - wall0
@@ -374,8 +256,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict[str, Any]:
         samples += int(batch["step_mask"].sum())
         bar.update(1)
         bar.set_postfix(loss=f"{stats['loss']:.4f}")
-        for key, value in stats.items():
-            writer.add_scalar(f"train/{key}", value, update)
+        log.scalars("train", stats, update)
         if update % cfg.eval_every == 0 or update == cfg.updates:
             policy.eval()
             metrics = evaluate_policy(policy, cfg.env_id, cfg.eval_episodes, env_kwargs=cfg.env_kwargs)
@@ -390,13 +271,12 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict[str, Any]:
                 **{k: v for k, v in stats.items() if k != "loss"},
             }
             samples, t_samples = 0, now
-            for key, value in row.items():
-                writer.add_scalar(f"eval/{key}", value, update)
-            _append_csv(csv_path, row)
-            save_policy(policy, out / "last_policy.pt", {"update": update, "metrics": _plain(metrics)})
-            if best is None or _score(metrics) < tuple(best):
-                best = list(_score(metrics))
-                save_policy(policy, out / "best.pt", {"update": update, "metrics": _plain(metrics)})
+            log.scalars("eval", {k: v for k, v in row.items() if k != "update"}, update)
+            log.row(row)
+            save_policy(policy, out / "last_policy.pt", {"update": update, "metrics": plain(metrics)})
+            if best is None or selection_score(metrics) < tuple(best):
+                best = list(selection_score(metrics))
+                save_policy(policy, out / "best.pt", {"update": update, "metrics": plain(metrics)})
             atomic_save(
                 {
                     "train_config": asdict(cfg),
@@ -416,32 +296,5 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict[str, Any]:
                 f"violating steps {metrics['violating_steps']}  min h {metrics['min_barrier']:.3f}"
             )
     bar.close()
-    writer.close()
+    log.close()
     return last
-
-
-def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in metrics.items()}
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        path.unlink(missing_ok=True)
-        return
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-
-
-def _append_csv(path: Path, row: dict) -> None:
-    rows = []
-    if path.exists():
-        with open(path) as fh:
-            rows = list(csv.DictReader(fh))
-    rows.append({k: row[k] for k in row})
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)

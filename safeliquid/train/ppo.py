@@ -1,0 +1,489 @@
+"""Recurrent PPO with the barrier layer in the loop: ``safeliquid train --algo ppo``.
+
+Reads top to bottom like CleanRL's LSTM-PPO: config, the action map, rollout, advantages, update, loop.
+
+**The probability model.** The network's raw outputs ``y`` (the command and the gain logits, before anything
+squashes them) are the mean of a diagonal Gaussian with a learned, state-independent standard deviation. A
+sample ``a`` of it is PPO's action. Everything after it is the *action map*, as deterministic as the
+environment's dynamics: the tanh to the input bounds (or a command prior's inverse dynamics), the gains'
+``gain_range ** tanh`` and the barrier layer's projection onto the certified safe set. So:
+
+- ``log pi(a | history)`` is exact whatever the layer does to the action; no change of variables is needed,
+  because the density is over ``a``, not over the executed action. The ratio is 1 on the first epoch of fresh
+  data (a test holds it).
+- The layer's learned gains get a policy gradient: they are part of ``a``.
+- The mean ``a = y`` maps to exactly the saved policy's deterministic action (:meth:`LiquidBarrierPolicy.act`).
+
+Rejected: a density over the executed action (after a projection onto a polytope it has point masses on the
+boundary, so squashed or truncated Gaussians there are wrong exactly where the layer acts), and a
+reparametrised path through the layer (it needs a critic of the action: that is the off-policy algorithm's).
+
+Environments step together in a :class:`gymnasium.vector.SyncVectorEnv` (same-step autoreset); the batched
+network runs once per step and the layer solves every environment's QP in one call
+(:func:`~safeliquid.safety.layer.project_many`). Truncated episodes bootstrap from the critic.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+import safeliquid.envs  # noqa: F401 - registers the environments
+from safeliquid.checkpoint import atomic_save, read
+from safeliquid.envs import make_env
+from safeliquid.options import option
+from safeliquid.policies import LiquidBarrierPolicy, load_policy, save_policy
+from safeliquid.policies.priors import model_terms
+from safeliquid.policies.scene import defaults_and_groups, flat_gains
+from safeliquid.qp import MAX_ITER
+from safeliquid.safety import BarrierLayer
+from safeliquid.safety.layer import project_many
+from safeliquid.train.run_log import RunLog, evaluate_policy, plain, selection_score
+from safeliquid.train.run_options import RunOptions, policy_config
+
+TRAIN_SEED = 300_000  # the training episodes' seeds (a vector reset seeds env i with seed + i)
+
+
+@dataclass
+class PPOConfig(RunOptions):
+    """Every knob of a PPO run (stored in ``config.json`` and in ``last.pt``): the shared
+    :class:`~safeliquid.train.run_options.RunOptions` and PPO's own."""
+
+    total_steps: int = option(500_000, "environment steps to train on, all environments together", low=1)
+    num_envs: int = option(8, "environments stepped together (one batched forward and one QP call per step)", low=1)
+    rollout_steps: int = option(128, "steps per environment between updates: the BPTT length", low=2)
+    epochs: int = option(4, "passes over each rollout", low=1)
+    minibatches: int = option(4, "minibatches per pass, each a subset of the environments' whole sequences", low=1)
+    lr: float = option(3e-4, "Adam learning rate, annealed linearly to lr_final x lr", low=0.0, open_low=True)
+    lr_final: float = option(0.1, "final learning rate / lr", low=0.0, high=1.0)
+    gamma: float = option(0.99, "discount", low=0.0, high=1.0)
+    gae_lambda: float = option(0.95, "GAE's lambda", low=0.0, high=1.0)
+    clip: float = option(0.2, "PPO's ratio clip", low=0.0, open_low=True)
+    ent_coef: float = option(0.0, "entropy bonus", low=0.0)
+    vf_coef: float = option(0.5, "value loss weight", low=0.0)
+    max_grad_norm: float = option(0.5, "gradient norm clip", low=0.0, open_low=True)
+    init_std: float = option(0.5, "initial standard deviation of the raw outputs' Gaussian", low=0.0, open_low=True)
+    critic_units: int = option(64, "width of the MLP critic's two hidden layers", low=1)
+    eval_every: int = option(50_000, "environment steps between closed-loop evaluations (best.pt)", low=1)
+    init: str | None = option(None, "a policy checkpoint to fine-tune (its network, config and normalisation)")
+    cost_limit: float | None = option(
+        None, "PPO-Lagrangian: the episode cost (violating steps) to keep below, by a Lagrange multiplier on the "
+        "cost advantage; none: off", low=0.0,
+    )  # fmt: skip
+    lagrange_lr: float = option(0.05, "the Lagrange multiplier's step per update (with cost_limit)", low=0.0,
+                                open_low=True)  # fmt: skip
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_envs % self.minibatches:
+            raise ValueError(f"minibatches must divide num_envs ({self.num_envs}), got {self.minibatches}")
+
+
+# -- the pieces -------------------------------------------------------------------------------------
+class RunningNorm:
+    """Running mean and variance of observations ``(N, d)`` (Chan et al.'s parallel update)."""
+
+    def __init__(self, dim: int) -> None:
+        self.mean, self.var, self.count = np.zeros(dim), np.ones(dim), 1e-4
+
+    def update(self, x: np.ndarray) -> None:
+        mean, var, n = x.mean(0), x.var(0), x.shape[0]
+        delta, total = mean - self.mean, self.count + n
+        self.mean = self.mean + delta * n / total
+        self.var = (self.var * self.count + var * n + delta**2 * self.count * n / total) / total
+        self.count = total
+
+    def state(self) -> dict[str, Any]:
+        return {"mean": np.atleast_1d(self.mean).tolist(), "var": np.atleast_1d(self.var).tolist(), "count": self.count}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.mean, self.var, self.count = np.array(state["mean"]), np.array(state["var"]), float(state["count"])
+
+
+class Critic(nn.Module):
+    """``V(obs)``: an MLP on the policy's normalised observation ``(B, obs_dim) -> (B,)``."""
+
+    def __init__(self, obs_dim: int, units: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(obs_dim, units), nn.Tanh(), nn.Linear(units, units), nn.Tanh(),
+                                 nn.Linear(units, 1))  # fmt: skip
+        nn.init.orthogonal_(self.net[-1].weight, 0.01)
+
+    def forward(self, obs_n: Tensor) -> Tensor:
+        return self.net(obs_n).squeeze(-1)
+
+
+class ActionMap:
+    """PPO's action ``a (N, outputs)`` -> the executed action of each of ``N`` environments: the policy's
+    :meth:`~LiquidBarrierPolicy.outputs` (squashing, prior) and then its safety mode (``none``: the bounds;
+    ``filter``: the layer with the default gains; ``barrier``: the layer with the gains in ``a``), one QP call
+    for all. Each environment's layer and gain data are rebuilt when its scene changes."""
+
+    def __init__(self, policy: LiquidBarrierPolicy, n_envs: int) -> None:
+        self.policy = policy
+        self._for: list[Any] = [None] * n_envs
+        self._layers: list[BarrierLayer | None] = [None] * n_envs
+        self._scenes: list[Any] = [None] * n_envs
+
+    def _scene(self, i: int, constraints: Any) -> tuple[BarrierLayer, Any]:
+        if self._for[i] is not constraints:
+            c = self.policy.config
+            self._layers[i] = BarrierLayer(constraints, dt=c.dt)
+            self._scenes[i] = defaults_and_groups(constraints, c.gain_groups, c.max_degree)
+            self._for[i] = constraints
+        layer = self._layers[i]
+        assert layer is not None
+        return layer, self._scenes[i]
+
+    def __call__(self, a: Tensor, obs: Tensor, subs: list[Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``a (N, outputs)``, raw ``obs (N, obs_dim)`` and the sub-environments (``unwrapped``) -> ``u (N, m)``
+        and per-environment ``intervention``, ``slack``, ``fallback``, ``failed``."""
+        policy, c = self.policy, self.policy.config
+        x = np.stack([s.safety_state() for s in subs])
+        dyn = None
+        if c.prior is not None:
+            xt = torch.from_numpy(x)
+            per_env = [model_terms(s.constraints.model, xt[i : i + 1], c.prior) for i, s in enumerate(subs)]
+            dyn = tuple(torch.cat(parts) for parts in zip(*per_env, strict=True))
+        with torch.no_grad():
+            u_ref, mult = policy.outputs(a.to(torch.float32), dyn, policy.goal_command(obs))
+        u_ref_np = u_ref.double().numpy()
+        n = u_ref_np.shape[0]
+        zero, false = np.zeros(n), np.zeros(n, dtype=bool)
+        if policy.run_safety == "none":
+            bound = policy.bound.double().numpy()
+            u = np.clip(u_ref_np, -bound, bound)
+            return u, {"intervention": np.linalg.norm(u - u_ref_np, axis=1), "slack": zero, "fallback": false,
+                       "failed": false}  # fmt: skip
+        scenes = [self._scene(i, s.constraints) for i, s in enumerate(subs)]
+        gains = None
+        if policy.run_safety == "barrier" and mult is not None:
+            mult_np = mult.double().numpy()
+            gains = [flat_gains(sub.constraints, scenes[i][1], mult_np[i]) for i, sub in enumerate(subs)]
+        u, records = project_many([layer for layer, _ in scenes], x, u_ref_np, gains)
+        return u, {
+            "intervention": np.array([float(r.intervention[0]) for r in records]),
+            "slack": np.array([float(r.slack.max()) if r.slack.size else 0.0 for r in records]),
+            "fallback": np.array([bool(r.fallback[0]) for r in records]),
+            "failed": np.array([bool(r.status[0] == MAX_ITER) for r in records]),
+        }
+
+
+def gaussian_logp(a: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
+    """``log N(a; mean, exp(log_std)^2)`` summed over the last axis: ``(..., A) -> (...)``."""
+    z = (a - mean) * torch.exp(-log_std)
+    return (-0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def gae(rewards: Tensor, values: Tensor, dones: Tensor, last_value: Tensor, gamma: float, lam: float) -> Tensor:
+    """Generalised advantage estimates ``(T, N)`` from ``rewards``, ``values`` and ``dones`` (an episode ended
+    at step t) ``(T, N)`` and ``last_value (N,)`` after the last step."""
+    adv = torch.zeros_like(rewards)
+    running = torch.zeros_like(last_value)
+    for t in reversed(range(rewards.shape[0])):
+        next_value = last_value if t == rewards.shape[0] - 1 else values[t + 1]
+        keep = 1.0 - dones[t]
+        delta = rewards[t] + gamma * next_value * keep - values[t]
+        running = delta + gamma * lam * keep * running
+        adv[t] = running
+    return adv
+
+
+def sequence_means(policy: LiquidBarrierPolicy, obs: Tensor, starts: Tensor, h0: Tensor) -> Tensor:
+    """The raw outputs along stored rollouts (BPTT through the cell): ``obs (T, B, obs_dim)``, ``starts (T,
+    B)`` (1 where an episode starts, which zeroes the recurrent state), ``h0 (B, H)`` -> ``(T, B, outputs)``.
+    The rollout is cut where any episode starts, and each piece runs the cell's whole-sequence path (5x the
+    speed of step-by-step BPTT for the LTC)."""
+    cuts = [0, *(t for t in range(1, obs.shape[0]) if bool(starts[t].any())), obs.shape[0]]
+    h, pieces = h0, []
+    for a, b in itertools.pairwise(cuts):
+        h = h * (1.0 - starts[a]).unsqueeze(-1)
+        raw, h = policy.raw_sequence(obs[a:b].transpose(0, 1), h)
+        pieces.append(raw.transpose(0, 1))
+    return torch.cat(pieces)
+
+
+NETWORK_OPTIONS = ("env_id", "cell", "units", "cell_dt", "prior", "prior_gain", "task_bound", "goal_gain", "goal_speed",
+                   "skip")  # fmt: skip
+
+
+def network_mismatch(cfg: RunOptions, config: Any) -> dict[str, Any]:
+    """The options of ``cfg`` that build a network other than the one of the policy ``config``
+    (:class:`~safeliquid.policies.PolicyConfig`), each with the checkpoint's value."""
+    differ = {k: getattr(config, k) for k in NETWORK_OPTIONS if getattr(cfg, k) != getattr(config, k)}
+    bound = None if cfg.prior_bound is None or cfg.prior is None else [cfg.prior_bound] * config.act_dim
+    if bound != config.prior_bound:
+        differ["prior_bound"] = config.prior_bound
+    if cfg.gain_groups is not None and sorted(cfg.gain_groups) != sorted(config.gain_groups):
+        differ["gain_groups"] = config.gain_groups
+    return differ
+
+
+def init_options(path: str) -> dict[str, Any]:
+    """The network options of the policy checkpoint at ``path`` in :class:`RunOptions` terms (what ``train
+    --algo ppo --init PATH`` fills in where they are not given)."""
+    config = load_policy(path).config
+    values = {k: getattr(config, k) for k in NETWORK_OPTIONS}
+    bounds = config.prior_bound
+    if bounds is not None and len(set(bounds)) > 1:
+        raise ValueError(f"init's policy has per-joint prior bounds {bounds}; PPOConfig takes one bound for all")
+    values["prior_bound"] = None if bounds is None else bounds[0]
+    values["gain_groups"] = list(config.gain_groups)
+    return values
+
+
+def _vector_env(cfg: PPOConfig) -> gym.vector.SyncVectorEnv:
+    fns = [lambda: make_env(cfg.env_id, cfg.env_kwargs) for _ in range(cfg.num_envs)]
+    return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+def _new_policy(cfg: PPOConfig, vec: gym.vector.SyncVectorEnv) -> LiquidBarrierPolicy:
+    """A fresh policy for ``cfg`` (gain groups from the first scenes' barriers), or ``cfg.init``'s network."""
+    if cfg.init is not None:
+        policy = load_policy(cfg.init)
+        differ = network_mismatch(cfg, policy.config)
+        if differ:
+            raise ValueError(f"init's policy differs from this config in {differ}; set them as the checkpoint has them")
+        if cfg.safety == "barrier" and not policy.n_gain:
+            raise ValueError(f"init's policy was trained with safety {policy.config.safety!r}: it has no gain outputs "
+                             "for safety 'barrier'")  # fmt: skip
+        policy.config.safety = policy.run_safety = cfg.safety
+        return policy
+    sub = vec.envs[0]
+    names = list(sub.unwrapped.constraints.names)
+    return LiquidBarrierPolicy(policy_config(cfg, sub, names))
+
+
+# -- the run ----------------------------------------------------------------------------------------
+def train_ppo(cfg: PPOConfig, resume: bool = True) -> dict[str, Any]:
+    """Run (or resume) a PPO run in ``cfg.out``; returns the last evaluation's row."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    state = read(out / "last.pt", "training state") if resume and (out / "last.pt").exists() else None
+    if state is not None and state["train_config"] != asdict(cfg):
+        changed = sorted(k for k, v in asdict(cfg).items() if state["train_config"].get(k) != v)
+        raise ValueError(f"{out}/last.pt was written with a different config (changed: {changed}); use a new --out")
+    (out / "config.json").write_text(json.dumps({"algo": "ppo", **asdict(cfg)}, indent=2))
+
+    vec = _vector_env(cfg)
+    try:
+        return _loop(cfg, out, vec, state)
+    finally:
+        vec.close()
+
+
+def _loop(cfg: PPOConfig, out: Path, vec: gym.vector.SyncVectorEnv, state: dict[str, Any] | None) -> dict:
+    steps, iteration, best, wall0, violating, lagrange = 0, 0, None, 0.0, 0, 0.0
+    obs_np, _ = vec.reset(seed=TRAIN_SEED + cfg.seed * 1000)
+    policy = _new_policy(cfg, vec)
+    n_out = policy.cell.output_size if isinstance(policy.head, nn.Identity) else policy.head.out_features
+    critic = Critic(policy.config.obs_dim, cfg.critic_units)
+    log_std = nn.Parameter(torch.full((n_out,), math.log(cfg.init_std)))
+    params = [*policy.parameters(), *critic.parameters(), log_std]
+    optim = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
+    norm = RunningNorm(policy.config.obs_dim)
+    # Rewards are divided by the running std of the discounted return (as gymnasium's NormalizeReward): the
+    # critic's targets stay O(1) whatever the task's reward scale, so its gradient does not swamp the actor's.
+    ret_norm, disc_ret = RunningNorm(1), np.zeros(cfg.num_envs)
+    if cfg.init is not None:  # start from the checkpoint's normalisation
+        norm.mean, norm.var = policy.obs_mean.double().numpy(), policy.obs_std.double().numpy() ** 2
+        norm.count = 1e4
+    if state is not None:
+        policy.load_state_dict(state["policy"])
+        critic.load_state_dict(state["critic"])
+        with torch.no_grad():
+            log_std.copy_(state["log_std"])
+        optim.load_state_dict(state["optim"])
+        norm.load(state["norm"])
+        ret_norm.load(state["ret_norm"])
+        steps, iteration, best, wall0 = state["steps"], state["iteration"], state["best"], state["wall"]
+        violating, lagrange = state["train_violating_steps"], state["lagrange"]
+        # Episodes in flight at the kill are not in last.pt: the resumed run starts new ones.
+        obs_np, _ = vec.reset(seed=TRAIN_SEED + cfg.seed * 1000 + iteration * cfg.num_envs)
+    amap = ActionMap(policy, cfg.num_envs)
+    log = RunLog(out, "env_steps", steps if state is not None else None)
+
+    N, T, A = cfg.num_envs, cfg.rollout_steps, n_out
+    per_iter = N * T
+    iterations = math.ceil(cfg.total_steps / per_iter)
+    with torch.no_grad():
+        h = torch.zeros_like(policy.raw_step(torch.zeros(N, policy.config.obs_dim), None)[1])
+    starts = torch.ones(N)
+    ep_ret, ep_cost, ep_len = np.zeros(N), np.zeros(N), np.zeros(N, dtype=int)
+    finished: list[tuple[float, float, int, bool]] = []
+    t_start = time.perf_counter() - wall0
+    last: dict[str, Any] = {}
+    bar = tqdm(total=cfg.total_steps, initial=min(steps, cfg.total_steps), desc=f"ppo {cfg.cell}/{cfg.safety}")
+    next_eval = (steps // cfg.eval_every + 1) * cfg.eval_every
+    while iteration < iterations:
+        t_iter = time.perf_counter()
+        torch.manual_seed(cfg.seed * 1_000_003 + iteration)  # the exploration noise and the minibatch order of
+        rng = np.random.default_rng(cfg.seed * 1_000_003 + iteration)  # an iteration follow from its index
+        frac = iteration / max(iterations, 1)
+        for group in optim.param_groups:
+            group["lr"] = cfg.lr * (1.0 - (1.0 - cfg.lr_final) * frac)
+        policy.set_normalization(norm.mean, np.sqrt(norm.var))
+
+        # -- rollout ---------------------------------------------------------------------------------
+        buf_obs = torch.zeros(T, N, policy.config.obs_dim)
+        buf_a, buf_logp = torch.zeros(T, N, A), torch.zeros(T, N)
+        buf_r, buf_c, buf_done, buf_v = (torch.zeros(T, N) for _ in range(4))
+        buf_starts = torch.zeros(T, N)
+        h0 = h.clone()
+        stats = {"intervention": 0.0, "slack_steps": 0, "fallback_steps": 0, "solver_failures": 0}
+        subs = [e.unwrapped for e in vec.envs]
+        for t in range(T):
+            o = torch.from_numpy(np.asarray(obs_np, dtype=np.float32))
+            norm.update(np.asarray(obs_np, dtype=np.float64))
+            with torch.no_grad():
+                h = h * (1.0 - starts).unsqueeze(-1)
+                mean, h = policy.raw_step(o, h)
+                a = mean + torch.exp(log_std) * torch.randn_like(mean)
+                buf_v[t] = critic(_normalised(policy, o))
+            buf_obs[t], buf_a[t], buf_starts[t] = o, a, starts
+            buf_logp[t] = gaussian_logp(a, mean, log_std.detach())
+            u, report = amap(a, o, subs)
+            obs_np, reward, term, trunc, info = vec.step(u.astype(np.float32))
+            cost = np.asarray(info.get("cost", np.zeros(N)), dtype=np.float64)
+            done = np.logical_or(term, trunc)
+            reward = np.asarray(reward, dtype=np.float64)
+            ep_ret += reward
+            disc_ret = disc_ret * cfg.gamma + reward
+            ret_norm.update(disc_ret[:, None])
+            disc_ret[done] = 0.0
+            reward = np.clip(reward / math.sqrt(float(ret_norm.var[0]) + 1e-8), -10.0, 10.0)
+            if (trunc & ~term).any():  # bootstrap a time-limit end from the critic at the final observation
+                cut = trunc & ~term
+                final = np.stack([info["final_obs"][i] if cut[i] else obs_np[i] for i in range(N)])
+                with torch.no_grad():
+                    v_final = critic(_normalised(policy, torch.from_numpy(final.astype(np.float32)))).numpy()
+                reward = reward + cfg.gamma * v_final * cut
+            buf_r[t], buf_c[t] = torch.from_numpy(reward), torch.from_numpy(cost)
+            buf_done[t] = torch.from_numpy(done.astype(np.float32))
+            starts = buf_done[t].clone()
+            ep_cost += cost
+            ep_len += 1
+            violating += int((cost > 0).sum())
+            stats["intervention"] += float(report["intervention"].sum())
+            stats["slack_steps"] += int((report["slack"] > 1e-6).sum())
+            stats["fallback_steps"] += int(report["fallback"].sum())
+            stats["solver_failures"] += int(report["failed"].sum())
+            success = np.asarray(info.get("is_success", np.zeros(N, dtype=bool)), dtype=bool)
+            for i in np.flatnonzero(done):
+                finished.append((float(ep_ret[i]), float(ep_cost[i]), int(ep_len[i]), bool(success[i])))
+                ep_ret[i], ep_cost[i], ep_len[i] = 0.0, 0.0, 0
+            subs = [e.unwrapped for e in vec.envs]
+        steps += per_iter
+        bar.update(min(per_iter, cfg.total_steps - bar.n))
+
+        # -- advantages ------------------------------------------------------------------------------
+        with torch.no_grad():
+            last_v = critic(_normalised(policy, torch.from_numpy(np.asarray(obs_np, dtype=np.float32))))
+        adv = gae(buf_r, buf_v, buf_done, last_v, cfg.gamma, cfg.gae_lambda)
+        returns = adv + buf_v
+        if cfg.cost_limit is not None:  # PPO-Lagrangian: penalise the cost advantage, raise the multiplier
+            c_adv = gae(buf_c, torch.zeros_like(buf_c), buf_done, torch.zeros(N), cfg.gamma, cfg.gae_lambda)
+            recent = [c for _, c, _, _ in finished[-max(N, 1) :]]
+            ep_cost_mean = float(np.mean(recent)) if recent else 0.0
+            lagrange = max(0.0, lagrange + cfg.lagrange_lr * (ep_cost_mean - cfg.cost_limit))
+            adv = (adv - lagrange * c_adv) / (1.0 + lagrange)
+
+        # -- update ----------------------------------------------------------------------------------
+        clip_fracs, approx_kl, first_ratio = [], 0.0, None
+        envs_per_mb = N // cfg.minibatches
+        for epoch in range(cfg.epochs):
+            order = rng.permutation(N)
+            for k in range(cfg.minibatches):
+                mb = torch.from_numpy(order[k * envs_per_mb : (k + 1) * envs_per_mb])
+                means = sequence_means(policy, buf_obs[:, mb], buf_starts[:, mb], h0[mb])
+                logp = gaussian_logp(buf_a[:, mb], means, log_std)
+                ratio = torch.exp(logp - buf_logp[:, mb])
+                if epoch == 0 and k == 0:
+                    first_ratio = ratio.detach()
+                a_mb = adv[:, mb]
+                a_mb = (a_mb - a_mb.mean()) / (a_mb.std() + 1e-8)
+                pg = torch.maximum(-a_mb * ratio, -a_mb * ratio.clamp(1 - cfg.clip, 1 + cfg.clip)).mean()
+                v = critic(_normalised(policy, buf_obs[:, mb]))
+                v_loss = 0.5 * ((v - returns[:, mb]) ** 2).mean()
+                entropy = (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum()
+                loss = pg + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
+                optim.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                optim.step()
+                with torch.no_grad():
+                    clip_fracs.append(float(((ratio - 1).abs() > cfg.clip).float().mean()))
+                    approx_kl = float(((ratio - 1) - torch.log(ratio)).mean())
+        iteration += 1
+        wall = time.perf_counter() - t_start
+        recent = finished[-50:]
+        train_row = {
+            "EpRet": float(np.mean([r for r, _, _, _ in recent])) if recent else float("nan"),
+            "EpCost": float(np.mean([c for _, c, _, _ in recent])) if recent else float("nan"),
+            "success_rate": float(np.mean([s for _, _, _, s in recent])) if recent else float("nan"),
+            "cost_rate": float(buf_c.mean()),
+            "mean_intervention": stats["intervention"] / per_iter,
+            "slack_steps": stats["slack_steps"],
+            "fallback_steps": stats["fallback_steps"],
+            "solver_failures": stats["solver_failures"],
+            "train_violating_steps": violating,
+            "steps_per_s": per_iter / max(time.perf_counter() - t_iter, 1e-9),
+            "approx_kl": approx_kl,
+            "clip_frac": float(np.mean(clip_fracs)),
+            "first_ratio_dev": float((first_ratio - 1).abs().max()) if first_ratio is not None else 0.0,
+            "std": float(torch.exp(log_std.detach()).mean()),
+            "lagrange": lagrange,
+        }
+        log.scalars("train", train_row, steps)
+        bar.set_postfix(ret=f"{train_row['EpRet']:.2f}", succ=f"{train_row['success_rate']:.2f}", viol=violating)
+        row = {"env_steps": steps, "wall_s": wall, **{f"train_{k}": v for k, v in train_row.items()}}
+        if steps < next_eval and iteration < iterations:
+            log.row(row)
+        else:  # evaluate, keep best.pt and write last.pt (what a resumed run starts from)
+            next_eval = (steps // cfg.eval_every + 1) * cfg.eval_every
+            policy.set_normalization(norm.mean, np.sqrt(norm.var))
+            metrics = evaluate_policy(policy, cfg.env_id, cfg.eval_episodes, env_kwargs=cfg.env_kwargs)
+            scalar = {k: v for k, v in metrics.items() if not isinstance(v, tuple)}
+            log.scalars("eval", scalar, steps)
+            row.update(scalar)
+            log.row(row)
+            extra = {"env_steps": steps, "metrics": plain(metrics), "algo": "ppo"}
+            save_policy(policy, out / "last_policy.pt", extra)
+            if best is None or selection_score(metrics) < tuple(best):
+                best = list(selection_score(metrics))
+                save_policy(policy, out / "best.pt", extra)
+            atomic_save(
+                {
+                    "train_config": asdict(cfg), "policy": policy.state_dict(), "critic": critic.state_dict(),
+                    "log_std": log_std.detach().clone(), "optim": optim.state_dict(), "norm": norm.state(),
+                    "ret_norm": ret_norm.state(),
+                    "steps": steps, "iteration": iteration, "best": best, "wall": wall,
+                    "train_violating_steps": violating, "lagrange": lagrange,
+                },
+                out / "last.pt",
+            )  # fmt: skip
+            last = row
+            tqdm.write(
+                f"{steps} steps: success {metrics['success_rate']:.2f}  EpRet {metrics['EpRet']:.2f}  "
+                f"violating steps (eval) {metrics['violating_steps']}  (training, all) {violating}"
+            )
+    bar.close()
+    log.close()
+    return last
+
+
+def _normalised(policy: LiquidBarrierPolicy, obs: Tensor) -> Tensor:
+    """The critic's input: the observation under the policy's normalisation, clipped to +-10 std."""
+    return ((obs - policy.obs_mean) / policy.obs_std).clamp(-10.0, 10.0)
