@@ -16,6 +16,10 @@ and a range scan of ``n_rays`` PyBullet ray casts (distances from the robot's
 centre to obstacle surfaces, capped at ``scan_range``), so a policy works from
 sensors. ``privileged=True`` appends position and every obstacle's
 ``(cx, cy, r)``, zero-padded to the maximum obstacle count.
+
+Reward: the progress towards the goal each step (m), plus ``goal_bonus`` on the step that reaches it (as
+safety-gymnasium's goal tasks reward reaching; 0 by default, so the return is the distance covered). Progress
+alone pays hovering near the goal as much as reaching it; a bonus makes reaching worth learning by trial.
 """
 
 from __future__ import annotations
@@ -36,6 +40,14 @@ from safeliquid.safety import (
     braking_terms,
     braking_values,
 )
+
+
+def braking_probes(centers: np.ndarray, reach: np.ndarray) -> np.ndarray:
+    """One state ``[p, v]`` per obstacle ``(K, 2)`` centres and ``(K,)`` reaches: 1 m off its edge, moving straight
+    at it at 2 m/s. There the braking path depends on the velocity, so each braking barrier's relative degree (1)
+    shows on these states whatever else is sampled: ``(K, 4)``."""
+    p = centers + (reach[:, None] + 1.0) * np.array([1.0, 0.0])
+    return np.concatenate([p, np.tile([-2.0, 0.0], (len(centers), 1))], 1)
 
 
 class NavigateEnv(SafeBulletEnv):
@@ -66,8 +78,12 @@ class NavigateEnv(SafeBulletEnv):
         scan_range: float = 4.0,
         margin: float = 0.05,
         privileged: bool = False,
+        goal_bonus: float = 0.0,
         **options: float,
     ) -> None:
+        if not (np.isfinite(goal_bonus) and goal_bonus >= 0):
+            raise ValueError(f"goal_bonus must be a finite number >= 0, got {goal_bonus}")
+        self.goal_bonus = float(goal_bonus)
         if not 1 <= n_obstacles[0] <= n_obstacles[1]:
             raise ValueError(f"n_obstacles must be (min, max) with 1 <= min <= max, got {n_obstacles}")
         if n_rays < 1 or scan_range <= self.robot_radius:
@@ -148,7 +164,11 @@ class NavigateEnv(SafeBulletEnv):
         decel = self.force_limit / m  # reachable in every direction within the per-axis box
         centers, reach_k = self.obstacles[:, :2].copy(), self.obstacles[:, 2] + self.robot_radius + self.margin
         barriers = braking_obstacles("obstacle", centers, reach_k, decel, self.dt, gains=[self.obstacle_gain])
-        samples = torch.as_tensor(rng.uniform(-4, 4, (16, 4)), dtype=torch.float64)
+        # Random states, plus braking_probes: a random draw alone once missed every state braking towards some
+        # obstacle (a long PPO run), and the barrier's relative degree then read 2.
+        samples = torch.as_tensor(
+            np.concatenate([rng.uniform(-4, 4, (16, 4)), braking_probes(centers, reach_k)]), dtype=torch.float64
+        )
         # Bound to this scene's obstacles: a ConstraintSet kept from an earlier episode stays right.
         self.constraints = ConstraintSet(
             self.model,
@@ -249,7 +269,7 @@ class NavigateEnv(SafeBulletEnv):
         reward = self._distance - distance  # progress towards the goal (m)
         self._distance = distance
         success = distance < self.goal_tolerance
-        return reward, success, success
+        return reward + (self.goal_bonus if success else 0.0), success, success
 
     def _camera(self) -> tuple[tuple[float, float, float], float, float, float]:
         return (0.0, 0.0, 0.0), 10.0, 0.0, -89.9

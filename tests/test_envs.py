@@ -112,6 +112,43 @@ def test_options_are_checked_and_seeded():
         check_env_id("safeliquid/Nope-v0")
 
 
+def test_every_navigate_obstacle_shows_relative_degree_one_on_its_probe_alone():
+    from safeliquid.envs.navigate import braking_probes
+    from safeliquid.safety.barriers import find_relative_degree
+
+    env = make(NAV)
+    for seed in range(10):
+        env.reset(seed=seed)
+        base = env.unwrapped
+        reach = base.obstacles[:, 2] + base.robot_radius + base.margin
+        probes = torch.as_tensor(braking_probes(base.obstacles[:, :2], reach))
+        for k, barrier in enumerate(base.constraints.barriers):
+            assert find_relative_degree(base.model, barrier, probes[k : k + 1]) == 1
+    env.close()
+
+
+def test_navigates_goal_bonus_is_paid_once_on_reaching_the_goal():
+    with pytest.raises(ValueError, match="goal_bonus must be a finite number >= 0"):
+        make(NAV, goal_bonus=-1.0)
+    returns = []
+    for bonus in (0.0, 2.5):
+        env = make(NAV, goal_bonus=bonus)
+        expert = make_expert(NAV)
+        env.reset(seed=3)
+        expert.reset(env)
+        total, success = 0.0, False
+        for _ in range(300):
+            _, reward, terminated, truncated, info = env.step(expert(env))
+            total += reward
+            if terminated or truncated:
+                success = info["is_success"]
+                break
+        returns.append(total)
+        env.close()
+    assert success  # the expert reaches this goal
+    assert returns[1] - returns[0] == pytest.approx(2.5)
+
+
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_action_noise_and_disturbance_are_separate_perturbations(env_id):
     """Actuator noise perturbs the commanded action (clipped to the bound); the disturbance is an external
