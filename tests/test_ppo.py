@@ -15,7 +15,7 @@ import torch
 
 from safeliquid import cli, load_policy
 from safeliquid.policies import shipped
-from safeliquid.train.ppo import PPOConfig, gae, gaussian_logp, train_ppo
+from safeliquid.train.ppo import PPOConfig, gae, gaussian_logp, step_values, train_ppo
 
 TINY = PPOConfig(total_steps=256, num_envs=4, rollout_steps=32, minibatches=2, epochs=2, eval_every=128,
                  eval_episodes=1, units=8, workers=0)  # fmt: skip
@@ -44,6 +44,15 @@ def test_gae_matches_a_hand_computation():
     d0 = 1.0 + g * 0.2 - 0.5
     expected = torch.tensor([[d0 + g * lam * d1], [d1], [d2]])
     torch.testing.assert_close(gae(rewards, values, dones, last, g, lam), expected)
+
+
+def test_a_finished_episode_reports_its_final_step_not_its_reset():
+    # Same-step autoreset: the done step's info is the new episode's reset; the last step's is in final_info.
+    done = np.array([False, True, True])
+    info = {"cost": np.array([1.0, 0.0, 0.0]), "_cost": np.ones(3, bool),
+            "final_info": {"cost": np.array([0.0, 1.0, 0.0]), "_cost": np.array([False, True, True])}}  # fmt: skip
+    np.testing.assert_array_equal(step_values(info, "cost", done), [1.0, 1.0, 0.0])
+    np.testing.assert_array_equal(step_values({}, "is_success", done), [0.0, 0.0, 0.0])
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +92,11 @@ def test_exploration_through_the_layer_has_no_violation_where_the_unfiltered_one
     bare = train_ppo(replace(loud, safety="none", out=str(tmp_path / "none")), resume=False)
     assert shielded["train_train_violating_steps"] == 0
     assert bare["train_train_violating_steps"] > 0
+    # Ending each episode at its first violation puts every violating step on an episode's last step: the count
+    # must come from that step's info, not from the next episode's reset.
+    ended = train_ppo(replace(loud, safety="none", out=str(tmp_path / "ended"),
+                              env_kwargs={"terminate_on_violation": True}), resume=False)  # fmt: skip
+    assert ended["train_train_violating_steps"] > 0
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):

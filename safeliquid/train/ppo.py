@@ -180,6 +180,18 @@ class ActionMap:
         }
 
 
+def step_values(info: dict[str, Any], key: str, done: np.ndarray) -> np.ndarray:
+    """``info[key]`` of a same-step-autoreset vector step, ``(N,)``: for an environment whose episode ended
+    (``done``), the step's ``info`` is its reset's, so its value comes from ``info["final_info"]``; absent keys
+    read 0."""
+    values = np.asarray(info.get(key, np.zeros(done.shape)), dtype=np.float64).copy()
+    final = info.get("final_info", {})
+    if done.any() and key in final:
+        has = done & np.asarray(final.get(f"_{key}", done), dtype=bool)
+        values[has] = np.asarray(final[key], dtype=np.float64)[has]
+    return values
+
+
 def gaussian_logp(a: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
     """``log N(a; mean, exp(log_std)^2)`` summed over the last axis: ``(..., A) -> (...)``."""
     z = (a - mean) * torch.exp(-log_std)
@@ -356,8 +368,8 @@ def _loop(cfg: PPOConfig, out: Path, vec: gym.vector.SyncVectorEnv, state: dict[
             buf_logp[t] = gaussian_logp(a, mean, log_std.detach())
             u, report = amap(a, o, subs)
             obs_np, reward, term, trunc, info = vec.step(u.astype(np.float32))
-            cost = np.asarray(info.get("cost", np.zeros(N)), dtype=np.float64)
             done = np.logical_or(term, trunc)
+            cost = step_values(info, "cost", done)
             reward = np.asarray(reward, dtype=np.float64)
             ep_ret += reward
             disc_ret = disc_ret * cfg.gamma + reward
@@ -380,7 +392,7 @@ def _loop(cfg: PPOConfig, out: Path, vec: gym.vector.SyncVectorEnv, state: dict[
             stats["slack_steps"] += int((report["slack"] > 1e-6).sum())
             stats["fallback_steps"] += int(report["fallback"].sum())
             stats["solver_failures"] += int(report["failed"].sum())
-            success = np.asarray(info.get("is_success", np.zeros(N, dtype=bool)), dtype=bool)
+            success = step_values(info, "is_success", done) > 0
             for i in np.flatnonzero(done):
                 finished.append((float(ep_ret[i]), float(ep_cost[i]), int(ep_len[i]), bool(success[i])))
                 ep_ret[i], ep_cost[i], ep_len[i] = 0.0, 0.0, 0
