@@ -65,7 +65,7 @@ class LiquidBarrierPolicy(nn.Module):
         self.config = c = config
         torch.manual_seed(c.seed)
         self.n_gain = len(c.gain_groups) * c.max_degree if c.safety == "barrier" else 0
-        outputs = c.n_command + self.n_gain
+        self.n_outputs = outputs = c.n_command + self.n_gain  # raw outputs: the command, then the gain logits
         self.encoder = Encoder(c.obs_dim, c.encoder_dim, c.scan)
         self.cell = make_cell(c.cell, c.encoder_dim, units=c.units, outputs=outputs)
         self.head = nn.Identity() if self.cell.output_size == outputs else nn.Linear(self.cell.output_size, outputs)

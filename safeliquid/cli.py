@@ -32,11 +32,13 @@ from safeliquid.cli_options import (
 from safeliquid.envs.experts import make_expert
 from safeliquid.options import add_arguments, from_args, reject_foreign
 from safeliquid.policies import load_policy, shipped
+from safeliquid.train.acting import init_options
 from safeliquid.train.data import collect, save_episodes
 from safeliquid.train.imitation import TrainConfig, train
 from safeliquid.train.plots import plot_rollout, write_gif
-from safeliquid.train.ppo import PPOConfig, init_options, train_ppo
+from safeliquid.train.ppo import PPOConfig, train_ppo
 from safeliquid.train.rollout import ExpertController, PolicyController, evaluate, run_episode
+from safeliquid.train.sac import SACConfig, train_sac
 
 
 def _controller(opts: ControllerOptions, env: Any) -> tuple[Any, str]:
@@ -133,9 +135,10 @@ def cmd_collect(opts: CollectOptions) -> None:
     print(f"{len(episodes)} episodes, {steps} steps, expert success {ok:.3f} -> {opts.out}")
 
 
-def cmd_train(cfg: TrainConfig | PPOConfig, fresh: bool = False) -> None:
+def cmd_train(cfg: TrainConfig | PPOConfig | SACConfig, fresh: bool = False) -> None:
     t0 = time.perf_counter()
-    last = train_ppo(cfg, resume=not fresh) if isinstance(cfg, PPOConfig) else train(cfg, resume=not fresh)
+    run_algo = {PPOConfig: train_ppo, SACConfig: train_sac}.get(type(cfg), train)
+    last = run_algo(cfg, resume=not fresh)
     print(json.dumps({k: v for k, v in last.items()}, indent=1, default=float))
     print(f"done in {time.perf_counter() - t0:.0f} s; best checkpoint: {Path(cfg.out) / 'best.pt'}")
 
@@ -228,10 +231,18 @@ def cmd_bench(opts: BenchOptions) -> None:
 
 
 # -- parser ---------------------------------------------------------------------------------------
-ALGOS: dict[str, type] = {"dagger": TrainConfig, "ppo": PPOConfig}  # train --algo: the options of each
+ALGOS: dict[str, type] = {
+    "dagger": TrainConfig,
+    "ppo": PPOConfig,
+    "sac": SACConfig,
+}  # train --algo: the options of each
 COMMANDS: dict[str, tuple[Callable[..., None], tuple[type, ...], str]] = {
     "collect": (cmd_collect, (CollectOptions,), "expert demonstrations"),
-    "train": (cmd_train, tuple(ALGOS.values()), "train a policy: imitation with DAgger, or PPO, through the layer"),
+    "train": (
+        cmd_train,
+        tuple(ALGOS.values()),
+        "train a policy through the layer: DAgger, PPO or SAC",
+    ),
     "eval": (cmd_eval, (EvalOptions,), "seeded closed-loop evaluation, JSON and markdown"),
     "rollout": (cmd_rollout, (RolloutOptions,), "one episode as a GIF and plots"),
     "demo": (cmd_demo, (DemoOptions,), "the shipped Navigate policy with and without its barrier layer"),
@@ -256,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=fmt)
         if name == "train":
             p.add_argument("--algo", choices=tuple(ALGOS), default="dagger",
-                           help="dagger: imitate the environment's expert; ppo: reinforcement learning")  # fmt: skip
+                           help="dagger: imitate the environment's expert; ppo: on-policy reinforcement learning; "
+                           "sac: off-policy, the actor's gradient through the QP")  # fmt: skip
             add_arguments(p, *classes, labels=tuple(ALGOS))
             p.add_argument("--fresh", action="store_true", help="ignore an existing last.pt in --out")
         else:

@@ -15,7 +15,8 @@ import torch
 
 from safeliquid import cli, load_policy
 from safeliquid.policies import shipped
-from safeliquid.train.ppo import PPOConfig, gae, gaussian_logp, step_values, train_ppo
+from safeliquid.train.acting import step_values
+from safeliquid.train.ppo import PPOConfig, gae, gaussian_logp, train_ppo
 
 TINY = PPOConfig(total_steps=256, num_envs=4, rollout_steps=32, minibatches=2, epochs=2, eval_every=128,
                  eval_episodes=1, units=8, workers=0)  # fmt: skip

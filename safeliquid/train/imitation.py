@@ -29,7 +29,7 @@ from safeliquid.options import option
 from safeliquid.policies import LiquidBarrierPolicy, save_policy
 from safeliquid.policies.priors import dyn_needs
 from safeliquid.train.data import Episode, collect, load_episodes, make_batch, save_episodes
-from safeliquid.train.run_log import RunLog, evaluate_policy, plain, selection_score
+from safeliquid.train.run_log import RunLog, check_same_config, evaluate_policy, plain, selection_score
 from safeliquid.train.run_options import RunOptions, learned_groups, policy_config
 
 
@@ -179,9 +179,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict[str, Any]:
     )
     if state is not None:  # a run from before a knob existed ran with its default
         state["train_config"] = _current_conventions({**asdict(TrainConfig()), **state["train_config"]})
-    if state is not None and state["train_config"] != asdict(cfg):
-        changed = sorted(k for k, v in asdict(cfg).items() if state["train_config"].get(k) != v)
-        raise ValueError(f"{out}/last.pt was written with a different config (changed: {changed}); use a new --out")
+    if state is not None:
+        check_same_config(state["train_config"], cfg, out)
     env = make_env(cfg.env_id, cfg.env_kwargs)
     goal_obs = getattr(env.unwrapped, "goal_offset_obs", None)
     if cfg.goal_gain > 0 and (cfg.prior != "task" or goal_obs is None):  # goal_gain >= 0: TrainConfig checks

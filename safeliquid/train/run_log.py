@@ -5,6 +5,7 @@ closed-loop evaluation (:func:`evaluate_policy`), the selection order (:func:`se
 from __future__ import annotations
 
 import csv
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,14 @@ def evaluate_policy(policy: Any, env_id: str, episodes: int, first_seed: int = E
         return evaluate(env, PolicyController(policy), episodes, first_seed)
     finally:
         env.close()
+
+
+def check_same_config(saved: dict[str, Any], cfg: Any, out: Path) -> None:
+    """Refuse to resume the run in ``out`` whose ``last.pt`` holds the config ``saved`` with the dataclass ``cfg``
+    if any option differs, naming them."""
+    if saved != asdict(cfg):
+        changed = sorted(k for k, v in asdict(cfg).items() if saved.get(k) != v)
+        raise ValueError(f"{out}/last.pt was written with a different config (changed: {changed}); use a new --out")
 
 
 def selection_score(metrics: dict[str, Any]) -> tuple[float, float, float]:
