@@ -56,7 +56,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                 "eval_every": 100_000, "eval_episodes": 20},
         "refine": {"init_std": 0.2, "lr": 1e-4, "total_steps": 400_000, "eval_every": 50_000, "eval_episodes": 50},
         "baseline_steps": {"total_steps": 500_000},
-        "sac": {"total_steps": 300_000, "utd": 0.25, "eval_every": 50_000, "eval_episodes": 20},
+        "sac": {"total_steps": 200_000, "utd": 0.125, "eval_every": 50_000, "eval_episodes": 20},
     },
     "safeliquid/CartPoleRail-v0": {
         "shared": {"cell_dt": 1.0},
@@ -64,7 +64,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                 "eval_every": 100_000, "eval_episodes": 20},
         "refine": {"init_std": 0.2, "lr": 1e-4, "total_steps": 400_000, "eval_every": 50_000, "eval_episodes": 50},
         "baseline_steps": {"total_steps": 500_000},
-        "sac": {"total_steps": 300_000, "utd": 0.25, "eval_every": 50_000, "eval_episodes": 20},
+        "sac": {"total_steps": 200_000, "utd": 0.125, "eval_every": 50_000, "eval_episodes": 20},
     },
 }  # fmt: skip
 METHODS = {
