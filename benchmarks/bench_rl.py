@@ -42,7 +42,9 @@ from _util import write
 import safeliquid.envs  # noqa: F401 - registers the environments
 from safeliquid import load_policy
 from safeliquid.cli_options import HELD_OUT_SEED
+from safeliquid.policies import shipped
 from safeliquid.safety import SafetyFilterWrapper
+from safeliquid.train.acting import init_options
 from safeliquid.train.ppo import PPOConfig, train_ppo
 from safeliquid.train.run_log import evaluate_policy
 from safeliquid.train.sac import SACConfig, train_sac
@@ -57,6 +59,13 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         "refine": {"init_std": 0.2, "lr": 1e-4, "total_steps": 400_000, "eval_every": 50_000, "eval_episodes": 50},
         "baseline_steps": {"total_steps": 500_000},
         "sac": {"total_steps": 200_000, "utd": 0.125, "eval_every": 50_000, "eval_episodes": 20},
+    },
+    # ArmReach: PPO fine-tunes the shipped imitation policy (its network options come from the checkpoint).
+    "safeliquid/ArmReach-v0": {
+        "shared": {},
+        "finetune": {"init_std": 0.1, "lr": 3e-5, "total_steps": 100_000, "num_envs": 8, "rollout_steps": 64,
+                     "minibatches": 2, "eval_every": 25_000, "eval_episodes": 50},
+        "methods": ["finetune"],
     },
     "safeliquid/CartPoleRail-v0": {
         "shared": {"cell_dt": 1.0},
@@ -74,7 +83,9 @@ METHODS = {
     "lagrangian": ("ppo", {"safety": "none", "cost_limit": 1.0}),
     "sac_layer": ("sac", {"safety": "barrier", "gradient": "layer"}),
     "sac_shield": ("sac", {"safety": "barrier", "gradient": "shield"}),
+    "finetune": ("ppo", {"safety": "barrier"}),
 }
+FROM_SCRATCH = [m for m in METHODS if m != "finetune"]
 
 
 def _curve(out: Path) -> dict[str, list[float]]:
@@ -98,6 +109,10 @@ def _stages(env_id: str, method: str, root: Path) -> list[tuple[Any, Any, Path]]
     recipe = RECIPES[env_id]
     algo, opts = METHODS[method]
     out = root / method
+    if method == "finetune":
+        init = str(shipped(env_id))
+        cfg = PPOConfig(env_id=env_id, **init_options(init), **recipe["finetune"], **opts, init=init, out=str(out))
+        return [(train_ppo, cfg, out)]
     if algo == "sac":
         cfg = SACConfig(env_id=env_id, **recipe["shared"], **recipe["sac"], **opts, out=str(out))
         return [(train_sac, cfg, out)]
@@ -207,29 +222,38 @@ def _plot(env_id: str, results: dict[str, dict[str, Any]]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="safeliquid/Navigate-v0", choices=list(RECIPES), help="environment id")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
-                        help="methods to run; with all of them the results are gathered and written")  # fmt: skip
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS),
+                        help="methods to run (default: the environment's); with all of them the results are "
+                        "gathered and written")  # fmt: skip
     parser.add_argument("--episodes", type=int, default=200, help="held-out evaluation episodes")
     parser.add_argument("--throughput-steps", type=int, default=16_384, help="steps of each throughput run")
     parser.add_argument("--fresh", action="store_true", help="start the methods' runs over")
     args = parser.parse_args()
     root = ROOT / "runs" / "bench_rl" / args.env.split("/")[-1]
+    every = RECIPES[args.env].get("methods", FROM_SCRATCH)
+    methods = args.methods or every
+    if set(methods) - set(every):
+        parser.error(f"--methods {sorted(set(methods) - set(every))} are not run on {args.env}; it runs {every}")
     results = {}
-    for method in args.methods:
+    for method in methods:
         results[method] = r = run_method(args.env, method, root, args.episodes, args.fresh)
         print(
             f"{method}: held-out success {r['held_out']['success_rate']:.3f}, training violating steps "
             f"{r['train_violating_steps']} in {r['train_steps']} steps, {r['train_wall_s'] / 60:.1f} min"
         )
-    if set(args.methods) != set(METHODS):
+    if set(methods) != set(every):
         return
-    speed = throughput(args.env, args.throughput_steps)
+    speed = throughput(args.env, args.throughput_steps) if "ppo" in RECIPES[args.env] else None
     plots = _plot(args.env, results)
     payload = {"env": args.env, "recipe": RECIPES[args.env], "methods": results, "throughput": speed,
                "plots": plots}  # fmt: skip
     path = write(f"rl_{args.env.split('/')[-1].split('-')[0].lower()}", payload)
-    print(f"throughput: ours {speed['safeliquid_ppo_ltc_barrier_steps_per_s']:.0f} steps/s, stable-baselines3 "
-          f"{speed['sb3_ppo_mlp_filter_steps_per_s']:.0f} steps/s ({speed['ratio']:.2f}x); wrote {path}")  # fmt: skip
+    if speed is not None:
+        print(
+            f"throughput: ours {speed['safeliquid_ppo_ltc_barrier_steps_per_s']:.0f} steps/s, stable-baselines3 "
+            f"{speed['sb3_ppo_mlp_filter_steps_per_s']:.0f} steps/s ({speed['ratio']:.2f}x)"
+        )
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
