@@ -111,7 +111,7 @@ def _stages(env_id: str, method: str, root: Path) -> list[tuple[Any, Any, Path]]
     out = root / method
     if method == "finetune":
         init = str(shipped(env_id))
-        cfg = PPOConfig(env_id=env_id, **init_options(init), **recipe["finetune"], **opts, init=init, out=str(out))
+        cfg = PPOConfig(**{**init_options(init), **recipe["finetune"], **opts, "init": init, "out": str(out)})
         return [(train_ppo, cfg, out)]
     if algo == "sac":
         cfg = SACConfig(env_id=env_id, **recipe["shared"], **recipe["sac"], **opts, out=str(out))
