@@ -17,7 +17,7 @@ from safeliquid import cli, load_policy
 from safeliquid.policies import LiquidBarrierPolicy
 from safeliquid.policies.scene import scene_rows
 from safeliquid.train.run_options import RunOptions, policy_config
-from safeliquid.train.sac import Replay, SACConfig, critic_action, scene_rows_of, train_sac
+from safeliquid.train.sac import Replay, SACConfig, critic_action, scene_rows_of, squashed_logp, train_sac
 
 TINY = SACConfig(total_steps=600, num_envs=2, learning_starts=256, batch_size=64, utd=0.25, eval_every=300,
                  eval_episodes=1, units=8, workers=0, buffer_size=1000)  # fmt: skip
@@ -60,6 +60,16 @@ def test_the_critics_action_differentiates_through_the_qp_into_the_gains():
     # The shield ablation scores the squashed raw outputs: no QP on the path.
     torch.testing.assert_close(critic_action(policy, a.detach(), {}, "shield"), torch.tanh(a.detach()))
     env.close()
+
+
+def test_the_log_probability_is_the_tanh_gaussians():
+    gen = torch.Generator().manual_seed(0)
+    mean, log_std = torch.randn(6, 3, generator=gen), torch.randn(3, generator=gen) * 0.3
+    a = mean + log_std.exp() * torch.randn(6, 3, generator=gen) * 2.0  # some far into saturation
+    base = torch.distributions.Normal(mean, log_std.exp())
+    tanh = torch.distributions.TransformedDistribution(base, [torch.distributions.transforms.TanhTransform()])
+    torch.testing.assert_close(squashed_logp(a, mean, log_std), tanh.log_prob(torch.tanh(a)).sum(-1), atol=1e-3,
+                               rtol=1e-4)  # fmt: skip
 
 
 def test_the_replay_pads_scenes_with_more_barriers():

@@ -9,9 +9,11 @@ them to the reference ``u_ref`` and the class-K gains, and the differentiable QP
 (:meth:`~LiquidBarrierPolicy.project`, the layer's own rows stored in the replay for each state) gives the safe
 action ``u``. The twin critics score ``Q(obs, u)``, the action the robot executes, so the actor's loss
 ``alpha log pi(a) - Q(obs, u(a))`` differentiates through the QP: into the reference where the layer is
-inactive, and into the gains (which move the constraint's right-hand side) where it is active. The entropy is
-the Gaussian's over ``a``, as SAC-RCBF takes it before the filter (the executed action's density has point
-masses on the safe set's boundary).
+inactive, and into the gains (which move the constraint's right-hand side) where it is active.
+
+**The entropy** is taken before the filter, as SAC-RCBF does (the executed action's density has point masses
+on the safe set's boundary): that of the squashed outputs ``tanh(a)``, since the policy squashes every raw output
+by tanh (SAC's tanh-Gaussian). It keeps the exploration off saturation.
 
 **The ablation** (``gradient="shield"``): the layer is part of the environment. The critics score the squashed
 raw outputs ``tanh(a)`` (command and gains), and nothing differentiates through the QP; the executed actions
@@ -161,6 +163,15 @@ def _pad_rows(key: str, v: Tensor, k: int) -> Tensor:
     fill = {"A": 0.0, "L": 0.0, "degree": 1, "group": -1, "default": 1.0, "mask": False}[key]
     pad = torch.full((v.shape[0], k - v.shape[1], *v.shape[2:]), fill, dtype=v.dtype)
     return torch.cat([v, pad], 1)
+
+
+def squashed_logp(a: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
+    """``log pi(tanh(a))`` for ``a ~ N(mean, exp(log_std)^2)``, summed over the last axis: ``(..., A) -> (...)``.
+    The policy squashes every raw output by tanh (the command to its bound, the gain logits to their range), so
+    this is the density of what it commands; as in SAC, its entropy penalises saturated outputs, which an
+    entropy over ``a`` does not see."""
+    log_det = 2.0 * (math.log(2.0) - a - nn.functional.softplus(-2.0 * a))  # log(1 - tanh(a)^2), stably
+    return gaussian_logp(a, mean, log_std) - log_det.sum(-1)
 
 
 def critic_action(policy: LiquidBarrierPolicy, a: Tensor, rows: dict[str, Tensor], gradient: str) -> Tensor:
@@ -380,7 +391,7 @@ def _update(
         a2 = mean2 + std * torch.randn(mean2.shape, generator=gen)
         x2 = critic_action(policy, a2, next_rows, cfg.gradient)
         o2 = norm_obs(b["next_obs"])
-        q_next = torch.min(targets[0](o2, x2), targets[1](o2, x2)) - alpha * gaussian_logp(a2, mean2, log_std)
+        q_next = torch.min(targets[0](o2, x2), targets[1](o2, x2)) - alpha * squashed_logp(a2, mean2, log_std)
         y = b["reward"] + cfg.gamma * (1.0 - b["term"]) * q_next
     o = norm_obs(b["obs"])
     x = b["u"] if cfg.gradient == "layer" else torch.tanh(b["a"])
@@ -391,7 +402,7 @@ def _update(
 
     mean, _ = policy.raw_step(b["obs"], b["h"])
     a = mean + std * torch.randn(mean.shape, generator=gen)
-    logp = gaussian_logp(a, mean, log_std)
+    logp = squashed_logp(a, mean, log_std)
     x_pi = critic_action(policy, a, rows, cfg.gradient)
     q_pi = torch.min(critics[0](o, x_pi), critics[1](o, x_pi))
     actor_loss = (alpha * logp - q_pi).mean()
