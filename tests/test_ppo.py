@@ -100,6 +100,18 @@ def test_exploration_through_the_layer_has_no_violation_where_the_unfiltered_one
     assert ended["train_train_violating_steps"] > 0
 
 
+def test_ppo_lagrangian_raises_its_multiplier_on_violations_and_learns_a_cost_critic(tmp_path):
+    # Episodes end at their first violation, so their costs reach the multiplier within the run.
+    loud = replace(TINY, total_steps=1024, rollout_steps=64, init_std=3.0, eval_every=10**9, safety="none",
+                   cost_limit=0.0, env_kwargs={"terminate_on_violation": True}, out=str(tmp_path))  # fmt: skip
+    last = train_ppo(loud, resume=False)
+    assert last["train_train_violating_steps"] > 0 and last["train_lagrange"] > 0
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert state["cost_critic"] is not None
+    resumed = train_ppo(replace(loud, total_steps=1280), resume=False)  # a run without the cost critic in last.pt
+    assert resumed["env_steps"] == 1280
+
+
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
     from safeliquid.train import ppo
 

@@ -162,7 +162,11 @@ def _loop(cfg: PPOConfig, out: Path, vec: gym.vector.SyncVectorEnv, state: dict[
     n_out = policy.n_outputs
     critic = Critic(policy.config.obs_dim, cfg.critic_units)
     log_std = nn.Parameter(torch.full((n_out,), math.log(cfg.init_std)))
+    # PPO-Lagrangian's cost critic: the baseline of the cost advantage (a cost-to-go per step)
+    cost_critic = Critic(policy.config.obs_dim, cfg.critic_units) if cfg.cost_limit is not None else None
     params = [*policy.parameters(), *critic.parameters(), log_std]
+    if cost_critic is not None:
+        params += list(cost_critic.parameters())
     optim = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
     norm = RunningNorm(policy.config.obs_dim)
     # Rewards are divided by the running std of the discounted return (as gymnasium's NormalizeReward): the
@@ -174,6 +178,8 @@ def _loop(cfg: PPOConfig, out: Path, vec: gym.vector.SyncVectorEnv, state: dict[
     if state is not None:
         policy.load_state_dict(state["policy"])
         critic.load_state_dict(state["critic"])
+        if cost_critic is not None:
+            cost_critic.load_state_dict(state["cost_critic"])
         with torch.no_grad():
             log_std.copy_(state["log_std"])
         optim.load_state_dict(state["optim"])
@@ -211,6 +217,7 @@ def _loop(cfg: PPOConfig, out: Path, vec: gym.vector.SyncVectorEnv, state: dict[
         buf_obs = torch.zeros(T, N, policy.config.obs_dim)
         buf_a, buf_logp = torch.zeros(T, N, A), torch.zeros(T, N)
         buf_r, buf_c, buf_done, buf_v = (torch.zeros(T, N) for _ in range(4))
+        buf_cv, buf_c_boot = torch.zeros(T, N), torch.zeros(T, N)  # the cost critic's values and bootstraps
         buf_starts = torch.zeros(T, N)
         h0 = h.clone()
         stats = {"intervention": 0.0, "slack_steps": 0, "fallback_steps": 0, "solver_failures": 0}
@@ -223,6 +230,8 @@ def _loop(cfg: PPOConfig, out: Path, vec: gym.vector.SyncVectorEnv, state: dict[
                 mean, h = policy.raw_step(o, h)
                 a = mean + torch.exp(log_std) * torch.randn_like(mean)
                 buf_v[t] = critic(_normalised(policy, o))
+                if cost_critic is not None:
+                    buf_cv[t] = cost_critic(_normalised(policy, o))
             buf_obs[t], buf_a[t], buf_starts[t] = o, a, starts
             buf_logp[t] = gaussian_logp(a, mean, log_std.detach())
             u, report = amap(a, o, subs)
@@ -238,8 +247,11 @@ def _loop(cfg: PPOConfig, out: Path, vec: gym.vector.SyncVectorEnv, state: dict[
             if (trunc & ~term).any():  # bootstrap a time-limit end from the critic at the final observation
                 cut = trunc & ~term
                 final = np.stack([info["final_obs"][i] if cut[i] else obs_np[i] for i in range(N)])
+                final_n = _normalised(policy, torch.from_numpy(final.astype(np.float32)))
                 with torch.no_grad():
-                    v_final = critic(_normalised(policy, torch.from_numpy(final.astype(np.float32)))).numpy()
+                    v_final = critic(final_n).numpy()
+                    if cost_critic is not None:
+                        buf_c_boot[t] = cfg.gamma * cost_critic(final_n) * torch.from_numpy(cut.astype(np.float32))
                 reward = reward + cfg.gamma * v_final * cut
             buf_r[t], buf_c[t] = torch.from_numpy(reward), torch.from_numpy(cost)
             buf_done[t] = torch.from_numpy(done.astype(np.float32))
@@ -264,8 +276,13 @@ def _loop(cfg: PPOConfig, out: Path, vec: gym.vector.SyncVectorEnv, state: dict[
             last_v = critic(_normalised(policy, torch.from_numpy(np.asarray(obs_np, dtype=np.float32))))
         adv = gae(buf_r, buf_v, buf_done, last_v, cfg.gamma, cfg.gae_lambda)
         returns = adv + buf_v
-        if cfg.cost_limit is not None:  # PPO-Lagrangian: penalise the cost advantage, raise the multiplier
-            c_adv = gae(buf_c, torch.zeros_like(buf_c), buf_done, torch.zeros(N), cfg.gamma, cfg.gae_lambda)
+        c_returns = None
+        if cost_critic is not None:  # PPO-Lagrangian: penalise the cost advantage, raise the multiplier
+            assert cfg.cost_limit is not None
+            with torch.no_grad():
+                last_cv = cost_critic(_normalised(policy, torch.from_numpy(np.asarray(obs_np, dtype=np.float32))))
+            c_adv = gae(buf_c + buf_c_boot, buf_cv, buf_done, last_cv, cfg.gamma, cfg.gae_lambda)
+            c_returns = c_adv + buf_cv
             recent = [c for _, c, _, _ in finished[-max(N, 1) :]]
             ep_cost_mean = float(np.mean(recent)) if recent else 0.0
             lagrange = max(0.0, lagrange + cfg.lagrange_lr * (ep_cost_mean - cfg.cost_limit))
@@ -288,6 +305,9 @@ def _loop(cfg: PPOConfig, out: Path, vec: gym.vector.SyncVectorEnv, state: dict[
                 pg = torch.maximum(-a_mb * ratio, -a_mb * ratio.clamp(1 - cfg.clip, 1 + cfg.clip)).mean()
                 v = critic(_normalised(policy, buf_obs[:, mb]))
                 v_loss = 0.5 * ((v - returns[:, mb]) ** 2).mean()
+                if cost_critic is not None and c_returns is not None:
+                    cv = cost_critic(_normalised(policy, buf_obs[:, mb]))
+                    v_loss = v_loss + 0.5 * ((cv - c_returns[:, mb]) ** 2).mean()
                 entropy = (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum()
                 loss = pg + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
                 optim.zero_grad()
@@ -340,6 +360,7 @@ def _loop(cfg: PPOConfig, out: Path, vec: gym.vector.SyncVectorEnv, state: dict[
                     "train_config": asdict(cfg), "policy": policy.state_dict(), "critic": critic.state_dict(),
                     "log_std": log_std.detach().clone(), "optim": optim.state_dict(), "norm": norm.state(),
                     "ret_norm": ret_norm.state(),
+                    "cost_critic": None if cost_critic is None else cost_critic.state_dict(),
                     "steps": steps, "iteration": iteration, "best": best, "wall": wall,
                     "train_violating_steps": violating, "lagrange": lagrange,
                 },
