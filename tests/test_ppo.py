@@ -112,6 +112,18 @@ def test_ppo_lagrangian_raises_its_multiplier_on_violations_and_learns_a_cost_cr
     assert resumed["env_steps"] == 1280
 
 
+def test_the_intervention_penalty_shapes_the_update_not_the_rollout_or_the_logged_return(tmp_path):
+    loud = replace(TINY, init_std=3.0, eval_every=10**9)
+    runs = [train_ppo(replace(loud, intervention_penalty=k, out=str(tmp_path / str(k))), resume=False) for k in (0, 10)]
+    first = [_rows(tmp_path / str(k))[0] for k in (0, 10)]
+    assert float(first[0]["train_mean_intervention"]) > 0  # the layer acted on the loud exploration
+    assert first[0]["train_mean_intervention"] == first[1]["train_mean_intervention"]  # the same first rollout
+    assert first[0]["train_EpRet"] == first[1]["train_EpRet"]
+    weights = [load_policy(tmp_path / str(k) / "last_policy.pt").state_dict() for k in (0, 10)]
+    assert any(not torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
+    assert runs[0]["env_steps"] == runs[1]["env_steps"]
+
+
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
     from safeliquid.train import ppo
 

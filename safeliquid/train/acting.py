@@ -62,6 +62,7 @@ class ActionMap:
         self._for: list[Any] = [None] * n_envs
         self._layers: list[BarrierLayer | None] = [None] * n_envs
         self._scenes: list[Any] = [None] * n_envs
+        self.bound_norm = float(np.linalg.norm(policy.bound.double().numpy()))  # |u| at the box's corner
 
     def _scene(self, i: int, constraints: Any) -> tuple[BarrierLayer, Any]:
         if self._for[i] is not constraints:

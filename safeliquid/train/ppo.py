@@ -76,6 +76,11 @@ class PPOConfig(RunOptions):
     critic_units: int = option(64, "width of the MLP critic's two hidden layers", low=1)
     eval_every: int = option(50_000, "environment steps between closed-loop evaluations (best.pt)", low=1)
     init: str | None = option(None, "a policy checkpoint to fine-tune (its network, config and normalisation)")
+    intervention_penalty: float = option(
+        0.0, "subtracted from the training reward per step, times (|u - u_ref| / the input bound)^2: where the layer "
+        "overrides the command, the command has no effect on the next state, so without it nothing tells the policy "
+        "that pushing into a constraint is useless. Logged returns stay the environment's", low=0.0,
+    )  # fmt: skip
     cost_limit: float | None = option(
         None, "PPO-Lagrangian: the episode cost (violating steps) to keep below, by a Lagrange multiplier on the "
         "cost advantage; none: off", low=0.0,
@@ -240,6 +245,8 @@ def _loop(cfg: PPOConfig, out: Path, vec: gym.vector.SyncVectorEnv, state: dict[
             cost = step_values(info, "cost", done)
             reward = np.asarray(reward, dtype=np.float64)
             ep_ret += reward
+            if cfg.intervention_penalty > 0:
+                reward = reward - cfg.intervention_penalty * (report["intervention"] / amap.bound_norm) ** 2
             disc_ret = disc_ret * cfg.gamma + reward
             ret_norm.update(disc_ret[:, None])
             disc_ret[done] = 0.0
