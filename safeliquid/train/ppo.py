@@ -26,7 +26,6 @@ network runs once per step and the layer solves every environment's QP in one ca
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -39,7 +38,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from safeliquid.checkpoint import atomic_save, read
+from safeliquid.checkpoint import atomic_save
 from safeliquid.options import option
 from safeliquid.policies import LiquidBarrierPolicy, save_policy
 from safeliquid.train.acting import (
@@ -50,7 +49,7 @@ from safeliquid.train.acting import (
     step_values,
     vector_env,
 )
-from safeliquid.train.run_log import RunLog, check_same_config, evaluate_policy, plain, selection_score
+from safeliquid.train.run_log import RunLog, evaluate_policy, open_run, plain, selection_score
 from safeliquid.train.run_options import RunOptions
 
 
@@ -145,13 +144,8 @@ def sequence_means(policy: LiquidBarrierPolicy, obs: Tensor, starts: Tensor, h0:
 # -- the run ----------------------------------------------------------------------------------------
 def train_ppo(cfg: PPOConfig, resume: bool = True) -> dict[str, Any]:
     """Run (or resume) a PPO run in ``cfg.out``; returns the last evaluation's row."""
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    state = read(out / "last.pt", "training state") if resume and (out / "last.pt").exists() else None
-    if state is not None:
-        check_same_config(state["train_config"], cfg, out)
-    (out / "config.json").write_text(json.dumps({"algo": "ppo", **asdict(cfg)}, indent=2))
+    out, state = open_run(cfg, "ppo", resume)
 
     vec = vector_env(cfg, cfg.num_envs, gym.vector.AutoresetMode.SAME_STEP)
     try:

@@ -5,10 +5,12 @@ closed-loop evaluation (:func:`evaluate_policy`), the selection order (:func:`se
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from safeliquid.checkpoint import read
 from safeliquid.envs import make_env
 from safeliquid.train.rollout import PolicyController, evaluate
 from safeliquid.train.run_options import EVAL_SEED
@@ -30,6 +32,18 @@ def check_same_config(saved: dict[str, Any], cfg: Any, out: Path) -> None:
     if saved != asdict(cfg):
         changed = sorted(k for k, v in asdict(cfg).items() if saved.get(k) != v)
         raise ValueError(f"{out}/last.pt was written with a different config (changed: {changed}); use a new --out")
+
+
+def open_run(cfg: Any, algo: str, resume: bool) -> tuple[Path, dict[str, Any] | None]:
+    """The run folder ``cfg.out`` (created) and its ``last.pt`` state if resuming (checked against ``cfg`` by
+    :func:`check_same_config`), with ``config.json`` written as ``{"algo": algo, **cfg}``."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = read(out / "last.pt", "training state") if resume and (out / "last.pt").exists() else None
+    if state is not None:
+        check_same_config(state["train_config"], cfg, out)
+    (out / "config.json").write_text(json.dumps({"algo": algo, **asdict(cfg)}, indent=2))
+    return out, state
 
 
 def selection_score(metrics: dict[str, Any]) -> tuple[float, float, float]:

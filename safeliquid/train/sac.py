@@ -27,7 +27,6 @@ The observation normalisation is fixed from the random warm-up steps, so stored 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -40,13 +39,13 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from safeliquid.checkpoint import atomic_save, read
+from safeliquid.checkpoint import atomic_save
 from safeliquid.options import option
 from safeliquid.policies import LiquidBarrierPolicy, save_policy
 from safeliquid.policies.scene import scene_rows
 from safeliquid.train.acting import TRAIN_SEED, ActionMap, RunningNorm, initial_policy, vector_env
 from safeliquid.train.ppo import gaussian_logp
-from safeliquid.train.run_log import RunLog, check_same_config, evaluate_policy, plain, selection_score
+from safeliquid.train.run_log import RunLog, evaluate_policy, open_run, plain, selection_score
 from safeliquid.train.run_options import RunOptions
 
 GRADIENTS = ("layer", "shield")
@@ -189,13 +188,8 @@ def critic_action(policy: LiquidBarrierPolicy, a: Tensor, rows: dict[str, Tensor
 # -- the run ----------------------------------------------------------------------------------------
 def train_sac(cfg: SACConfig, resume: bool = True) -> dict[str, Any]:
     """Run (or resume) a SAC run in ``cfg.out``; returns the last evaluation's row."""
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    state = read(out / "last.pt", "training state") if resume and (out / "last.pt").exists() else None
-    if state is not None:
-        check_same_config(state["train_config"], cfg, out)
-    (out / "config.json").write_text(json.dumps({"algo": "sac", **asdict(cfg)}, indent=2))
+    out, state = open_run(cfg, "sac", resume)
     vec = vector_env(cfg, cfg.num_envs, gym.vector.AutoresetMode.NEXT_STEP)
     try:
         return _loop(cfg, out, vec, state)
