@@ -124,23 +124,13 @@ def test_the_intervention_penalty_shapes_the_update_not_the_rollout_or_the_logge
     assert runs[0]["env_steps"] == runs[1]["env_steps"]
 
 
-def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, killed_at_evaluation):
     from safeliquid.train import ppo
 
     cfg = replace(TINY, out=str(tmp_path))
-    real, calls = ppo.evaluate_policy, []
-
-    def dies_at_the_second_evaluation(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt  # the kill, after last.pt of step 128 and before that of step 256
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(ppo, "evaluate_policy", dies_at_the_second_evaluation)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_evaluation(ppo, 2):  # after the first evaluation's last.pt, before the second's
         train_ppo(cfg, resume=False)
     assert [int(r["env_steps"]) for r in _rows(tmp_path)] == [128]
-    monkeypatch.setattr(ppo, "evaluate_policy", real)
     last = train_ppo(cfg, resume=True)
     assert last["env_steps"] == 256 and [int(r["env_steps"]) for r in _rows(tmp_path)] == [128, 256]
     with pytest.raises(ValueError, match=r"different config \(changed: \['lr'\]\)"):

@@ -118,26 +118,16 @@ def test_exploration_through_the_layer_has_no_violation_where_the_unfiltered_one
     assert bare["train_train_violating_steps"] > 0
 
 
-def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, killed_at_evaluation):
     from safeliquid.train import sac
 
     cfg = replace(TINY, out=str(tmp_path))
-    real, calls = sac.evaluate_policy, []
-
-    def dies_at_the_second_evaluation(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sac, "evaluate_policy", dies_at_the_second_evaluation)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_evaluation(sac, 2):  # after the first evaluation's last.pt, before the second's
         train_sac(cfg, resume=False)
     first = [int(r["env_steps"]) for r in _rows(tmp_path) if r["success_rate"]]
     assert len(first) == 1
     saved = torch.load(tmp_path / "last.pt", weights_only=False)
     assert saved["replay"]["size"] == first[0]  # the replay is in last.pt
-    monkeypatch.setattr(sac, "evaluate_policy", real)
     last = train_sac(cfg, resume=True)
     assert last["env_steps"] >= 600
     evals = [int(r["env_steps"]) for r in _rows(tmp_path) if r["success_rate"]]

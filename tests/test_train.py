@@ -21,7 +21,7 @@ from safeliquid.metrics import EpisodeRecorder, aggregate, proportion_ci
 from safeliquid.policies import SHIPPED_DIR, LiquidBarrierPolicy, save_policy, scene_rows, shipped
 from safeliquid.safety.models import joint_velocity
 from safeliquid.train import data as data_mod
-from safeliquid.train import imitation
+from safeliquid.train import imitation, run_log
 from safeliquid.train.data import collect, make_batch
 from safeliquid.train.run_options import policy_config
 
@@ -470,7 +470,7 @@ def test_resume_from_any_kill_point_gives_the_same_run(tmp_path, monkeypatch, ki
     full = load_policy(tmp_path / "full" / "last_policy.pt")
 
     killed = replace(cfg, out=str(tmp_path / "killed"))
-    real_save, real_atomic = imitation.save_episodes, imitation.atomic_save
+    real_save, real_atomic = imitation.save_episodes, run_log.atomic_save
     saves = {"n": 0}
 
     def dying_save(episodes, path, meta=None):
@@ -488,11 +488,11 @@ def test_resume_from_any_kill_point_gives_the_same_run(tmp_path, monkeypatch, ki
         return real_atomic(obj, path)
 
     monkeypatch.setattr(imitation, "save_episodes", dying_save)
-    monkeypatch.setattr(imitation, "atomic_save", dying_atomic)
+    monkeypatch.setattr(run_log, "atomic_save", dying_atomic)
     with pytest.raises(KeyboardInterrupt):
         imitation.train(killed)
     monkeypatch.setattr(imitation, "save_episodes", real_save)
-    monkeypatch.setattr(imitation, "atomic_save", real_atomic)
+    monkeypatch.setattr(run_log, "atomic_save", real_atomic)
     imitation.train(killed)  # resumes
     resumed = load_policy(tmp_path / "killed" / "last_policy.pt")
     for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):

@@ -23,13 +23,13 @@ import torch
 from tqdm import tqdm
 
 import safeliquid.envs  # noqa: F401 - registers the environments
-from safeliquid.checkpoint import atomic_save, read
+from safeliquid.checkpoint import read
 from safeliquid.envs import make_env
 from safeliquid.options import option
-from safeliquid.policies import LiquidBarrierPolicy, save_policy
+from safeliquid.policies import LiquidBarrierPolicy
 from safeliquid.policies.priors import dyn_needs
 from safeliquid.train.data import Episode, collect, load_episodes, make_batch, save_episodes
-from safeliquid.train.run_log import RunLog, check_same_config, evaluate_policy, plain, selection_score
+from safeliquid.train.run_log import RunLog, check_same_config, evaluate_policy, save_checkpoints
 from safeliquid.train.run_options import RunOptions, learned_groups, policy_config
 
 
@@ -272,22 +272,21 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict[str, Any]:
             samples, t_samples = 0, now
             log.scalars("eval", {k: v for k, v in row.items() if k != "update"}, update)
             log.row(row)
-            save_policy(policy, out / "last_policy.pt", {"update": update, "metrics": plain(metrics)})
-            if best is None or selection_score(metrics) < tuple(best):
-                best = list(selection_score(metrics))
-                save_policy(policy, out / "best.pt", {"update": update, "metrics": plain(metrics)})
-            atomic_save(
+            best = save_checkpoints(
+                policy,
+                out,
+                metrics,
+                {"update": update},
+                best,
                 {
                     "train_config": asdict(cfg),
                     "policy": policy.state_dict(),
                     "optim": optim.state_dict(),
                     "update": update,
-                    "best": best,
                     "wall": now - t_start,
                     "episodes": len(episodes),  # the data this state was trained on: data.pt's first ones
                     "rounds": rounds_done,
                 },
-                out / "last.pt",
             )
             last = row
             tqdm.write(

@@ -38,9 +38,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from safeliquid.checkpoint import atomic_save
 from safeliquid.options import option
-from safeliquid.policies import LiquidBarrierPolicy, save_policy
+from safeliquid.policies import LiquidBarrierPolicy
 from safeliquid.train.acting import (
     TRAIN_SEED,
     ActionMap,
@@ -49,7 +48,7 @@ from safeliquid.train.acting import (
     step_values,
     vector_env,
 )
-from safeliquid.train.run_log import RunLog, evaluate_policy, open_run, plain, selection_score
+from safeliquid.train.run_log import RunLog, evaluate_policy, open_run, save_checkpoints
 from safeliquid.train.run_options import RunOptions
 
 
@@ -351,21 +350,16 @@ def _loop(cfg: PPOConfig, out: Path, vec: gym.vector.SyncVectorEnv, state: dict[
             log.scalars("eval", scalar, steps)
             row.update(scalar)
             log.row(row)
-            extra = {"env_steps": steps, "metrics": plain(metrics), "algo": "ppo"}
-            save_policy(policy, out / "last_policy.pt", extra)
-            if best is None or selection_score(metrics) < tuple(best):
-                best = list(selection_score(metrics))
-                save_policy(policy, out / "best.pt", extra)
-            atomic_save(
+            best = save_checkpoints(
+                policy, out, metrics, {"env_steps": steps, "algo": "ppo"}, best,
                 {
                     "train_config": asdict(cfg), "policy": policy.state_dict(), "critic": critic.state_dict(),
                     "log_std": log_std.detach().clone(), "optim": optim.state_dict(), "norm": norm.state(),
                     "ret_norm": ret_norm.state(),
                     "cost_critic": None if cost_critic is None else cost_critic.state_dict(),
-                    "steps": steps, "iteration": iteration, "best": best, "wall": wall,
+                    "steps": steps, "iteration": iteration, "wall": wall,
                     "train_violating_steps": violating, "lagrange": lagrange,
                 },
-                out / "last.pt",
             )  # fmt: skip
             last = row
             tqdm.write(

@@ -10,8 +10,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from safeliquid.checkpoint import read
+from safeliquid.checkpoint import atomic_save, read
 from safeliquid.envs import make_env
+from safeliquid.policies import save_policy
 from safeliquid.train.rollout import PolicyController, evaluate
 from safeliquid.train.run_options import EVAL_SEED
 
@@ -44,6 +45,26 @@ def open_run(cfg: Any, algo: str, resume: bool) -> tuple[Path, dict[str, Any] | 
         check_same_config(state["train_config"], cfg, out)
     (out / "config.json").write_text(json.dumps({"algo": algo, **asdict(cfg)}, indent=2))
     return out, state
+
+
+def save_checkpoints(
+    policy: Any,
+    out: Path,
+    metrics: dict[str, Any],
+    extra: dict[str, Any],
+    best: list[float] | None,
+    state: dict[str, Any],
+) -> list[float]:
+    """After an evaluation with ``metrics``: ``last_policy.pt`` (``extra`` and the metrics beside the weights),
+    ``best.pt`` if the metrics beat ``best`` by :func:`selection_score`, then ``last.pt``: the training
+    ``state`` with the new best under ``"best"`` (what a resumed run starts from). Returns the new best."""
+    extra = {**extra, "metrics": plain(metrics)}
+    save_policy(policy, out / "last_policy.pt", extra)
+    if best is None or selection_score(metrics) < tuple(best):
+        best = list(selection_score(metrics))
+        save_policy(policy, out / "best.pt", extra)
+    atomic_save({**state, "best": best}, out / "last.pt")
+    return best
 
 
 def selection_score(metrics: dict[str, Any]) -> tuple[float, float, float]:

@@ -39,13 +39,12 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from safeliquid.checkpoint import atomic_save
 from safeliquid.options import option
-from safeliquid.policies import LiquidBarrierPolicy, save_policy
+from safeliquid.policies import LiquidBarrierPolicy
 from safeliquid.policies.scene import scene_rows
 from safeliquid.train.acting import TRAIN_SEED, ActionMap, RunningNorm, initial_policy, vector_env
 from safeliquid.train.ppo import gaussian_logp
-from safeliquid.train.run_log import RunLog, evaluate_policy, open_run, plain, selection_score
+from safeliquid.train.run_log import RunLog, evaluate_policy, open_run, save_checkpoints
 from safeliquid.train.run_options import RunOptions
 
 GRADIENTS = ("layer", "shield")
@@ -332,12 +331,8 @@ def _loop(cfg: SACConfig, out: Path, vec: gym.vector.SyncVectorEnv, state: dict[
             log.scalars("eval", scalar, steps)
             row.update(scalar)
             log.row(row)
-            extra = {"env_steps": steps, "metrics": plain(metrics), "algo": "sac"}
-            save_policy(policy, out / "last_policy.pt", extra)
-            if best is None or selection_score(metrics) < tuple(best):
-                best = list(selection_score(metrics))
-                save_policy(policy, out / "best.pt", extra)
-            atomic_save(
+            best = save_checkpoints(
+                policy, out, metrics, {"env_steps": steps, "algo": "sac"}, best,
                 {
                     "train_config": asdict(cfg), "policy": policy.state_dict(), "critics": critics.state_dict(),
                     "targets": targets.state_dict(), "log_std": log_std.detach().clone(),
@@ -346,7 +341,6 @@ def _loop(cfg: SACConfig, out: Path, vec: gym.vector.SyncVectorEnv, state: dict[
                     "replay": replay.state(), "steps": steps, "updates": updates, "best": best,
                     "wall": now - t_start, "train_violating_steps": violating,
                 },
-                out / "last.pt",
             )  # fmt: skip
             last = row
             tqdm.write(
