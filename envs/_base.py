@@ -29,6 +29,7 @@ class SafeBulletEnv(gym.Env):
     disturbance_scale`` per component (N), truncated at 3 std, so bounded (:meth:`disturbance_bound`). Where it
     acts is the environment's (:attr:`disturbance_point`).
     ``randomize_mass``: relative spread of the robot's masses (uniform in ``1 ± randomize_mass``).
+    ``mass_scale``: the robot's masses times this (a changed robot; with ``randomize_mass``, the spread's centre).
     ``terminate_on_violation``: end the episode at the first step with ``cost == 1``.
     """
 
@@ -55,6 +56,7 @@ class SafeBulletEnv(gym.Env):
         disturbance: float = 0.0,
         randomize_mass: float = 0.0,
         terminate_on_violation: bool = False,
+        mass_scale: float = 1.0,
     ) -> None:
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
@@ -66,11 +68,14 @@ class SafeBulletEnv(gym.Env):
         ):
             if not (np.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+        if not (np.isfinite(mass_scale) and mass_scale > 0):
+            raise ValueError(f"mass_scale must be a finite number > 0, got {mass_scale}")
         if randomize_mass >= 1:
             raise ValueError(f"randomize_mass must be < 1 (a relative spread), got {randomize_mass}")
         self.render_mode = render_mode
         self.obs_noise, self.action_noise, self.disturbance = obs_noise, action_noise, disturbance
         self.randomize_mass, self.terminate_on_violation = randomize_mass, terminate_on_violation
+        self.mass_scale = float(mass_scale)
         self.action_bound = np.asarray(action_bound, dtype=np.float64)
         bound32 = self.action_bound.astype(np.float32)
         self.action_space = gym.spaces.Box(-bound32, bound32, dtype=np.float32)
@@ -120,7 +125,7 @@ class SafeBulletEnv(gym.Env):
         return obs.astype(np.float32)
 
     def _mass_scale(self) -> float:
-        return 1.0 + self.randomize_mass * float(self.np_random.uniform(-1.0, 1.0))
+        return self.mass_scale * (1.0 + self.randomize_mass * float(self.np_random.uniform(-1.0, 1.0)))
 
     @staticmethod
     def _streams(seed: int | None) -> tuple[np.random.Generator, np.random.Generator]:

@@ -54,7 +54,8 @@ class NavigateEnv(SafeBulletEnv):
     """See the module docstring; common options in :class:`~safeliquid.envs._base.SafeBulletEnv`.
 
     ``n_obstacles``: (min, max) obstacles per episode; ``n_rays``, ``scan_range``: the scan;
-    ``margin``: extra clearance (m) the barriers demand beyond contact; ``privileged``: see above.
+    ``margin``: extra clearance (m) the barriers demand beyond contact; ``privileged``: see above;
+    ``obstacle_radius``: (min, max) of the obstacles' radii, drawn uniformly per obstacle (m).
     """
 
     robot_radius = 0.2
@@ -67,7 +68,6 @@ class NavigateEnv(SafeBulletEnv):
     gravity = (0.0, 0.0, 0.0)
     goal_tolerance = 0.2
     goal_offset_obs = 2  # where ``goal - position`` (2,) starts in the observation (``train --goal-gain``)
-    obstacle_radius = (0.2, 0.5)  # drawn uniformly per obstacle (m)
     arena = 3.5  # obstacles in [-arena, arena]^2; start and goal in [-3, 3]^2
 
     def __init__(
@@ -79,8 +79,13 @@ class NavigateEnv(SafeBulletEnv):
         margin: float = 0.05,
         privileged: bool = False,
         goal_bonus: float = 0.0,
+        obstacle_radius: tuple[float, float] = (0.2, 0.5),
         **options: float,
     ) -> None:
+        lo, hi = (float(r) for r in obstacle_radius)
+        if not (np.isfinite(hi) and 0 < lo <= hi):
+            raise ValueError(f"obstacle_radius must be (min, max) m with 0 < min <= max, got {obstacle_radius}")
+        self.obstacle_radius = (lo, hi)
         if not (np.isfinite(goal_bonus) and goal_bonus >= 0):
             raise ValueError(f"goal_bonus must be a finite number >= 0, got {goal_bonus}")
         self.goal_bonus = float(goal_bonus)
@@ -109,7 +114,9 @@ class NavigateEnv(SafeBulletEnv):
         while np.linalg.norm(goal - start) < 3.0:
             goal = rng.uniform(-3, 3, 2)
         obstacles: list[np.ndarray] = []
-        while len(obstacles) < count:
+        for _ in range(100_000):
+            if len(obstacles) == count:
+                break
             c, r = rng.uniform(-self.arena, self.arena, 2), rng.uniform(*self.obstacle_radius)
             clear = r + self.robot_radius + self.margin + 0.15
             if np.linalg.norm(c - start) < clear or np.linalg.norm(c - goal) < clear:
@@ -117,6 +124,11 @@ class NavigateEnv(SafeBulletEnv):
             if any(np.linalg.norm(c - o[:2]) < r + o[2] + 2 * self.robot_radius + 0.1 for o in obstacles):
                 continue  # leave room to pass between obstacles
             obstacles.append(np.array([c[0], c[1], r]))
+        else:
+            raise ValueError(
+                f"cannot place {count} obstacles of radius {self.obstacle_radius} m in the arena with room to pass; "
+                "expected fewer obstacles (n_obstacles) or smaller ones (obstacle_radius)"
+            )
         self.obstacles, self.goal = np.array(obstacles), goal
         self._obstacle_ids = [
             sim.call(

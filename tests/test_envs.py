@@ -626,3 +626,30 @@ def test_sample_margin_bounds_the_one_period_prediction_error_at_extreme_speeds(
         worst = max(worst, float(np.abs(env.barrier_values() - predicted).max()))
     assert worst <= env.constraints.sample_margin / 10, worst
     env.close()
+
+
+def test_unseen_scene_options_change_the_scene_and_refuse_bad_values():
+    """The study's unseen scenes: more and larger obstacles on Navigate, a heavier robot everywhere."""
+    big = make(NAV, n_obstacles=(6, 9), obstacle_radius=(0.4, 0.7))
+    big.reset(seed=5)
+    radii = big.unwrapped.obstacles[:, 2]
+    assert 6 <= len(radii) <= 9 and radii.min() >= 0.4 and radii.max() <= 0.7
+    big.close()
+    for env_id in (NAV, CART):
+        heavy, plain = make(env_id, mass_scale=1.5), make(env_id)
+        heavy.reset(seed=1)
+        plain.reset(seed=1)
+        if env_id == NAV:
+            assert heavy.unwrapped.mass == pytest.approx(1.5 * plain.unwrapped.mass)
+        else:
+            assert heavy.unwrapped.model.mc == pytest.approx(1.5 * plain.unwrapped.model.mc)
+        heavy.close()
+        plain.close()
+    with pytest.raises(ValueError, match="mass_scale must be a finite number > 0"):
+        make(CART, mass_scale=0.0)
+    with pytest.raises(ValueError, match=r"obstacle_radius must be \(min, max\)"):
+        make(NAV, obstacle_radius=(0.5, 0.2))
+    crowded = make(NAV, n_obstacles=(40, 40), obstacle_radius=(0.9, 1.0))
+    with pytest.raises(ValueError, match="cannot place 40 obstacles"):
+        crowded.reset(seed=0)
+    crowded.close()
