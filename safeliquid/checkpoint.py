@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,16 @@ class CheckpointError(ValueError):
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save(obj)`` to ``path`` via a temporary file and ``os.replace`` (atomic on POSIX)."""
+    return _atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """``text`` (UTF-8) to ``path``, atomically as :func:`atomic_save`."""
+    return _atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[Any], Any]) -> Path:
+    """``write(binary file)`` into a temporary file beside ``path``, synced, then ``os.replace``-d onto it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a save that was killed (SIGKILL)
@@ -30,7 +41,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         umask = os.umask(0)

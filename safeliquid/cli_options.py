@@ -11,9 +11,9 @@ from pathlib import Path
 from safeliquid.envs import check_env_id
 from safeliquid.options import option, validate
 from safeliquid.policies import SAFETY_MODES
+from safeliquid.train.run_options import HELD_OUT_SEED
 
 ENV_DEFAULT = "safeliquid/Navigate-v0"
-HELD_OUT_SEED = 2_000_000  # eval/rollout/demo/bench seeds: training selects checkpoints on 1,000,000+
 
 
 def _nearest_existing(path: Path) -> Path:

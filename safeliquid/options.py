@@ -166,12 +166,15 @@ def _default(f: Field) -> Any:
     return f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
 
 
-def add_arguments(parser: argparse.ArgumentParser, *classes: type, labels: tuple[str, ...] = ()) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser, *classes: type, labels: tuple[str, ...] = (), given_only: bool = False
+) -> None:
     """One command-line option per declared field of the dataclasses ``classes``, with its help, its choices and
     its default. Values are checked by the dataclass itself (:func:`validate`) when :func:`from_args` builds it.
 
     With several classes (one command, several algorithms: ``labels`` name them), a field they share is one
-    option; nothing is set unless given, so each class keeps its own default (the help lists them)."""
+    option; nothing is set unless given, so each class keeps its own default (the help lists them). So too with
+    ``given_only``: the parsed namespace holds only the options given (a preset can fill the others)."""
     experimental = parser.add_argument_group("experimental (research knobs that did not help in the recorded runs)")
     owners: dict[str, list[tuple[str, Field]]] = {}
     for label, cls in zip(labels or ("",) * len(classes), classes, strict=True):
@@ -179,11 +182,12 @@ def add_arguments(parser: argparse.ArgumentParser, *classes: type, labels: tuple
             if _spec(f) is not None:
                 owners.setdefault(f.name, []).append((label, f))
     shared = len(classes) > 1
+    unset = shared or given_only
     for declared in owners.values():
         f = declared[0][1]
         spec = _spec(f)
         assert spec is not None
-        default = argparse.SUPPRESS if shared else _default(f)
+        default = argparse.SUPPRESS if unset else _default(f)
         group = experimental if spec["experimental"] else parser
         kind, optional = _parts(f)
         help_text = spec["help"]
@@ -191,7 +195,7 @@ def add_arguments(parser: argparse.ArgumentParser, *classes: type, labels: tuple
             low = "" if spec["low"] is None else f"{spec['low']} {'<' if spec['open_low'] else '<='} "
             high = "" if spec["high"] is None else f" <= {spec['high']}"
             help_text += f"; {low}{(spec['flag'] or f.name).upper()}{high}"
-        if shared:
+        if unset:
             defaults = {label: _default(g) for label, g in declared}
             if len({repr(v) for v in defaults.values()}) == 1:
                 help_text += f" (default: {_shown(next(iter(defaults.values())))})"
@@ -203,7 +207,7 @@ def add_arguments(parser: argparse.ArgumentParser, *classes: type, labels: tuple
         if kind == "bool":
             group.add_argument(name, dest=dest, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif kind == "dict":
-            group.add_argument(name, dest=dest, nargs="*", type=_pairs, default=None if not shared else default,
+            group.add_argument(name, dest=dest, nargs="*", type=_pairs, default=None if not unset else default,
                                metavar="KEY=VALUE", help=help_text)  # fmt: skip
         elif kind == "list":
             group.add_argument(name, dest=dest, nargs="+", default=default, metavar=shown, help=help_text)

@@ -16,6 +16,7 @@ from safeliquid.policies import SAFETY_MODES, PolicyConfig, gain_group
 from safeliquid.policies.config import PRIORS
 
 EVAL_SEED = 1_000_000  # evaluation seeds start here, far from training seeds
+HELD_OUT_SEED = 2_000_000  # eval/rollout/demo/bench/study seeds: training selects checkpoints on 1,000,000+
 
 
 @dataclass
