@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[test,docs]"
+	$(PY) -m pip install -q -e ".[test,docs,study]"
 	$(PY) -m pip install -q --no-deps qpth==0.0.18
 	$(PY) -c "import safeliquid.qp as qp; print(f'QP kernel compiled in {qp.warmup():.1f} s (cached for every later run)')"
 	$(PY) -c "from safeliquid.envs.warmup import warmup; print(f'environment kernels compiled in {warmup():.1f} s')"

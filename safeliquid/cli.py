@@ -1,4 +1,4 @@
-"""The ``safeliquid`` command line: collect, train, eval, rollout, demo, bench.
+"""The ``safeliquid`` command line: collect, train, eval, rollout, demo, bench, study.
 
 Every command takes ``--env`` and ``--seed``; ``safeliquid <command> --help`` lists
 all options with their help and defaults. The options are declared once, in
@@ -39,6 +39,8 @@ from safeliquid.train.plots import plot_rollout, write_gif
 from safeliquid.train.ppo import PPOConfig, train_ppo
 from safeliquid.train.rollout import ExpertController, PolicyController, evaluate, run_episode
 from safeliquid.train.sac import SACConfig, train_sac
+from safeliquid.train.study import QUICK, StudyConfig, command_line, run_study
+from safeliquid.train.study_report import write_report
 
 
 def _controller(opts: ControllerOptions, env: Any) -> tuple[Any, str]:
@@ -230,6 +232,19 @@ def cmd_bench(opts: BenchOptions) -> None:
           f"p99 {np.percentile(us, 99):.0f} µs over {len(us)} steps (batch 1, 1 thread)")  # fmt: skip
 
 
+def cmd_study(cfg: StudyConfig) -> None:
+    """Train and measure the grid on Ray (resuming), gather it into ``<out>/study.json`` and write the page."""
+    t0 = time.perf_counter()
+    study = run_study(cfg)
+    page = Path(cfg.page)
+    write_report(study, page, page.parent / "results", command_line(cfg))
+    print(f"{len(study['tasks'])} runs in {cfg.out}/study.json; wrote {page} and {page.parent / 'results'}/ "
+          f"in {time.perf_counter() - t0:.0f} s")  # fmt: skip
+    if study["failed"]:
+        first = next(iter(study["failed"].items()))
+        raise ValueError(f"{len(study['failed'])} study runs failed (first: {first[0]}: {first[1]}); re-run to retry")
+
+
 # -- parser ---------------------------------------------------------------------------------------
 ALGOS: dict[str, type] = {
     "dagger": TrainConfig,
@@ -247,6 +262,7 @@ COMMANDS: dict[str, tuple[Callable[..., None], tuple[type, ...], str]] = {
     "rollout": (cmd_rollout, (RolloutOptions,), "one episode as a GIF and plots"),
     "demo": (cmd_demo, (DemoOptions,), "the shipped Navigate policy with and without its barrier layer"),
     "bench": (cmd_bench, (BenchOptions,), "control-step latency of a policy (batch 1, 1 thread)"),
+    "study": (cmd_study, (StudyConfig,), "the claims study: a grid of cells x modes x seeds on Ray, and its page"),
 }
 
 
@@ -272,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
             add_arguments(p, *classes, labels=tuple(ALGOS))
             p.add_argument("--fresh", action="store_true", help="ignore an existing last.pt in --out")
         else:
-            add_arguments(p, *classes)
+            add_arguments(p, *classes, given_only=name == "study")  # study: --quick fills what is not given
     return parser
 
 
@@ -285,6 +301,8 @@ def run(args: argparse.Namespace) -> None:
         # Fine-tuning: the network options not given come from the checkpoint (a given one must match it).
         inherited = init_options(args.init) if getattr(args, "init", None) else {}
         func(from_args(cls, args, **{k: v for k, v in inherited.items() if not hasattr(args, k)}), fresh=args.fresh)
+    elif args.command == "study" and getattr(args, "quick", False):
+        func(from_args(StudyConfig, args, **{k: v for k, v in QUICK.items() if not hasattr(args, k)}))
     else:
         func(from_args(classes[0], args))
 

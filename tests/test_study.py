@@ -1,0 +1,85 @@
+"""The claims study: its grid, a tiny run on local Ray (resumed, not re-run), its budget guard, the page."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from safeliquid import cli
+from safeliquid.train.study import QUICK, StudyConfig, grid, matched_units, n_params, run_study
+from safeliquid.train.study_report import compare, mean, rate, write_report
+
+CART = "safeliquid/CartPoleRail-v0"
+TINY = StudyConfig(envs=[CART], cells=["ltc", "mlp"], modes=["barrier"], large_cells=None, seeds=1, demos=2,
+                   dagger_rounds=0, updates=2, episodes=1, cpus=2)  # fmt: skip
+
+
+def test_matched_units_is_the_nearest_parameter_count():
+    target = n_params(CART, "ltc", 19)
+    for cell in ("lstm", "mlp"):
+        u = matched_units(CART, cell, target)
+        here = abs(n_params(CART, cell, u) - target)
+        assert here <= abs(n_params(CART, cell, u + 1) - target)
+        assert u == 1 or here <= abs(n_params(CART, cell, u - 1) - target)
+        assert here < 0.1 * target  # "similar size"
+
+
+def test_the_grid_holds_every_cell_mode_and_seed_once():
+    cfg = replace(TINY, cells=["ltc", "gru"], modes=["barrier", "none"], seeds=2, large_cells=["ltc"])
+    tasks = grid(cfg)
+    keys = [t.key for t in tasks]
+    assert len(keys) == len(set(keys)) == 2 * 2 * 2 + 2  # matched: cells x modes x seeds; large: ltc, barrier
+    assert {t.units for t in tasks if t.cell == "ltc" and t.size == "matched"} == {19}
+    assert {t.units for t in tasks if t.size == "large"} == {cfg.large_units}
+
+
+def test_bad_study_options_name_the_option():
+    with pytest.raises(ValueError, match=r"cells: \['transformer'\] unknown"):
+        StudyConfig(cells=["transformer"])
+    with pytest.raises(ValueError, match="seeds"):
+        StudyConfig(seeds=0)
+
+
+def test_a_tiny_grid_runs_on_local_ray_reports_a_failure_and_resumes_without_rerunning(tmp_path):
+    cfg = replace(TINY, out=str(tmp_path / "grid"))
+    blocked = tmp_path / "grid" / "runs" / "cartpolerail-mlp-matched-barrier-s0"
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("a file where the run folder goes")  # the mlp task fails in its worker
+    first = run_study(cfg, progress=False)
+    assert list(first["failed"]) == first["missing"] == ["cartpolerail-mlp-matched-barrier-s0"]
+    assert "FileExistsError" in first["failed"]["cartpolerail-mlp-matched-barrier-s0"]
+    done = tmp_path / "grid" / "tasks" / "cartpolerail-ltc-matched-barrier-s0.json"
+    stamp = done.stat().st_mtime_ns
+    blocked.unlink()
+    second = run_study(cfg, progress=False)  # retries the failed task only
+    assert second["failed"] == {} and second["missing"] == [] and done.stat().st_mtime_ns == stamp
+    assert sorted(r["key"] for r in second["tasks"]) == ["cartpolerail-ltc-matched-barrier-s0",
+                                                         "cartpolerail-mlp-matched-barrier-s0"]  # fmt: skip
+    for r in second["tasks"]:
+        conditions = r["conditions"]
+        assert {"noise 0", "noise 0.3", "mass x1.5", "fixed gains, same network"} <= set(conditions)
+        assert all(len(c["episodes"]["success"]) == 1 for c in conditions.values())
+        assert r["params"] > 0 and r["checkpoint_bytes"] > 0
+    assert len(json.loads((tmp_path / "grid" / "study.json").read_text())["tasks"]) == 2
+    with pytest.raises(ValueError, match=r"other \['updates'\]"):
+        run_study(replace(cfg, updates=3), progress=False)
+    page = write_report(second, tmp_path / "docs" / "results.md", tmp_path / "docs" / "results", "safeliquid study")
+    text = page.read_text()
+    assert "## CartPoleRail-v0" in text and "| ltc | matched | 19 |" in text
+    assert (tmp_path / "docs" / "results" / "noise_cartpolerail.png").stat().st_size > 0
+
+
+def test_intervals_separate_only_when_they_do():
+    assert compare(rate([True] * 50), rate([False] * 50)) == "higher"
+    assert compare(rate([False] * 50), rate([True] * 50)) == "lower"
+    assert compare(rate([True, False] * 5), rate([False, True] * 5)) == "not separated"
+    assert mean([1.0, 2.0, 3.0])[0] == 2.0 and mean([1.0, 2.0, 3.0])[1] < 2.0 < mean([1.0, 2.0, 3.0])[2]
+
+
+def test_study_quick_sets_its_options_unless_given(monkeypatch):
+    seen = []
+    monkeypatch.setitem(cli.COMMANDS, "study", (seen.append, (StudyConfig,), "spy"))
+    assert cli.main(["study", "--quick", "--seeds", "2"]) == 0
+    cfg = seen[0]
+    assert cfg.quick and cfg.seeds == 2 and cfg.updates == QUICK["updates"] and cfg.out == QUICK["out"]
+    assert cli.main(["study", "--cells", "rnn"]) == 2
