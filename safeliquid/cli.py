@@ -1,4 +1,4 @@
-"""The ``safeliquid`` command line: collect, train, eval, rollout, demo, bench, study.
+"""The ``safeliquid`` command line: collect, train, eval, rollout, demo, bench, explain, study.
 
 Every command takes ``--env`` and ``--seed``; ``safeliquid <command> --help`` lists
 all options with their help and defaults. The options are declared once, in
@@ -27,6 +27,7 @@ from safeliquid.cli_options import (
     DemoOptions,
     EnvOptions,
     EvalOptions,
+    ExplainOptions,
     RolloutOptions,
 )
 from safeliquid.envs.experts import make_expert
@@ -34,6 +35,7 @@ from safeliquid.options import add_arguments, from_args, reject_foreign
 from safeliquid.policies import load_policy, shipped
 from safeliquid.train.acting import init_options
 from safeliquid.train.data import collect, save_episodes
+from safeliquid.train.explain import explain
 from safeliquid.train.imitation import TrainConfig, train
 from safeliquid.train.plots import plot_rollout, write_gif
 from safeliquid.train.ppo import PPOConfig, train_ppo
@@ -232,6 +234,21 @@ def cmd_bench(opts: BenchOptions) -> None:
           f"p99 {np.percentile(us, 99):.0f} µs over {len(us)} steps (batch 1, 1 thread)")  # fmt: skip
 
 
+def cmd_explain(opts: ExplainOptions) -> None:
+    """Neuron traces, saliency and decision trees of a policy (the shipped one by default) on ``--env``."""
+    import torch
+
+    torch.set_num_threads(1)
+    policy = _load(opts)
+    env = _make_env(opts)
+    check_policy_fits(policy, env)
+    env.close()
+    r = explain(policy, opts.env, Path(opts.out), opts.seed, opts.episodes, opts.depth)
+    print(f"{opts.env} {r['cell']}: {r['neurons']} neurons over {r['steps']} steps; decision trees: held-out R^2 "
+          f"median {r['median_r2']:.2f}, concentration mean {r['mean_concentration']:.2f}")  # fmt: skip
+    print(f"wrote {opts.out}/neurons.png, saliency.png, trees.md, explain.json")
+
+
 def cmd_study(cfg: StudyConfig) -> None:
     """Train and measure the grid on Ray (resuming), gather it into ``<out>/study.json`` and write the page."""
     t0 = time.perf_counter()
@@ -262,6 +279,7 @@ COMMANDS: dict[str, tuple[Callable[..., None], tuple[type, ...], str]] = {
     "rollout": (cmd_rollout, (RolloutOptions,), "one episode as a GIF and plots"),
     "demo": (cmd_demo, (DemoOptions,), "the shipped Navigate policy with and without its barrier layer"),
     "bench": (cmd_bench, (BenchOptions,), "control-step latency of a policy (batch 1, 1 thread)"),
+    "explain": (cmd_explain, (ExplainOptions,), "neuron traces, saliency and per-neuron decision trees of a policy"),
     "study": (cmd_study, (StudyConfig,), "the claims study: a grid of cells x modes x seeds on Ray, and its page"),
 }
 

@@ -112,3 +112,13 @@ class BenchOptions(EnvOptions):
 
     policy: str | None = option(None, "policy checkpoint; default: the shipped one for --env")
     steps: int = option(2000, "control steps to time (the first 20 are not)", low=21)
+
+
+@dataclass
+class ExplainOptions(EnvOptions):
+    """``safeliquid explain``: neuron traces, saliency over the observation and per-neuron decision trees."""
+
+    policy: str | None = option(None, "policy checkpoint; default: the shipped one for --env")
+    episodes: int = option(3, "episodes to record (the trees fit on all their steps)", low=1)
+    depth: int = option(3, "depth of each neuron's decision tree", low=1)
+    out: str = option("runs/explain", "output folder", check=writable_folder)

@@ -70,12 +70,14 @@ class ExpertController:
 @dataclass
 class Trace:
     """Per-step arrays of one episode for plots: ``state (T+1, n)``, ``barrier (T+1, K)``,
-    ``intervention (T,)``, ``action (T, m)``; ``names`` of the barriers; ``frames`` if rendered."""
+    ``obs (T, obs_dim)`` (what the controller saw), ``intervention (T,)``, ``action (T, m)``; ``names`` of the
+    barriers; ``frames`` if rendered."""
 
     state: list[np.ndarray] = field(default_factory=list)
     barrier: list[np.ndarray] = field(default_factory=list)
     intervention: list[float] = field(default_factory=list)
     action: list[np.ndarray] = field(default_factory=list)
+    obs: list[np.ndarray] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     frames: list[np.ndarray] = field(default_factory=list)
 
@@ -97,6 +99,8 @@ def run_episode(
             tr.frames.append(env.render())
     done, k = False, 0
     while not done:
+        if tr is not None:
+            tr.obs.append(np.asarray(obs))
         t0 = time.perf_counter()
         action = controller(obs, env)
         compute = time.perf_counter() - t0
