@@ -11,6 +11,7 @@ stopped. Ray schedules the tasks (one CPU each): locally by default, on a cluste
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import time
@@ -109,17 +110,40 @@ class Task:
         return f"{env}-{self.cell}-{self.size}-{self.mode}-s{self.seed}"
 
 
-def n_params(env_id: str, cell: str, units: int, mode: str = "barrier") -> int:
-    """Trainable parameters of the policy :func:`train` builds for ``cell`` with ``units`` on ``env_id``."""
+def _policy(env_id: str, cell: str, units: int, mode: str = "barrier", seed: int = 0) -> LiquidBarrierPolicy:
+    """The freshly initialised policy :func:`train` builds for ``cell`` with ``units`` on ``env_id``."""
     env = make_env(env_id)
     try:
         env.reset(seed=0)
         names = [b.name for b in env.unwrapped.constraints.barriers]
-        cfg = TrainConfig(env_id=env_id, cell=cell, units=units, safety=mode, **ENV_TRAIN[env_id])
-        policy = LiquidBarrierPolicy(policy_config(cfg, env, names))
+        cfg = TrainConfig(env_id=env_id, cell=cell, units=units, safety=mode, seed=seed, **ENV_TRAIN[env_id])
+        return LiquidBarrierPolicy(policy_config(cfg, env, names))
     finally:
         env.close()
-    return sum(p.numel() for p in policy.parameters() if p.requires_grad)
+
+
+def n_params(env_id: str, cell: str, units: int, mode: str = "barrier") -> int:
+    """Trainable parameters of the policy :func:`train` builds for ``cell`` with ``units`` on ``env_id``."""
+    return sum(p.numel() for p in _policy(env_id, cell, units, mode).parameters() if p.requires_grad)
+
+
+def trajectory_length(env_id: str, cell: str, units: int, seeds: int = 5, points: int = 400) -> list[float]:
+    """Raghu et al.'s trajectory length at initialisation, per seed: a circle of radius 1 in the (normalised)
+    observation space, through two random orthonormal directions, fed to the network as a sequence of
+    ``points`` steps; the length of its raw outputs' path over the circle's length."""
+    import torch
+
+    lengths = []
+    for seed in range(seeds):
+        torch.manual_seed(seed)
+        policy = _policy(env_id, cell, units, seed=seed)
+        basis, _ = torch.linalg.qr(torch.randn(policy.config.obs_dim, 2))
+        theta = torch.linspace(0.0, 2 * math.pi, points)
+        circle = torch.cos(theta)[:, None] * basis[:, 0] + torch.sin(theta)[:, None] * basis[:, 1]
+        with torch.no_grad():
+            raw, _ = policy.raw_sequence(circle[None])
+        lengths.append(float((raw[0, 1:] - raw[0, :-1]).norm(dim=-1).sum() / (2 * math.pi)))
+    return lengths
 
 
 def matched_units(env_id: str, cell: str, target: int, most: int = 256) -> int:
@@ -291,8 +315,11 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict[str, Any]:
         finally:
             ray.shutdown()
     results = [json.loads(p.read_text()) for t in tasks if (p := out / "tasks" / f"{t.key}.json").exists()]
+    matched = {(t.env_id, t.cell): t.units for t in tasks if t.size == "matched"}
+    expressivity = {f"{env}|{cell}": trajectory_length(env, cell, units) for (env, cell), units in matched.items()}
     study = {
         "config": asdict(cfg),
+        "expressivity": expressivity,
         "commit": commit(),
         "tasks": results,
         "failed": failed,
@@ -307,5 +334,5 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict[str, Any]:
 
 __all__ = [
     "BUDGET", "QUICK", "StudyConfig", "Task", "check_budget", "command_line", "grid", "matched_units", "n_params",
-    "run_study", "run_task",
+    "run_study", "run_task", "trajectory_length",
 ]  # fmt: skip

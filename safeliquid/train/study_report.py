@@ -210,6 +210,14 @@ def write_report(study: dict[str, Any], page: Path, assets: Path, command: str) 
             out += _table(["cell", "size", "gains", "success", "time to goal s", "mean intervention",
                            "min barrier"], rows)  # fmt: skip
         out.append("")
+    lengths = study.get("expressivity", {})
+    if lengths:
+        out += ["## Expressivity: trajectory length at initialisation", "",
+                "Raghu et al.'s measure: a unit circle in the normalised observation space, fed as a 400-step "
+                "sequence; the length of the network's output path over the circle's (5 initialisations, mean "
+                "[95% interval]).", ""]  # fmt: skip
+        rows = [[key.split("|")[0].split("/")[-1], key.split("|")[1], fmt(mean(v), 3)] for key, v in lengths.items()]
+        out += [*_table(["env", "cell", "trajectory length"], rows), ""]
     if study["failed"] or study["missing"]:
         out += ["## Missing runs", "", *(f"- `{k}`: {study['failed'].get(k, 'not run')}" for k in study["missing"]), ""]
     page.parent.mkdir(parents=True, exist_ok=True)
