@@ -59,7 +59,7 @@ def test_a_tiny_grid_runs_on_local_ray_reports_a_failure_and_resumes_without_rer
         conditions = r["conditions"]
         assert {"noise 0", "noise 0.3", "mass x1.5", "fixed gains, same network"} <= set(conditions)
         assert all(len(c["episodes"]["success"]) == 1 for c in conditions.values())
-        assert r["params"] > 0 and r["checkpoint_bytes"] > 0
+        assert r["params"] > 0 and r["checkpoint_bytes"] > 0 and 0 <= r["trees"]["mean_concentration"] <= 1
     assert len(json.loads((tmp_path / "grid" / "study.json").read_text())["tasks"]) == 2
     with pytest.raises(ValueError, match=r"other \['updates'\]"):
         run_study(replace(cfg, updates=3), progress=False)

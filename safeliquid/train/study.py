@@ -19,11 +19,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from safeliquid.checkpoint import atomic_write_text
 from safeliquid.envs import ENV_IDS, make_env
 from safeliquid.nn import CELLS
 from safeliquid.options import option, validate
 from safeliquid.policies import SAFETY_MODES, LiquidBarrierPolicy, load_policy
+from safeliquid.train.explain import explain
 from safeliquid.train.imitation import TrainConfig, train
 from safeliquid.train.rollout import PolicyController, evaluate
 from safeliquid.train.run_options import HELD_OUT_SEED, policy_config
@@ -48,7 +51,7 @@ UNSEEN: dict[str, dict[str, dict[str, Any]]] = {
 REFERENCE = ("ltc", 19)  # the 19-neuron NCP: the parameter count every cell is matched to at size "matched"
 
 
-QUICK = {"seeds": 1, "cells": ["ltc", "lstm", "gru", "mlp"], "large_cells": None, "demos": 40, "dagger_rounds": 1,
+QUICK = {"seeds": 1, "cells": ["ltc", "lstm", "mlp"], "large_cells": None, "demos": 40, "dagger_rounds": 1,
          "dagger_episodes": 20, "updates": 300, "episodes": 10, "out": "runs/study_quick"}  # fmt: skip
 # What every task of one grid folder must share (its results are comparable only so); the grid's lists may grow.
 BUDGET = ("demos", "dagger_rounds", "dagger_episodes", "updates", "episodes", "large_units")
@@ -78,7 +81,7 @@ class StudyConfig:
     cpus: int | None = option(None, "local Ray: CPUs to use (one task each); none: all", low=1)
     quick: bool = option(
         False,
-        "the quick grid: one seed, four cells, fewer updates and episodes (the options "
+        "the quick grid: one seed, three cells, fewer updates and episodes (the options "
         "it sets, unless given: " + ", ".join(sorted(QUICK)) + ")",
     )
     page: str = option("docs/results.md", "the results page to write (its plots go to results/ beside it)")
@@ -131,8 +134,6 @@ def trajectory_length(env_id: str, cell: str, units: int, seeds: int = 5, points
     """Raghu et al.'s trajectory length at initialisation, per seed: a circle of radius 1 in the (normalised)
     observation space, through two random orthonormal directions, fed to the network as a sequence of
     ``points`` steps; the length of its raw outputs' path over the circle's length."""
-    import torch
-
     lengths = []
     for seed in range(seeds):
         torch.manual_seed(seed)
@@ -203,8 +204,6 @@ def run_task(task: Task, cfg: StudyConfig) -> dict[str, Any]:
     done = out / "tasks" / f"{task.key}.json"
     if done.exists():
         return json.loads(done.read_text())
-    import torch
-
     torch.set_num_threads(1)
     run = out / "runs" / task.key
     train_cfg = TrainConfig(
@@ -226,12 +225,15 @@ def run_task(task: Task, cfg: StudyConfig) -> dict[str, Any]:
         policy.run_safety = "filter"
         conditions["fixed gains, same network"] = _condition(policy, task.env_id, cfg.episodes, {})
         policy.run_safety = "barrier"
+    views = explain(policy, task.env_id, run / "explain", HELD_OUT_SEED, episodes=3)
     result = {
         "task": asdict(task),
         "key": task.key,
         "params": sum(p.numel() for p in policy.parameters() if p.requires_grad),
         "checkpoint_bytes": (run / "best.pt").stat().st_size,
         "train_s": train_s,
+        "measure_s": time.perf_counter() - t0 - train_s,
+        "trees": {"median_r2": views["median_r2"], "mean_concentration": views["mean_concentration"]},
         "conditions": conditions,
     }
     done.parent.mkdir(parents=True, exist_ok=True)

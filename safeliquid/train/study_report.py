@@ -69,6 +69,10 @@ def pooled(study: dict[str, Any]) -> dict[tuple[str, str, str, str], dict[str, d
         g["_meta"]["checkpoint_bytes"].append(r["checkpoint_bytes"])
         g["_meta"]["units"].append(t["units"])
         g["_meta"]["train_s"].append(r["train_s"])
+        g["_meta"]["task_s"].append(r["train_s"] + r.get("measure_s", 0.0))
+        trees = r.get("trees")
+        g["_meta"]["tree_r2"].append(trees["median_r2"] if trees else math.nan)
+        g["_meta"]["concentration"].append(trees["mean_concentration"] if trees else math.nan)
     return groups
 
 
@@ -126,7 +130,7 @@ def claims(groups: dict, envs: list[str], noise: list[float]) -> list[str]:
             higher = [c for c, v in verdicts.items() if v == "higher"]
             lower = [c for c, v in verdicts.items() if v == "lower"]
             text = f"- **{name}, LTC {label}:** "
-            text += f"above {', '.join(higher)}" if higher else "above none"
+            text += f"above {', '.join(higher)}" if higher else "above no other cell"
             text += f"; below {', '.join(lower)}" if lower else ""
             text += f"; not separated from {', '.join(c for c, v in verdicts.items() if v == 'not separated')}" if (
                 len(higher) + len(lower) < len(verdicts)) else ""  # fmt: skip
@@ -134,6 +138,12 @@ def claims(groups: dict, envs: list[str], noise: list[float]) -> list[str]:
         if FIXED in ltc:
             learned, fixed = time_to_goal(ltc[NOMINAL]), time_to_goal(ltc[FIXED])
             s_l, s_f = rate(ltc[NOMINAL]["success"]), rate(ltc[FIXED]["success"])
+            ltc_c = mean(ltc["_meta"]["concentration"])
+            beaten = [c for c, g in others if compare(ltc_c, mean(g["_meta"]["concentration"])) == "higher"]
+            lines.append(
+                f"- **{name}, LTC interpretable (decision concentration of its neurons' trees, "
+                f"{fmt(ltc_c)}):** above {', '.join(beaten) if beaten else 'no other cell'}."
+            )
             lines.append(
                 f"- **{name}, BarrierNet less conservative than the fixed-gain filter (same LTC):** success "
                 f"{compare(s_l, s_f)} ({fmt(s_l)} against {fmt(s_f)}); time to goal {compare(learned, fixed)} "
@@ -148,22 +158,23 @@ def write_report(study: dict[str, Any], page: Path, assets: Path, command: str) 
     envs = list(dict.fromkeys(k[0] for k in groups))
     noise = study["noise"]
     rel = Path(assets.name)
+    cfg = study["config"]
+    compute = sum(r["train_s"] + r.get("measure_s", 0.0) for r in study["tasks"]) / 60
     out = [
         "# Results: the claims behind liquid networks and BarrierNet, measured",
         "",
         f"Made by `{command}` at commit `{study['commit']}`: {len(study['tasks'])} runs "
-        f"({len(study['missing'])} missing), {study['wall_s'] / 60:.0f} min of wall time on "
-        f"{study['machine']['cpus']} CPUs. Every policy is trained by DAgger through its safety layer "
-        f"({study['config']['updates']} updates, {study['config']['demos']} demonstrations, "
-        f"{study['config']['dagger_rounds']} DAgger rounds) and measured on {study['config']['episodes']} held-out "
-        f"episodes per condition and seed ({study['config']['seeds']} seeds). Intervals are 95%: Wilson for rates, "
-        "normal for means, over the seeds' pooled episodes. A claim is stated only where the intervals separate.",
+        f"({len(study['missing'])} missing), {compute:.0f} CPU-minutes of tasks on a {study['machine']['cpus']}-CPU "
+        f"machine. Every policy is trained by DAgger through its safety layer (updates: {cfg['updates']}, "
+        f"demonstrations: {cfg['demos']}, DAgger rounds: {cfg['dagger_rounds']}) and measured on "
+        f"{cfg['episodes']} held-out episodes per condition and seed (seeds: {cfg['seeds']}). Intervals are 95%: "
+        "Wilson for rates, normal for means, over the seeds' pooled episodes. A claim is stated only where the "
+        'intervals separate; "not separated" means these runs cannot tell.',
         "",
         "## The claims",
         "",
         *claims(groups, envs, noise),
         "- **Irregularly sampled data:** not measured yet (the sampling-jitter condition is not built).",
-        "- **Interpretability:** not measured yet (`safeliquid explain` is not built).",
         "",
     ]
     for env in envs:
@@ -178,9 +189,11 @@ def write_report(study: dict[str, Any], page: Path, assets: Path, command: str) 
                          f"{np.mean(m['checkpoint_bytes']) / 1024:.0f}", mode, fmt(rate(g[NOMINAL]["success"])),
                          fmt(rate([v > 0 for v in g[NOMINAL]["violating_steps"]])),
                          f"{int(sum(g[NOMINAL]['violating_steps'])):,}", fmt(mean(g[NOMINAL]["mean_step_ms"]), 3),
-                         f"{np.mean(m['train_s']) / 60:.1f}"])  # fmt: skip
+                         f"{np.mean(m['train_s']) / 60:.1f}", fmt(mean(m["tree_r2"])),
+                         fmt(mean(m["concentration"]))])  # fmt: skip
         out += _table(["cell", "size", "units", "params", "checkpoint KB", "mode", "success", "failure rate",
-                       "violating steps", "step ms", "train min"], rows)  # fmt: skip
+                       "violating steps", "step ms", "train min", "trees: R² (median)",
+                       "decision concentration"], rows)  # fmt: skip
         plot = assets / f"noise_{name.split('-')[0].lower()}.png"
         _plot_noise(groups, env, noise, plot)
         out += ["", "### Observation noise", "", f"![success against noise]({rel / plot.name})", ""]
