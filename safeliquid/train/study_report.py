@@ -48,7 +48,12 @@ def compare(a: Interval, b: Interval) -> str:
 
 
 def fmt(x: Interval, digits: int = 2) -> str:
-    return "—" if not np.isfinite(x[0]) else f"{x[0]:.{digits}f} [{x[1]:.{digits}f}, {x[2]:.{digits}f}]"
+    """``mean [low, high]``; ``—`` without values; ``mean (one value)`` where there is no interval."""
+    if not np.isfinite(x[0]):
+        return "—"
+    if not (np.isfinite(x[1]) and np.isfinite(x[2])):
+        return f"{x[0]:.{digits}f} (one value)"
+    return f"{x[0]:.{digits}f} [{x[1]:.{digits}f}, {x[2]:.{digits}f}]"
 
 
 def pooled(study: dict[str, Any]) -> dict[tuple[str, str, str, str], dict[str, dict[str, list]]]:
