@@ -168,10 +168,7 @@ def explain(policy: Any, env_id: str, out: Path, seed: int, episodes: int, depth
     else:  # one episode: a seeded random 30% of its steps
         held_out = np.random.default_rng(0).random(len(states)) < 0.3
     trees = neuron_trees(states, np.concatenate(neurons), depth, names, held_out)
-    env = make_env(env_id)
-    dt = float(env.unwrapped.dt)
-    env.close()
-    plots = _plots(out, neurons[0], np.asarray(traces[0].action), sal, policy, dt)
+    plots = _plots(out, neurons[0], np.asarray(traces[0].action), sal, policy, policy.config.dt)
     result = {
         "env_id": env_id, "cell": policy.config.cell, "episodes": episodes, "seed": seed, "steps": len(states),
         "neurons": int(neurons[0].shape[1]), "saliency_mean": sal.mean(0).tolist(),

@@ -18,11 +18,12 @@ from safeliquid.train.run_options import EVAL_SEED
 
 
 def evaluate_policy(policy: Any, env_id: str, episodes: int, first_seed: int = EVAL_SEED,
-                    env_kwargs: dict | None = None) -> dict[str, Any]:  # fmt: skip
-    """Closed-loop rollouts on seeds ``first_seed ...``: the aggregated metrics of :mod:`safeliquid.metrics`."""
+                    env_kwargs: dict | None = None, per_episode: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Closed-loop rollouts on seeds ``first_seed ...``: the aggregated metrics of :mod:`safeliquid.metrics`
+    (with ``per_episode``, also each episode's, as :func:`~safeliquid.train.rollout.evaluate` gives them)."""
     env = make_env(env_id, env_kwargs)
     try:
-        return evaluate(env, PolicyController(policy), episodes, first_seed)
+        return evaluate(env, PolicyController(policy), episodes, first_seed, per_episode=per_episode)
     finally:
         env.close()
 

@@ -29,7 +29,7 @@ from safeliquid.options import option, validate
 from safeliquid.policies import SAFETY_MODES, LiquidBarrierPolicy, load_policy
 from safeliquid.train.explain import explain
 from safeliquid.train.imitation import TrainConfig, train
-from safeliquid.train.rollout import PolicyController, evaluate
+from safeliquid.train.run_log import evaluate_policy
 from safeliquid.train.run_options import HELD_OUT_SEED, policy_config
 
 # Each environment's imitation options (the shipped recipes': CartPoleRail's LTC needs 3 ODE time units a step).
@@ -126,9 +126,14 @@ def _policy(env_id: str, cell: str, units: int, mode: str = "barrier", seed: int
         env.close()
 
 
+def trainable(policy: LiquidBarrierPolicy) -> int:
+    """``policy``'s trainable parameters."""
+    return sum(p.numel() for p in policy.parameters() if p.requires_grad)
+
+
 def n_params(env_id: str, cell: str, units: int, mode: str = "barrier") -> int:
     """Trainable parameters of the policy :func:`train` builds for ``cell`` with ``units`` on ``env_id``."""
-    return sum(p.numel() for p in _policy(env_id, cell, units, mode).parameters() if p.requires_grad)
+    return trainable(_policy(env_id, cell, units, mode))
 
 
 def trajectory_length(env_id: str, cell: str, units: int, seeds: int = 5, points: int = 400) -> list[float]:
@@ -172,9 +177,8 @@ def grid(cfg: StudyConfig) -> list[Task]:
         for size, target in sizes.items():
             cells, modes = (cfg.cells, cfg.modes) if size == "matched" else (cfg.large_cells or [], ["barrier"])
             for cell in cells:
-                units = matched_units(env_id, cell, target) if (cell, size) != ("ltc", "matched") else 19
-                if (cell, size) == ("ltc", "large"):
-                    units = cfg.large_units
+                own = {"matched": REFERENCE[1], "large": cfg.large_units}[size] if cell == "ltc" else None
+                units = own or matched_units(env_id, cell, target)
                 for mode in modes:
                     tasks.extend(Task(env_id, cell, size, units, mode, seed) for seed in range(cfg.seeds))
     return tasks
@@ -183,18 +187,13 @@ def grid(cfg: StudyConfig) -> list[Task]:
 def _condition(policy: Any, env_id: str, episodes: int, env_kwargs: dict[str, Any]) -> dict[str, Any]:
     """``episodes`` held-out episodes of ``policy`` on ``env_id`` with ``env_kwargs``: the aggregate and the
     per-episode values the report pools over seeds."""
-    env = make_env(env_id, env_kwargs)
-    try:
-        m = evaluate(env, PolicyController(policy), episodes, HELD_OUT_SEED, per_episode=True)
-        dt = float(env.unwrapped.dt)
-    finally:
-        env.close()
+    m = evaluate_policy(policy, env_id, episodes, HELD_OUT_SEED, env_kwargs, per_episode=True)
     per = m.pop("per_episode")
     keep = ("success", "violating_steps", "ep_len", "mean_intervention", "min_barrier", "mean_step_ms")
     return {
         "summary": {k: (list(v) if isinstance(v, tuple) else v) for k, v in m.items()},
         "episodes": {k: [e[k] for e in per] for k in keep},
-        "dt": dt,
+        "dt": policy.config.dt,
     }
 
 
@@ -231,7 +230,7 @@ def run_task(task: Task, cfg: StudyConfig) -> dict[str, Any]:
     result = {
         "task": asdict(task),
         "key": task.key,
-        "params": sum(p.numel() for p in policy.parameters() if p.requires_grad),
+        "params": trainable(policy),
         "checkpoint_bytes": (run / "best.pt").stat().st_size,
         "train_s": train_s,
         "measure_s": time.perf_counter() - t_measure,
