@@ -1,6 +1,6 @@
 """Adversaries against the safety layer: every environment, every adversary, with and without the filter.
 
-    python benchmarks/bench_adversarial.py [--steps 10000] [--env ENV ...]
+    python benchmarks/bench_adversarial.py [--steps 10000] [--env ENV ...] [--dt-jitter J]
 
 For each environment and each of its adversaries (:mod:`safeliquid.envs.adversaries`), ``--steps`` steps
 through :class:`~safeliquid.safety.SafetyFilterWrapper` (each environment in its default, certified
@@ -8,7 +8,8 @@ configuration; the layer with the default gains, the
 sampled-data correction and the fallback) and the same steps without it, to show the adversary really
 violates. Counts violating steps (``cost``), contacts, the lowest barrier, QP solves that were not
 optimal, the layer's fallbacks and unreported infeasible solves. Writes
-``benchmarks/results/adversarial.json`` and prints a markdown table.
+``benchmarks/results/adversarial.json`` (``adversarial_jitter<J>.json`` with ``--dt-jitter``: every control
+period drawn in dt (1 ± J), outside what the certificate covers) and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10_000, help="steps per environment and adversary")
     parser.add_argument("--env", nargs="*", default=list(ENV_IDS), help="environments (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="first episode seed")
+    parser.add_argument("--dt-jitter", type=float, default=0.0, help="sampling jitter of the environments (0: none)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = []
@@ -46,7 +48,7 @@ def main() -> None:
         uncertified = [str(w.message) for w in caught if issubclass(w.category, UncertifiedWarning)]
         for index, adversary in enumerate(adversaries(env_id)):
             for filtered in (True, False):
-                env = gym.make(env_id)
+                env = gym.make(env_id, dt_jitter=args.dt_jitter)
                 if filtered:
                     env = SafetyFilterWrapper(env)
                 t0 = time.perf_counter()
@@ -68,7 +70,8 @@ def main() -> None:
                     f"fallbacks {result.fallbacks:5d} unreported {result.unreported_infeasible}",
                     flush=True,
                 )
-    path = write("adversarial", {"steps": args.steps, "seed": args.seed, "results": rows})
+    name = "adversarial" + (f"_jitter{args.dt_jitter:g}" if args.dt_jitter else "")
+    path = write(name, {"steps": args.steps, "seed": args.seed, "dt_jitter": args.dt_jitter, "results": rows})
     head = ["env", "adversary", "filter", "violating steps", "contacts", "min h", "QP not optimal", "fallbacks"]
     print("\n| " + " | ".join([*head, "unreported"]) + " |")
     print("|---" * (len(head) + 1) + "|")

@@ -31,6 +31,12 @@ class SafeBulletEnv(gym.Env):
     ``randomize_mass``: relative spread of the robot's masses (uniform in ``1 ± randomize_mass``).
     ``mass_scale``: the robot's masses times this (a changed robot; with ``randomize_mass``, the spread's centre).
     ``terminate_on_violation``: end the episode at the first step with ``cost == 1``.
+    ``dt_jitter``: sampling jitter: each control period lasts ``dt * (1 + dt_jitter * U(-1, 1))`` (the
+    physics step scaled with it), drawn from its own stream; ``info["dt"]`` is the period that just elapsed,
+    the time between the previous observation and this one. The safety layers' sampled-data corrections
+    are made for the nominal ``dt``: under jitter their certificate does not cover the longer periods.
+
+    Every ``info`` carries ``dt`` and ``position`` (the robot's position in its task space: :meth:`position`).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array", "human"], "render_fps": 20}
@@ -57,6 +63,7 @@ class SafeBulletEnv(gym.Env):
         randomize_mass: float = 0.0,
         terminate_on_violation: bool = False,
         mass_scale: float = 1.0,
+        dt_jitter: float = 0.0,
     ) -> None:
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
@@ -70,20 +77,23 @@ class SafeBulletEnv(gym.Env):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v}")
         if not (np.isfinite(mass_scale) and mass_scale > 0):
             raise ValueError(f"mass_scale must be a finite number > 0, got {mass_scale}")
+        if not (np.isfinite(dt_jitter) and 0 <= dt_jitter < 1):
+            raise ValueError(f"dt_jitter must be a number in [0, 1) (a relative spread of the period), got {dt_jitter}")
         if randomize_mass >= 1:
             raise ValueError(f"randomize_mass must be < 1 (a relative spread), got {randomize_mass}")
         self.render_mode = render_mode
         self.obs_noise, self.action_noise, self.disturbance = obs_noise, action_noise, disturbance
         self.randomize_mass, self.terminate_on_violation = randomize_mass, terminate_on_violation
-        self.mass_scale = float(mass_scale)
+        self.mass_scale, self.dt_jitter = float(mass_scale), float(dt_jitter)
+        self.step_dt = self.dt  # the control period that just elapsed (s): dt unless dt_jitter > 0
         self.action_bound = np.asarray(action_bound, dtype=np.float64)
         bound32 = self.action_bound.astype(np.float32)
         self.action_space = gym.spaces.Box(-bound32, bound32, dtype=np.float32)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
         self.sim = BulletSim(gui=render_mode == "human", timestep=self.dt / self.physics_substeps)
-        # Own streams for the actuator noise and the disturbance (they never share draws with each other or
-        # with the scene and observation noise of ``np_random``); reseeded by ``reset(seed=...)``.
-        self._noise_rng, self._push_rng = self._streams(None)
+        # Own streams for the actuator noise, the disturbance and the jitter (they never share draws with each
+        # other or with the scene and observation noise of ``np_random``); reseeded by ``reset(seed=...)``.
+        self._noise_rng, self._push_rng, self._jitter_rng = self._streams(None)
         self.model: ControlAffine | None = None
         self.constraints: ConstraintSet | None = None
         self._built = False
@@ -117,6 +127,11 @@ class SafeBulletEnv(gym.Env):
     def _task_reset(self, state: np.ndarray) -> None:
         """Hook for task bookkeeping at reset (e.g. the distance to the goal)."""
 
+    def position(self, state: np.ndarray) -> np.ndarray:
+        """The robot's position in its task space now, shape ``(d,)`` (m; ``state``: :meth:`safety_state`'s,
+        now): what a path length is measured on."""
+        raise NotImplementedError
+
     # -- gymnasium API -----------------------------------------------------------------------
     def _observation(self, state: np.ndarray) -> np.ndarray:
         obs = self._observe(state)
@@ -128,10 +143,10 @@ class SafeBulletEnv(gym.Env):
         return self.mass_scale * (1.0 + self.randomize_mass * float(self.np_random.uniform(-1.0, 1.0)))
 
     @staticmethod
-    def _streams(seed: int | None) -> tuple[np.random.Generator, np.random.Generator]:
+    def _streams(seed: int | None) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
         root = np.random.SeedSequence(seed)
-        noise, push = root.spawn(2)
-        return np.random.default_rng(noise), np.random.default_rng(push)
+        noise, push, jitter = root.spawn(3)  # spawn's children are fixed by index: adding one changes no other
+        return np.random.default_rng(noise), np.random.default_rng(push), np.random.default_rng(jitter)
 
     def disturbance_bound(self) -> float:
         """The largest magnitude of each component of the external force (N): 3 std, where it is truncated."""
@@ -159,7 +174,9 @@ class SafeBulletEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         if seed is not None:
-            self._noise_rng, self._push_rng = self._streams(seed)
+            self._noise_rng, self._push_rng, self._jitter_rng = self._streams(seed)
+        self.step_dt = self.dt
+        self.sim.timestep = self.dt / self.physics_substeps  # a jittered episode's last period is not the next's
         self.sim.reset(self.gravity)
         self._build()
         self._built = True
@@ -167,7 +184,7 @@ class SafeBulletEnv(gym.Env):
         self._task_reset(state)
         h = self.barrier_values(state)
         # The step keys too, so that a vector env's autoreset step (which returns this info) carries them.
-        return self._observation(state), {"cost": float((h < 0).any()), **self._barrier_info(h)}
+        return self._observation(state), {"cost": float((h < 0).any()), **self._barrier_info(h), **self._where(state)}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if not self._built:
@@ -182,6 +199,9 @@ class SafeBulletEnv(gym.Env):
         if self.action_noise > 0:
             noise = self._noise_rng.normal(0.0, self.action_noise, a.shape) * self.action_bound
             applied = np.clip(applied + noise, -self.action_bound, self.action_bound)
+        if self.dt_jitter > 0:
+            self.step_dt = self.dt * (1.0 + self.dt_jitter * float(self._jitter_rng.uniform(-1.0, 1.0)))
+            self.sim.set_timestep(self.step_dt / self.physics_substeps)
         contact = self._apply(applied, self._draw_disturbance())
         state = self.safety_state()
         h = self.barrier_values(state)
@@ -194,9 +214,13 @@ class SafeBulletEnv(gym.Env):
             "contact": contact,
             "action_clipped": clipped,
             "is_success": success,
+            **self._where(state),
         }
         terminated = done or (violated and self.terminate_on_violation)
         return self._observation(state), float(reward), terminated, False, info
+
+    def _where(self, state: np.ndarray) -> dict[str, Any]:
+        return {"dt": self.step_dt, "position": self.position(state)}
 
     def _barrier_info(self, h: np.ndarray) -> dict[str, float]:
         assert self.constraints is not None

@@ -51,6 +51,11 @@ class BulletSim:
             )
         return fn(*args, physicsClientId=self.client, **kwargs)
 
+    def set_timestep(self, timestep: float) -> None:
+        """The physics step (s) from now on (and after every :meth:`reset`)."""
+        self.timestep = float(timestep)
+        self.call(p.setTimeStep, self.timestep)
+
     def reset(self, gravity: tuple[float, float, float] = (0.0, 0.0, -9.81)) -> None:
         """Empty the world (deterministic, unlike resetting joint states across episodes); after
         :meth:`close`, connect a new client first (gymnasium allows ``reset()`` after ``close()``)."""

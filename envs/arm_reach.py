@@ -188,6 +188,9 @@ class ArmReachEnv(SafeBulletEnv):
     def end_effector(self) -> np.ndarray:
         return self._points_now()[-1]
 
+    def position(self, state: np.ndarray) -> np.ndarray:
+        return self.end_effector().copy()
+
     def _observe(self, state: np.ndarray) -> np.ndarray:
         ee = self.end_effector()
         return np.concatenate([state, ee, self.target - ee, self.obstacle[:3] - ee, self.obstacle[3:]])

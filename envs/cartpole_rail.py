@@ -218,6 +218,9 @@ class CartPoleRailEnv(SafeBulletEnv):
         (x, xd, *_), (th, thd, *_) = self.sim.call(p.getJointStates, self._robot, [0, 1])
         return np.array([x, th, xd, thd])
 
+    def position(self, state: np.ndarray) -> np.ndarray:
+        return state[:1].copy()  # the cart's place on the rail
+
     def barrier_values(self, state: np.ndarray | None = None) -> np.ndarray:
         s = self.safety_state() if state is None else state
         return rail_values(np.asarray(s, np.float64)[None], self.rail)[0]

@@ -223,6 +223,9 @@ class NavigateEnv(SafeBulletEnv):
         (px, vx, *_), (py, vy, *_) = self.sim.call(p.getJointStates, self._robot, [0, 1])
         return np.array([px, py, vx, vy])
 
+    def position(self, state: np.ndarray) -> np.ndarray:
+        return state[:2].copy()
+
     def barrier_values(self, state: np.ndarray | None = None) -> np.ndarray:
         s = self.safety_state() if state is None else state
         assert self.constraints is not None
@@ -259,7 +262,8 @@ class NavigateEnv(SafeBulletEnv):
         clearance = (
             np.sqrt(((state[:2] - self.obstacles[:, :2]) ** 2).sum(1)) - self.obstacles[:, 2] - self.robot_radius
         )
-        travel = (np.linalg.norm(state[2:]) + np.linalg.norm(force) / self.mass * self.dt) * self.dt
+        dt = self.step_dt
+        travel = (np.linalg.norm(state[2:]) + np.linalg.norm(force) / self.mass * dt) * dt
         check = bool(clearance.min() <= travel + 0.01)
         contact = False
         for _ in range(self.physics_substeps):

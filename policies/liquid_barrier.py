@@ -18,6 +18,7 @@ sampled-data correction filters its action), ``none``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -123,11 +124,12 @@ class LiquidBarrierPolicy(nn.Module):
         raw = y[..., c.n_command :].reshape(*y.shape[:-1], len(c.gain_groups), -1)
         return u_ref, c.gain_range ** torch.tanh(raw)
 
-    def raw_step(self, obs: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor]:
+    def raw_step(self, obs: Tensor, h: Tensor | None, dt: float | None = None) -> tuple[Tensor, Tensor]:
         """One recurrent step on a batch: ``obs (B, obs_dim)``, ``h (B, H)`` or None -> the raw outputs ``(B,
-        outputs)`` (the command and the gain logits before :meth:`outputs` squashes them) and ``h_next``."""
+        outputs)`` (the command and the gain logits before :meth:`outputs` squashes them) and ``h_next``.
+        ``dt``: the time (s) since the previous observation (None: the control period); see :meth:`act`."""
         z = self.encoder((obs - self.obs_mean) / self.obs_std)
-        y, h = self.cell(z, h, self.config.cell_time)
+        y, h = self.cell(z, h, self._cell_time(dt))
         return self._readout(y, z), h
 
     def forward(
@@ -211,18 +213,34 @@ class LiquidBarrierPolicy(nn.Module):
         return (*out, sol.status) if with_status else out
 
     # -- run time ------------------------------------------------------------------------------
+    def _cell_time(self, dt: float | None) -> float:
+        """The cell's time for a step that lasted ``dt`` s (None: the control period): ``cell_time`` scaled."""
+        c = self.config
+        if dt is None:
+            return c.cell_time
+        if not (math.isfinite(dt) and dt > 0):
+            raise ValueError(f"dt must be a positive finite number (s since the previous observation), got {dt}")
+        return c.cell_time * float(dt) / c.dt
+
     def reset(self) -> None:
         """Start a new episode: forget the recurrent state."""
         self._h = None
 
     @torch.no_grad()
     def act(
-        self, obs: np.ndarray | Tensor, state: np.ndarray | None = None, constraints: ConstraintSet | None = None
+        self,
+        obs: np.ndarray | Tensor,
+        state: np.ndarray | None = None,
+        constraints: ConstraintSet | None = None,
+        dt: float | None = None,
     ) -> np.ndarray:
         """One control step: ``obs (obs_dim,)`` or ``(B, obs_dim)`` -> action ``(m,)`` or ``(B, m)`` (float32).
 
         ``state`` (the constraint set's state, ``(n,)`` or ``(B, n)``) and ``constraints`` are
-        needed unless ``safety == "none"``; a batch shares one constraint set.
+        needed unless ``safety == "none"``; a batch shares one constraint set. ``dt``: the time (s) since the
+        previous observation, for irregular sampling (None: the control period ``config.dt``): a
+        continuous-time cell integrates over it (its ``cell_time`` scaled by ``dt / config.dt``); a discrete
+        cell (lstm, gru, mlp) steps once whatever it is. The safety layer keeps its nominal period.
         """
         obs_np = np.asarray(obs, dtype=np.float32) if not isinstance(obs, Tensor) else obs.detach().float().numpy()
         single = obs_np.ndim == 1
@@ -240,8 +258,9 @@ class LiquidBarrierPolicy(nn.Module):
             )
         if constraints is not None:
             _check_scene(constraints, state, self.config.act_dim, o.shape[0])
+        time = self._cell_time(dt)
         if single and mode != "none" and state is not None and constraints is not None:
-            return self._act_one(obs_np.astype(np.float64), np.asarray(state, np.float64), constraints)
+            return self._act_one(obs_np.astype(np.float64), np.asarray(state, np.float64), constraints, time)
         needs_model = mode != "none" or self.config.prior is not None
         if needs_model and (state is None or constraints is None):
             prior = f" and prior={self.config.prior!r}" if self.config.prior else ""
@@ -251,7 +270,7 @@ class LiquidBarrierPolicy(nn.Module):
         if self.config.prior is not None:
             assert x is not None and constraints is not None
             dyn = model_terms(constraints.model, x, self.config.prior)
-        raw, self._h = self.raw_step(o, self._h)  # the cell's own step (batch-1 fast path)
+        raw, self._h = self.raw_step(o, self._h, dt)  # the cell's own step (batch-1 fast path)
         u_ref, mult = self.outputs(raw, dyn, self.goal_command(o))
         slack = torch.zeros(o.shape[0], 0)
         failed = fallback = torch.zeros(o.shape[0], dtype=torch.bool)
@@ -324,15 +343,15 @@ class LiquidBarrierPolicy(nn.Module):
             o = np.concatenate([o[w["rest"]], conv.T.ravel()])  # channel-major, as Conv1d's flatten
         return np.tanh(w["linear.weight"] @ o + w["linear.bias"])
 
-    def _act_one(self, o: np.ndarray, state: np.ndarray, constraints: ConstraintSet) -> np.ndarray:
-        """Batch 1 with the layer (``barrier`` or ``filter``): encoder in numpy, the cell's own batch-1 kernel,
-        the layer's numpy path (:meth:`BarrierLayer.project`). Same numbers as the batched torch path (a test
-        checks)."""
+    def _act_one(self, o: np.ndarray, state: np.ndarray, constraints: ConstraintSet, time: float) -> np.ndarray:
+        """Batch 1 with the layer (``barrier`` or ``filter``): encoder in numpy, the cell's own batch-1 kernel
+        over the cell time ``time``, the layer's numpy path (:meth:`BarrierLayer.project`). Same numbers as the
+        batched torch path (a test checks)."""
         w = self._numpy_weights()
         z_np = self._encode_np(o, w)
         z = torch.from_numpy(z_np).to(self.obs_mean.dtype).unsqueeze(0)
         h = self._h if self._h is not None else self.cell.initial_state(1, dtype=z.dtype)
-        y, self._h = self.cell(z, h, self.config.cell_time)
+        y, self._h = self.cell(z, h, time)
         yv = y[0].double().numpy()
         if "head.weight" in w:
             yv = w["head.weight"] @ yv + w["head.bias"]

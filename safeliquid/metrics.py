@@ -25,7 +25,9 @@ class EpisodeMetrics:
     counts steps where the simulator reports a contact (``info["contact"]``) while every barrier is
     still >= 0: a gap in the constraints themselves, which no safety layer on them can close.
     ``fallback_steps`` counts steps where the safety layer sent its declared fallback (its backup
-    controller, or the least-violating input) instead of a solution meeting every row."""
+    controller, or the least-violating input) instead of a solution meeting every row. ``path_length`` is
+    the distance the robot's task-space position (``info["position"]``) travelled, from the reset's position
+    (NaN where the environment reports no position)."""
 
     success: bool
     ep_ret: float
@@ -42,6 +44,7 @@ class EpisodeMetrics:
     mean_step_ms: float
     p99_step_ms: float
     fallback_steps: int = 0
+    path_length: float = math.nan
 
     def to_dict(self) -> dict[str, float | int | bool]:
         return asdict(self)
@@ -60,7 +63,13 @@ class EpisodeRecorder:
     failures: list[bool] = field(default_factory=list)
     fallbacks: list[bool] = field(default_factory=list)
     step_s: list[float] = field(default_factory=list)
+    positions: list[np.ndarray] = field(default_factory=list)
     success: bool = False
+
+    def start(self, info: dict) -> None:
+        """The reset's ``info``: where the path starts (if it carries ``position``)."""
+        if "position" in info:
+            self.positions.append(np.asarray(info["position"], dtype=np.float64))
 
     def step(
         self,
@@ -88,6 +97,8 @@ class EpisodeRecorder:
         self.fallbacks.append(bool(fallback))
         self.step_s.append(float(compute_s))
         self.success = bool(info.get("is_success", False))
+        if "position" in info:
+            self.positions.append(np.asarray(info["position"], dtype=np.float64))
 
     def finish(self) -> EpisodeMetrics:
         if not self.rewards:
@@ -110,7 +121,13 @@ class EpisodeRecorder:
             mean_step_ms=float(ms.mean()),
             p99_step_ms=float(np.percentile(ms, 99)),
             fallback_steps=int(np.sum(self.fallbacks)),
+            path_length=self._path_length(),
         )
+
+    def _path_length(self) -> float:
+        if len(self.positions) < 2:
+            return math.nan
+        return float(np.linalg.norm(np.diff(np.stack(self.positions), axis=0), axis=-1).sum())
 
 
 def proportion_ci(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -653,3 +653,30 @@ def test_unseen_scene_options_change_the_scene_and_refuse_bad_values():
     with pytest.raises(ValueError, match="cannot place 40 obstacles"):
         crowded.reset(seed=0)
     crowded.close()
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_sampling_jitter_draws_each_period_reports_it_and_moves_the_physics_with_it(env_id):
+    """``dt_jitter``: each period in dt (1 ± j), reported as ``info["dt"]``, seeded, nominal again at reset;
+    the physics runs for that period (from rest, a held input moves the robot by dt² times as much)."""
+    jit, plain = make(env_id, dt_jitter=0.5), make(env_id)
+    for env in (jit, plain):
+        _, info = env.reset(seed=3)
+        assert info["dt"] == env.dt and env.sim.timestep == pytest.approx(env.dt / env.physics_substeps)
+    u = 0.5 * jit.action_bound
+    start = jit.position(jit.safety_state())
+    infos = [jit.step(u)[4] for _ in range(8)]
+    dts = np.asarray([i["dt"] for i in infos])
+    assert ((dts >= 0.5 * jit.dt) & (dts <= 1.5 * jit.dt)).all() and dts.std() > 0.05 * jit.dt
+    *_, info = plain.step(u)
+    assert info["dt"] == plain.dt
+    if env_id != ARM:  # the disc and the cart start at rest (the arm's gravity load muddles the ratio)
+        moved = np.linalg.norm(infos[0]["position"] - start) / np.linalg.norm(info["position"] - start)
+        assert moved == pytest.approx((dts[0] / jit.dt) ** 2, rel=0.05)
+    jit.reset(seed=3)  # the same draws again, and the nominal period at the start
+    assert jit.step_dt == jit.dt and jit.sim.timestep == pytest.approx(jit.dt / jit.physics_substeps)
+    assert [jit.step(u)[4]["dt"] for _ in range(8)] == dts.tolist()
+    with pytest.raises(ValueError, match=r"dt_jitter must be a number in \[0, 1\)"):
+        make(env_id, dt_jitter=1.0)
+    jit.close()
+    plain.close()

@@ -57,8 +57,10 @@ def test_a_tiny_grid_runs_on_local_ray_reports_a_failure_and_resumes_without_rer
                                                          "cartpolerail-mlp-matched-barrier-s0"]  # fmt: skip
     for r in second["tasks"]:
         conditions = r["conditions"]
-        assert {"noise 0", "noise 0.3", "mass x1.5", "fixed gains, same network"} <= set(conditions)
+        assert {"noise 0", "noise 0.3", "jitter 0.5", "mass x1.5", "fixed gains, same network"} <= set(conditions)
+        assert ("jitter 0.5, dt withheld" in conditions) == (r["task"]["cell"] == "ltc")  # ODE cells only
         assert all(len(c["episodes"]["success"]) == 1 for c in conditions.values())
+        assert all(c["episodes"]["path_length"][0] > 0 for c in conditions.values())
         assert r["params"] > 0 and r["checkpoint_bytes"] > 0 and 0 <= r["trees"]["mean_concentration"] <= 1
     assert len(json.loads((tmp_path / "grid" / "study.json").read_text())["tasks"]) == 2
     with pytest.raises(ValueError, match=r"other \['updates'\]"):
@@ -66,6 +68,7 @@ def test_a_tiny_grid_runs_on_local_ray_reports_a_failure_and_resumes_without_rer
     page = write_report(second, tmp_path / "docs" / "results.md", tmp_path / "docs" / "results", "safeliquid study")
     text = page.read_text()
     assert "## CartPoleRail-v0" in text and "| ltc | matched | 19 |" in text
+    assert "### Sampling jitter" in text and "LTC handles irregular sampling" in text and "path length m" in text
     assert (tmp_path / "docs" / "results" / "noise_cartpolerail.png").stat().st_size > 0
 
 

@@ -4,6 +4,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -554,6 +555,44 @@ def test_metrics_on_hand_built_episodes():
     assert 0.0 <= lo <= agg["cost_rate"] <= hi <= 1.0  # the interval is about the pooled rate, inside [0, 1]
     with pytest.raises(KeyError, match="info must carry 'cost'"):
         EpisodeRecorder().step(0.0, {})
+    assert math.isnan(e.path_length)  # no positions reported
+    walk = EpisodeRecorder()
+    walk.start({"position": np.array([0.0, 0.0])})
+    for xy in ([3.0, 4.0], [3.0, 4.0], [0.0, 0.0]):
+        walk.step(0.0, {"cost": 0.0, "barrier_min_h": 1.0, "position": np.array(xy)})
+    assert walk.finish().path_length == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("cell", ["ltc", "mlp"])
+def test_each_samples_elapsed_time_reaches_a_continuous_cell_on_both_run_time_paths(demos, cell):
+    """``act(..., dt=)``: the batch-1 fast path and the batched torch path agree under irregular periods; the
+    nominal period is the default; an ODE cell's answer depends on the period, a discrete cell's does not."""
+    policy = _policy(demos, cell=cell, cell_dt=3.0)
+    env = gym.make(NAV, dt_jitter=0.5).unwrapped
+    runs = {}
+    for name, timed, batched in (("fast", True, False), ("torch", True, True), ("blind", False, False)):
+        obs, info = env.reset(seed=3)
+        policy.reset()
+        actions = []
+        for _ in range(15):
+            dt = info["dt"] if timed else None
+            state = env.safety_state()
+            u = policy.act(obs[None], state[None], env.constraints, dt)[0] if batched else policy.act(
+                obs, state, env.constraints, dt)  # fmt: skip
+            actions.append(u)
+            obs, _, _, _, info = env.step(u)
+        runs[name] = np.array(actions)
+    np.testing.assert_allclose(runs["fast"], runs["torch"], atol=2e-4)
+    gap = float(np.abs(runs["fast"] - runs["blind"]).max())
+    assert gap > 1e-3 if cell == "ltc" else gap == 0.0, gap
+    policy.reset()
+    nominal = policy.act(obs, env.safety_state(), env.constraints, env.dt)
+    policy.reset()
+    np.testing.assert_array_equal(nominal, policy.act(obs, env.safety_state(), env.constraints))
+    for bad in (0.0, -0.05, float("nan")):
+        with pytest.raises(ValueError, match="dt must be a positive finite number"):
+            policy.act(obs, env.safety_state(), env.constraints, bad)
+    env.close()
 
 
 def test_cli_commands_on_tiny_settings(trained, tmp_path, capsys):

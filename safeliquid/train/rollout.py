@@ -26,16 +26,19 @@ class Controller(Protocol):
 
 
 class PolicyController:
-    """Drive with a :class:`~safeliquid.policies.LiquidBarrierPolicy` (its state and constraints from the env)."""
+    """Drive with a :class:`~safeliquid.policies.LiquidBarrierPolicy` (its state and constraints from the env,
+    and the period that elapsed since the last observation, ``step_dt``, which differs from ``dt`` only
+    under sampling jitter). ``timed=False`` withholds that period: the policy assumes the nominal one."""
 
-    def __init__(self, policy: Any) -> None:
-        self.policy, self.report = policy, {}
+    def __init__(self, policy: Any, timed: bool = True) -> None:
+        self.policy, self.timed, self.report = policy, timed, {}
 
     def reset(self, env: gym.Env) -> None:
         self.policy.reset()
 
     def __call__(self, obs: np.ndarray, env: gym.Env) -> np.ndarray:
-        u = self.policy.act(obs, env.unwrapped.safety_state(), env.unwrapped.constraints)
+        base = env.unwrapped
+        u = self.policy.act(obs, base.safety_state(), base.constraints, dt=base.step_dt if self.timed else None)
         r = self.policy.last_report
         self.report = {
             "intervention": float(np.ravel(r["intervention"])[0]),
@@ -88,10 +91,11 @@ def run_episode(
     """One seeded episode to its end (termination or the time limit); the control step's compute time
     (``controller(...)``) is timed per step. ``render_every > 0`` keeps every n-th frame in the trace."""
     warmup()  # the QP kernel compiled (or loaded from numba's cache) before the clock starts
-    obs, _ = env.reset(seed=seed)
+    obs, info = env.reset(seed=seed)
     controller.reset(env)
     base = env.unwrapped
     rec, tr = EpisodeRecorder(), Trace(names=list(base.constraints.names)) if trace or render_every else None
+    rec.start(info)
     if tr is not None:
         tr.state.append(base.safety_state())
         tr.barrier.append(base.barrier_values())

@@ -18,12 +18,14 @@ from safeliquid.train.run_options import EVAL_SEED
 
 
 def evaluate_policy(policy: Any, env_id: str, episodes: int, first_seed: int = EVAL_SEED,
-                    env_kwargs: dict | None = None, per_episode: bool = False) -> dict[str, Any]:  # fmt: skip
+                    env_kwargs: dict | None = None, per_episode: bool = False,
+                    timed: bool = True) -> dict[str, Any]:  # fmt: skip
     """Closed-loop rollouts on seeds ``first_seed ...``: the aggregated metrics of :mod:`safeliquid.metrics`
-    (with ``per_episode``, also each episode's, as :func:`~safeliquid.train.rollout.evaluate` gives them)."""
+    (with ``per_episode``, also each episode's, as :func:`~safeliquid.train.rollout.evaluate` gives them).
+    ``timed``: the policy gets each sample's elapsed time (see :class:`~safeliquid.train.rollout.PolicyController`)."""
     env = make_env(env_id, env_kwargs)
     try:
-        return evaluate(env, PolicyController(policy), episodes, first_seed, per_episode=per_episode)
+        return evaluate(env, PolicyController(policy, timed), episodes, first_seed, per_episode=per_episode)
     finally:
         env.close()
 

@@ -1,6 +1,7 @@
 """The study of the claims behind liquid networks and BarrierNet: a grid of imitation runs (environment x cell x
 size x safety mode x seed), each one Ray task that trains a policy and then measures it: nominal episodes,
 observation noise, unseen scenes, the learned gains against the fixed-gain filter around the same network, and
+sampling jitter (with each sample's elapsed time given to the cell, and, for the continuous-time cells, withheld),
 its size and step latency. The results are gathered into one JSON (:func:`run_study`); the page is
 :mod:`safeliquid.train.study_report`'s.
 
@@ -39,6 +40,8 @@ ENV_TRAIN: dict[str, dict[str, Any]] = {
     "safeliquid/ArmReach-v0": {},
 }
 NOISE = (0.0, 0.05, 0.1, 0.2, 0.3)  # observation-noise std of the robustness sweep
+JITTER = (0.25, 0.5)  # sampling jitter: each period dt * (1 + j U(-1, 1)), the policy told each one
+WITHHELD = "jitter {:g}, dt withheld"  # the largest jitter with the elapsed time withheld (continuous cells)
 # Scenes unlike training's, per environment: name -> env keyword arguments.
 UNSEEN: dict[str, dict[str, dict[str, Any]]] = {
     "safeliquid/Navigate-v0": {
@@ -75,8 +78,8 @@ class StudyConfig:
     demos: int = option(100, "expert demonstrations per run", low=1)
     dagger_rounds: int = option(2, "DAgger rounds per run", low=0)
     dagger_episodes: int = option(40, "episodes per DAgger round", low=1)
-    updates: int = option(1500, "gradient updates per run", low=1)
-    episodes: int = option(50, "held-out episodes per measured condition", low=1)
+    updates: int = option(1000, "gradient updates per run", low=1)
+    episodes: int = option(30, "held-out episodes per measured condition", low=1)
     out: str = option("runs/study", "the grid's folder: one run folder and one result JSON per task")
     address: str | None = option(None, "a Ray cluster's address; none: a local Ray on this machine")
     cpus: int | None = option(None, "local Ray: CPUs to use (one task each); none: all", low=1)
@@ -184,12 +187,15 @@ def grid(cfg: StudyConfig) -> list[Task]:
     return tasks
 
 
-def _condition(policy: Any, env_id: str, episodes: int, env_kwargs: dict[str, Any]) -> dict[str, Any]:
+def _condition(
+    policy: Any, env_id: str, episodes: int, env_kwargs: dict[str, Any], timed: bool = True
+) -> dict[str, Any]:
     """``episodes`` held-out episodes of ``policy`` on ``env_id`` with ``env_kwargs``: the aggregate and the
-    per-episode values the report pools over seeds."""
-    m = evaluate_policy(policy, env_id, episodes, HELD_OUT_SEED, env_kwargs, per_episode=True)
+    per-episode values the report pools over seeds. ``timed``: the policy gets each sample's elapsed time."""
+    m = evaluate_policy(policy, env_id, episodes, HELD_OUT_SEED, env_kwargs, per_episode=True, timed=timed)
     per = m.pop("per_episode")
-    keep = ("success", "violating_steps", "ep_len", "mean_intervention", "min_barrier", "mean_step_ms")
+    keep = ("success", "violating_steps", "ep_len", "mean_intervention", "min_barrier", "mean_step_ms",
+            "path_length")  # fmt: skip
     return {
         "summary": {k: (list(v) if isinstance(v, tuple) else v) for k, v in m.items()},
         "episodes": {k: [e[k] for e in per] for k in keep},
@@ -220,6 +226,11 @@ def run_task(task: Task, cfg: StudyConfig) -> dict[str, Any]:
     conditions: dict[str, Any] = {}
     for sigma in NOISE:
         conditions[f"noise {sigma:g}"] = _condition(policy, task.env_id, cfg.episodes, {"obs_noise": sigma})
+    for j in JITTER:
+        conditions[f"jitter {j:g}"] = _condition(policy, task.env_id, cfg.episodes, {"dt_jitter": j})
+    if policy.cell.continuous_time:  # does the elapsed time help? the same jitter, the cell assuming dt
+        worst = max(JITTER)
+        conditions[WITHHELD.format(worst)] = _condition(policy, task.env_id, cfg.episodes, {"dt_jitter": worst}, False)
     for name, kwargs in UNSEEN.get(task.env_id, {}).items():
         conditions[name] = _condition(policy, task.env_id, cfg.episodes, kwargs)
     if task.mode == "barrier":  # the same network with the environment's fixed gains: the conservativeness pair
@@ -304,7 +315,8 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict[str, Any]:
                  runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})  # fmt: skip
         try:
             remote = ray.remote(num_cpus=1, max_retries=0)(run_task)
-            pending = {remote.remote(t, cfg): t for t in todo}
+            # Seed by seed: a grid stopped early holds every grid point at fewer seeds, not some at all.
+            pending = {remote.remote(t, cfg): t for t in sorted(todo, key=lambda t: t.seed)}
             bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="study", disable=not progress)
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
@@ -330,12 +342,13 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict[str, Any]:
         "wall_s": time.perf_counter() - t0,
         "machine": {"cpus": os.cpu_count()},
         "noise": list(NOISE),
+        "jitter": list(JITTER),
     }
     atomic_write_text(out / "study.json", json.dumps(study))
     return study
 
 
 __all__ = [
-    "BUDGET", "QUICK", "StudyConfig", "Task", "check_budget", "command_line", "grid", "matched_units", "n_params",
-    "run_study", "run_task", "trajectory_length",
+    "BUDGET", "JITTER", "NOISE", "QUICK", "WITHHELD", "StudyConfig", "Task", "check_budget", "command_line", "grid",
+    "matched_units", "n_params", "run_study", "run_task", "trajectory_length",
 ]  # fmt: skip

@@ -16,6 +16,7 @@ import numpy as np
 
 from safeliquid.checkpoint import atomic_write_text
 from safeliquid.metrics import proportion_ci
+from safeliquid.train.study import WITHHELD
 
 NOMINAL = "noise 0"
 FIXED = "fixed gains, same network"
@@ -36,6 +37,11 @@ def mean(values: list[float]) -> Interval:
         return (math.nan, math.nan, math.nan)
     half = 1.96 * v.std(ddof=1) / math.sqrt(v.size) if v.size > 1 else math.inf
     return (float(v.mean()), float(v.mean() - half), float(v.mean() + half))
+
+
+def failure(cond: dict[str, list]) -> Interval:
+    """The failure rate of a condition's episodes: those with any violating step."""
+    return rate([v > 0 for v in cond["violating_steps"]])
 
 
 def compare(a: Interval, b: Interval) -> str:
@@ -118,10 +124,14 @@ def _plot_noise(groups: dict, env: str, noise: list[float], path: Path) -> None:
     plt.close(fig)
 
 
-def claims(groups: dict, envs: list[str], noise: list[float]) -> list[str]:
+def claims(groups: dict, envs: list[str], noise: list[float], jitter: list[float]) -> list[str]:
     """The claims, each with what the intervals say on each environment."""
     lines = []
     worst = f"noise {max(noise):g}"
+    tests = [("compact (nominal success at matched size)", NOMINAL),
+             (f"robust to input noise (success at σ = {max(noise):g})", worst)]  # fmt: skip
+    if jitter:
+        tests.append((f"handles irregular sampling (success at jitter {max(jitter):g})", f"jitter {max(jitter):g}"))
     for env in envs:
         name = env.split("/")[-1]
         ltc = groups.get((env, "ltc", "matched", "barrier"))
@@ -129,8 +139,7 @@ def claims(groups: dict, envs: list[str], noise: list[float]) -> list[str]:
             continue
         others = [(c, g) for (e, c, s, m), g in sorted(groups.items())
                   if e == env and s == "matched" and m == "barrier" and c != "ltc"]  # fmt: skip
-        for label, cond in (("compact (nominal success at matched size)", NOMINAL),
-                            (f"robust to input noise (success at σ = {max(noise):g})", worst)):  # fmt: skip
+        for label, cond in tests:
             verdicts = {c: compare(rate(ltc[cond]["success"]), rate(g[cond]["success"])) for c, g in others}
             higher = [c for c, v in verdicts.items() if v == "higher"]
             lower = [c for c, v in verdicts.items() if v == "lower"]
@@ -140,6 +149,13 @@ def claims(groups: dict, envs: list[str], noise: list[float]) -> list[str]:
             text += f"; not separated from {', '.join(c for c, v in verdicts.items() if v == 'not separated')}" if (
                 len(higher) + len(lower) < len(verdicts)) else ""  # fmt: skip
             lines.append(text + ".")
+        withheld = WITHHELD.format(max(jitter)) if jitter else None
+        if withheld in ltc:
+            given, blind = rate(ltc[f"jitter {max(jitter):g}"]["success"]), rate(ltc[withheld]["success"])
+            lines.append(
+                f"- **{name}, LTC uses each sample's elapsed time (jitter {max(jitter):g}):** success with it "
+                f"{compare(given, blind)} than without ({fmt(given)} against {fmt(blind)})."
+            )
         if FIXED in ltc:
             learned, fixed = time_to_goal(ltc[NOMINAL]), time_to_goal(ltc[FIXED])
             s_l, s_f = rate(ltc[NOMINAL]["success"]), rate(ltc[FIXED]["success"])
@@ -161,7 +177,7 @@ def write_report(study: dict[str, Any], page: Path, assets: Path, command: str) 
     """``page`` (markdown) and its plots under ``assets`` from a gathered ``study``; returns ``page``."""
     groups = pooled(study)
     envs = list(dict.fromkeys(k[0] for k in groups))
-    noise = study["noise"]
+    noise, jitter = study["noise"], study.get("jitter", [])
     rel = Path(assets.name)
     cfg = study["config"]
     compute = sum(r["train_s"] + r.get("measure_s", 0.0) for r in study["tasks"]) / 60
@@ -178,8 +194,7 @@ def write_report(study: dict[str, Any], page: Path, assets: Path, command: str) 
         "",
         "## The claims",
         "",
-        *claims(groups, envs, noise),
-        "- **Irregularly sampled data:** not measured yet (the sampling-jitter condition is not built).",
+        *claims(groups, envs, noise, jitter),
         "",
     ]
     for env in envs:
@@ -192,7 +207,7 @@ def write_report(study: dict[str, Any], page: Path, assets: Path, command: str) 
             m = g["_meta"]
             rows.append([cell, size, str(m["units"][0]), f"{int(np.mean(m['params'])):,}",
                          f"{np.mean(m['checkpoint_bytes']) / 1024:.0f}", mode, fmt(rate(g[NOMINAL]["success"])),
-                         fmt(rate([v > 0 for v in g[NOMINAL]["violating_steps"]])),
+                         fmt(failure(g[NOMINAL])),
                          f"{int(sum(g[NOMINAL]['violating_steps'])):,}", fmt(mean(g[NOMINAL]["mean_step_ms"]), 3),
                          f"{np.mean(m['train_s']) / 60:.1f}", fmt(mean(m["tree_r2"])),
                          fmt(mean(m["concentration"]))])  # fmt: skip
@@ -205,14 +220,29 @@ def write_report(study: dict[str, Any], page: Path, assets: Path, command: str) 
         rows = [[cell, size, mode, *(fmt(rate(groups[(env, cell, size, mode)][f"noise {s:g}"]["success"]))
                                      for s in noise)] for _, cell, size, mode in keys]  # fmt: skip
         out += _table(["cell", "size", "mode", *(f"σ = {s:g}" for s in noise)], rows)
-        unseen = [c for c in groups[keys[0]] if c not in ("_meta", FIXED) and not c.startswith("noise")]
+        timing = [f"jitter {j:g}" for j in jitter] + ([WITHHELD.format(max(jitter))] if jitter else [])
+        timing = [c for c in timing if any(c in groups[k] for k in keys)]
+        if timing:
+            out += ["", "### Sampling jitter (success; failure rate = any violating step)", "",
+                    "Each control period lasts dt (1 + j U(-1, 1)); the policy is given each sample's elapsed time "
+                    "(the continuous-time cells integrate over it; lstm, gru and mlp step once whatever it is), "
+                    "except in the *dt withheld* column. The safety layer's sampled-data certificate is made for "
+                    "the nominal dt: under jitter it does not cover the longer periods, so the failure rates "
+                    "here are measured, not guaranteed.", ""]  # fmt: skip
+            rows = []
+            for k in keys:
+                g = groups[k]
+                cells = [f"{fmt(rate(g[c]['success']))}; {fmt(failure(g[c]))}" if c in g else "—" for c in timing]
+                rows.append([k[1], k[2], k[3], *cells])
+            out += _table(["cell", "size", "mode", *timing], rows)
+        unseen = [c for c in groups[keys[0]]
+                  if c not in ("_meta", FIXED) and not c.startswith(("noise", "jitter"))]  # fmt: skip
         if unseen:
             out += ["", "### Unseen scenes (success; failure rate = any violating step)", ""]
             rows = []
             for _, cell, size, mode in keys:
                 g = groups[(env, cell, size, mode)]
-                cells = [f"{fmt(rate(g[c]['success']))}; {fmt(rate([v > 0 for v in g[c]['violating_steps']]))}"
-                         for c in unseen]  # fmt: skip
+                cells = [f"{fmt(rate(g[c]['success']))}; {fmt(failure(g[c]))}" for c in unseen]
                 rows.append([cell, size, mode, *cells])
             out += _table(["cell", "size", "mode", *unseen], rows)
         pairs = [k for k in keys if FIXED in groups[k]]
@@ -223,10 +253,10 @@ def write_report(study: dict[str, Any], page: Path, assets: Path, command: str) 
                 g = groups[k]
                 for label, c in (("learned (BarrierNet)", NOMINAL), ("fixed (filter)", FIXED)):
                     rows.append([k[1], k[2], label, fmt(rate(g[c]["success"])), fmt(time_to_goal(g[c]), 1),
-                                 fmt(mean(g[c]["mean_intervention"]), 3),
+                                 fmt(mean(g[c].get("path_length", [])), 2), fmt(mean(g[c]["mean_intervention"]), 3),
                                  fmt(mean(g[c]["min_barrier"]), 3)])  # fmt: skip
-            out += _table(["cell", "size", "gains", "success", "time to goal s", "mean intervention",
-                           "min barrier"], rows)  # fmt: skip
+            out += _table(["cell", "size", "gains", "success", "time to goal s", "path length m",
+                           "mean intervention", "min barrier"], rows)  # fmt: skip
         out.append("")
     lengths = study.get("expressivity", {})
     if lengths:
