@@ -50,6 +50,9 @@ def test_a_tiny_grid_runs_on_local_ray_reports_a_failure_and_resumes_without_rer
     assert "FileExistsError" in first["failed"]["cartpolerail-mlp-matched-barrier-s0"]
     done = tmp_path / "grid" / "tasks" / "cartpolerail-ltc-matched-barrier-s0.json"
     stamp = done.stat().st_mtime_ns
+    partial = run_study(replace(cfg, gather=True), progress=False)  # runs nothing: the blocked task stays missing
+    assert partial["failed"] == {} and partial["missing"] == ["cartpolerail-mlp-matched-barrier-s0"]
+    assert [r["key"] for r in partial["tasks"]] == ["cartpolerail-ltc-matched-barrier-s0"]
     blocked.unlink()
     second = run_study(cfg, progress=False)  # retries the failed task only
     assert second["failed"] == {} and second["missing"] == [] and done.stat().st_mtime_ns == stamp

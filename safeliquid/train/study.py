@@ -89,6 +89,9 @@ class StudyConfig:
         "it sets, unless given: " + ", ".join(sorted(QUICK)) + ")",
     )
     page: str = option("docs/results.md", "the results page to write (its plots go to results/ beside it)")
+    gather: bool = option(
+        False, "run no task: gather the tasks done so far into study.json and the page (a partial grid's page)"
+    )
 
     def __post_init__(self) -> None:
         validate(self)
@@ -259,7 +262,7 @@ def command_line(cfg: StudyConfig) -> str:
     if cfg.quick:
         parts.append("--quick")
     for name, value in asdict(cfg).items():
-        if name in ("quick", "address", "cpus") or value == getattr(default, name):
+        if name in ("quick", "address", "cpus", "gather") or value == getattr(default, name):
             continue
         if cfg.quick and name in QUICK and value == QUICK[name]:
             continue
@@ -294,8 +297,9 @@ def check_budget(cfg: StudyConfig) -> None:
 
 
 def run_study(cfg: StudyConfig, progress: bool = True) -> dict[str, Any]:
-    """Run every task of :func:`grid` not yet done on Ray, then gather all into ``<out>/study.json`` (returned).
-    A failed task is named in ``"failed"`` (with its error) and leaves no result: re-running retries it."""
+    """Run every task of :func:`grid` not yet done on Ray (none with ``cfg.gather``), then gather all done into
+    ``<out>/study.json`` (returned; the others listed in ``"missing"``). A failed task is named in ``"failed"``
+    (with its error) and leaves no result: re-running retries it."""
     try:
         import ray
     except ImportError:
@@ -308,7 +312,7 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict[str, Any]:
     todo = [t for t in tasks if not (out / "tasks" / f"{t.key}.json").exists()]
     failed: dict[str, str] = {}
     t0 = time.perf_counter()
-    if todo:
+    if todo and not cfg.gather:
         local = cfg.address is None
         ray.init(address=cfg.address, num_cpus=cfg.cpus if local else None, include_dashboard=False,
                  object_store_memory=200 * 2**20 if local else None, log_to_driver=False,
