@@ -131,13 +131,14 @@ class EpisodeRecorder:
 
 
 def proportion_ci(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a proportion (sensible at 0 and 1, unlike the normal approximation)."""
+    """Wilson score interval of a proportion (sensible at 0 and 1, unlike the normal approximation); it holds
+    the proportion itself (at k = n the formula's upper end rounds to 1 - 1e-16)."""
     if n == 0:
         return (math.nan, math.nan)
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    return (min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)))
 
 
 def ratio_ci(num: np.ndarray, den: np.ndarray, z: float = 1.96) -> tuple[float, float]:

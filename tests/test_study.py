@@ -53,6 +53,11 @@ def test_a_tiny_grid_runs_on_local_ray_reports_a_failure_and_resumes_without_rer
     partial = run_study(replace(cfg, gather=True), progress=False)  # runs nothing: the blocked task stays missing
     assert partial["failed"] == {} and partial["missing"] == ["cartpolerail-mlp-matched-barrier-s0"]
     assert [r["key"] for r in partial["tasks"]] == ["cartpolerail-ltc-matched-barrier-s0"]
+    half = write_report(partial, tmp_path / "partial" / "results.md", tmp_path / "partial" / "results", "c")
+    assert (
+        "(1 missing: a partial grid" in half.read_text()
+        and "- `cartpolerail-mlp-matched-barrier-s0`: not run" in half.read_text()
+    )
     blocked.unlink()
     second = run_study(cfg, progress=False)  # retries the failed task only
     assert second["failed"] == {} and second["missing"] == [] and done.stat().st_mtime_ns == stamp
@@ -72,6 +77,7 @@ def test_a_tiny_grid_runs_on_local_ray_reports_a_failure_and_resumes_without_rer
     text = page.read_text()
     assert "## CartPoleRail-v0" in text and "| ltc | matched | 19 |" in text
     assert "### Sampling jitter" in text and "LTC handles irregular sampling" in text and "path length m" in text
+    assert "elapsed time (jitter 0.5):** success given it against withheld: not separated (" in text  # 1 episode
     assert (tmp_path / "docs" / "results" / "noise_cartpolerail.png").stat().st_size > 0
 
 

@@ -551,6 +551,8 @@ def test_metrics_on_hand_built_episodes():
     lo, hi = agg["success_rate_ci"]
     assert 0 < lo < 0.5 < hi < 1
     assert proportion_ci(0, 50)[0] == 0.0 and 0 < proportion_ci(0, 50)[1] < 0.1
+    for n in range(1, 200):  # the interval holds the proportion, to the last bit (a plot's error bar needs it)
+        assert all(proportion_ci(k, n)[0] <= k / n <= proportion_ci(k, n)[1] for k in range(n + 1))
     lo, hi = agg["cost_rate_ci"]
     assert 0.0 <= lo <= agg["cost_rate"] <= hi <= 1.0  # the interval is about the pooled rate, inside [0, 1]
     with pytest.raises(KeyError, match="info must carry 'cost'"):

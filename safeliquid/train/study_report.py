@@ -153,8 +153,8 @@ def claims(groups: dict, envs: list[str], noise: list[float], jitter: list[float
         if withheld in ltc:
             given, blind = rate(ltc[f"jitter {max(jitter):g}"]["success"]), rate(ltc[withheld]["success"])
             lines.append(
-                f"- **{name}, LTC uses each sample's elapsed time (jitter {max(jitter):g}):** success with it "
-                f"{compare(given, blind)} than without ({fmt(given)} against {fmt(blind)})."
+                f"- **{name}, LTC uses each sample's elapsed time (jitter {max(jitter):g}):** success given it "
+                f"against withheld: {compare(given, blind)} ({fmt(given)} against {fmt(blind)})."
             )
         if FIXED in ltc:
             learned, fixed = time_to_goal(ltc[NOMINAL]), time_to_goal(ltc[FIXED])
@@ -181,16 +181,22 @@ def write_report(study: dict[str, Any], page: Path, assets: Path, command: str) 
     rel = Path(assets.name)
     cfg = study["config"]
     compute = sum(r["train_s"] + r.get("measure_s", 0.0) for r in study["tasks"]) / 60
+    seeds = ", ".join(str(k) for k in sorted({r["task"]["seed"] for r in study["tasks"]}))
+    partial = (
+        f"{len(study['missing'])} missing: a partial grid, which the command continues"
+        if study["missing"]
+        else "0 missing"
+    )
     out = [
         "# Results: the claims behind liquid networks and BarrierNet, measured",
         "",
         f"Made by `{command}` at commit `{study['commit']}`: {len(study['tasks'])} runs "
-        f"({len(study['missing'])} missing), {compute:.0f} CPU-minutes of tasks on a {study['machine']['cpus']}-CPU "
+        f"({partial}), {compute:.0f} CPU-minutes of tasks on a {study['machine']['cpus']}-CPU "
         f"machine. Every policy is trained by DAgger through its safety layer (updates: {cfg['updates']}, "
         f"demonstrations: {cfg['demos']}, DAgger rounds: {cfg['dagger_rounds']}) and measured on "
-        f"{cfg['episodes']} held-out episodes per condition and seed (seeds: {cfg['seeds']}). Intervals are 95%: "
-        "Wilson for rates, normal for means, over the seeds' pooled episodes. A claim is stated only where the "
-        'intervals separate; "not separated" means these runs cannot tell.',
+        f"{cfg['episodes']} held-out episodes per condition and seed (seeds {seeds} of {cfg['seeds']}). "
+        "Intervals are 95%: Wilson for rates, normal for means, over the seeds' pooled episodes. A claim is stated "
+        'only where the intervals separate; "not separated" means these runs cannot tell.',
         "",
         "## The claims",
         "",
