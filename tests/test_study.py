@@ -1,15 +1,17 @@
 """The claims study: its grid, a tiny run on local Ray (resumed, not re-run), its budget guard, the page."""
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
+from pathlib import Path
 
 import pytest
 
 from safeliquid import cli
-from safeliquid.train.study import QUICK, StudyConfig, grid, matched_units, n_params, run_study
+from safeliquid.train.study import BUDGET, NOISE, QUICK, StudyConfig, grid, matched_units, n_params, run_study
 from safeliquid.train.study_report import compare, mean, rate, write_report
 
 CART = "safeliquid/CartPoleRail-v0"
+RECORDS = Path(__file__).resolve().parents[1] / "docs" / "results" / "grid"  # the page's committed grid
 TINY = StudyConfig(envs=[CART], cells=["ltc", "mlp"], modes=["barrier"], large_cells=None, seeds=1, demos=2,
                    dagger_rounds=0, updates=2, episodes=1, cpus=2)  # fmt: skip
 
@@ -79,6 +81,20 @@ def test_a_tiny_grid_runs_on_local_ray_reports_a_failure_and_resumes_without_rer
     assert "### Sampling jitter" in text and "LTC handles irregular sampling" in text and "path length m" in text
     assert "elapsed time (jitter 0.5):** success given it against withheld: not separated (" in text  # 1 episode
     assert (tmp_path / "docs" / "results" / "noise_cartpolerail.png").stat().st_size > 0
+
+
+def test_the_committed_records_are_points_of_the_default_grid_at_its_budget():
+    """docs/results/grid is what the results page is gathered from, and where a stopped grid continues."""
+    cfg = StudyConfig()
+    assert json.loads((RECORDS / "budget.json").read_text()) == {k: getattr(cfg, k) for k in BUDGET}
+    tasks = {t.key: t for t in grid(cfg)}
+    records = sorted((RECORDS / "tasks").glob("*.json"))
+    assert records, "no committed task record"
+    for path in records:
+        record = json.loads(path.read_text())
+        assert record["key"] == path.stem and asdict(tasks[path.stem]) == record["task"]
+        episodes = {name: len(c["episodes"]["success"]) for name, c in record["conditions"].items()}
+        assert {f"noise {s:g}" for s in NOISE} <= set(episodes) and set(episodes.values()) == {cfg.episodes}
 
 
 def test_intervals_separate_only_when_they_do():
