@@ -8,7 +8,7 @@ import pytest
 
 from safeliquid import cli
 from safeliquid.train.study import BUDGET, NOISE, QUICK, StudyConfig, grid, matched_units, n_params, run_study
-from safeliquid.train.study_report import compare, mean, rate, write_report
+from safeliquid.train.study_report import compare, mean, provenance, rate, write_report
 
 CART = "safeliquid/CartPoleRail-v0"
 RECORDS = Path(__file__).resolve().parents[1] / "docs" / "results" / "grid"  # the page's committed grid
@@ -72,6 +72,7 @@ def test_a_tiny_grid_runs_on_local_ray_reports_a_failure_and_resumes_without_rer
         assert all(len(c["episodes"]["success"]) == 1 for c in conditions.values())
         assert all(c["episodes"]["path_length"][0] > 0 for c in conditions.values())
         assert r["params"] > 0 and r["checkpoint_bytes"] > 0 and 0 <= r["trees"]["mean_concentration"] <= 1
+        assert r["commit"] == second["commit"]  # the record names the code it was made with
     assert len(json.loads((tmp_path / "grid" / "study.json").read_text())["tasks"]) == 2
     with pytest.raises(ValueError, match=r"other \['updates'\]"):
         run_study(replace(cfg, updates=3), progress=False)
@@ -95,6 +96,13 @@ def test_the_committed_records_are_points_of_the_default_grid_at_its_budget():
         assert record["key"] == path.stem and asdict(tasks[path.stem]) == record["task"]
         episodes = {name: len(c["episodes"]["success"]) for name, c in record["conditions"].items()}
         assert {f"noise {s:g}" for s in NOISE} <= set(episodes) and set(episodes.values()) == {cfg.episodes}
+
+
+def test_the_page_names_the_commits_its_records_were_made_at():
+    study = {"commit": "b", "tasks": [{"commit": "b"}, {"commit": "b"}]}
+    assert provenance(study) == "at commit `b`"
+    study["tasks"] = [{"commit": "a"}, {"commit": "b"}, {"commit": "a"}]
+    assert provenance(study) == "from tasks run at commit `a` (2), `b` (1), gathered at commit `b`"
 
 
 def test_intervals_separate_only_when_they_do():

@@ -244,6 +244,7 @@ def run_task(task: Task, cfg: StudyConfig) -> dict[str, Any]:
     result = {
         "task": asdict(task),
         "key": task.key,
+        "commit": commit(),  # the code this record was made with (a grid may span several sessions)
         "params": trainable(policy),
         "checkpoint_bytes": (run / "best.pt").stat().st_size,
         "train_s": train_s,

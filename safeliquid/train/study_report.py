@@ -8,7 +8,7 @@ interval of the pooled episodes, a mean the normal interval of the pooled per-ep
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +173,16 @@ def claims(groups: dict, envs: list[str], noise: list[float], jitter: list[float
     return lines
 
 
+def provenance(study: dict[str, Any]) -> str:
+    """Where the page's numbers come from: the commit, or, when the records were made at other commits than
+    the gathering one (a grid continued over sessions), each commit with its number of records."""
+    made = Counter(r.get("commit", "unrecorded") for r in study["tasks"])
+    if set(made) <= {study["commit"]}:
+        return f"at commit `{study['commit']}`"
+    runs = ", ".join(f"`{c}` ({n})" for c, n in sorted(made.items()))
+    return f"from tasks run at commit {runs}, gathered at commit `{study['commit']}`"
+
+
 def write_report(study: dict[str, Any], page: Path, assets: Path, command: str) -> Path:
     """``page`` (markdown) and its plots under ``assets`` from a gathered ``study``; returns ``page``."""
     groups = pooled(study)
@@ -190,7 +200,7 @@ def write_report(study: dict[str, Any], page: Path, assets: Path, command: str) 
     out = [
         "# Results: the claims behind liquid networks and BarrierNet, measured",
         "",
-        f"Made by `{command}` at commit `{study['commit']}`: {len(study['tasks'])} runs "
+        f"Made by `{command}` {provenance(study)}: {len(study['tasks'])} runs "
         f"({partial}), {compute:.0f} CPU-minutes of tasks on a {study['machine']['cpus']}-CPU "
         f"machine. Every policy is trained by DAgger through its safety layer (updates: {cfg['updates']}, "
         f"demonstrations: {cfg['demos']}, DAgger rounds: {cfg['dagger_rounds']}) and measured on "
