@@ -130,9 +130,10 @@ class EpisodeRecorder:
         return float(np.linalg.norm(np.diff(np.stack(self.positions), axis=0), axis=-1).sum())
 
 
-def proportion_ci(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+def proportion_ci(successes: float, n: float, z: float = 1.96) -> tuple[float, float]:
     """Wilson score interval of a proportion (sensible at 0 and 1, unlike the normal approximation); it holds
-    the proportion itself (at k = n the formula's upper end rounds to 1 - 1e-16)."""
+    the proportion itself (at k = n the formula's upper end rounds to 1 - 1e-16). The counts may be effective
+    ones (a clustered sample's ``k / deff`` of ``n / deff``)."""
     if n == 0:
         return (math.nan, math.nan)
     p = successes / n

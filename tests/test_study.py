@@ -4,11 +4,13 @@ import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from safeliquid import cli
+from safeliquid.metrics import proportion_ci
 from safeliquid.train.study import BUDGET, NOISE, QUICK, StudyConfig, grid, matched_units, n_params, run_study
-from safeliquid.train.study_report import compare, mean, provenance, rate, write_report
+from safeliquid.train.study_report import compare, design_effect, mean, provenance, rate, write_report
 
 CART = "safeliquid/CartPoleRail-v0"
 RECORDS = Path(__file__).resolve().parents[1] / "docs" / "results" / "grid"  # the page's committed grid
@@ -110,6 +112,21 @@ def test_intervals_separate_only_when_they_do():
     assert compare(rate([False] * 50), rate([True] * 50)) == "lower"
     assert compare(rate([True, False] * 5), rate([False, True] * 5)) == "not separated"
     assert mean([1.0, 2.0, 3.0])[0] == 2.0 and mean([1.0, 2.0, 3.0])[1] < 2.0 < mean([1.0, 2.0, 3.0])[2]
+
+
+def test_seeds_that_disagree_widen_the_interval_down_to_one_episode_per_seed():
+    seeds = [0] * 30 + [1] * 30
+    split = [True] * 30 + [False] * 30  # one seed always succeeds, the other never: two effective episodes
+    assert design_effect(np.asarray(split, dtype=float), np.asarray(seeds)) == pytest.approx(30.0)
+    assert rate(split, seeds) == pytest.approx((0.5, *proportion_ci(1, 2)))
+    assert rate(split)[1] > 0.35  # the pooled episodes alone would call it 0.50 [0.38, 0.62]
+    alike = [True, False, False] * 20  # each seed 10 of 30: no seed effect, the pooled interval as it is
+    assert design_effect(np.asarray(alike, dtype=float), np.asarray(seeds)) == 1.0
+    assert rate(alike, seeds) == rate(alike)
+    assert rate([True] * 60, seeds) == rate([True] * 60)  # every episode alike: no variance to inflate
+    values = [1.0] * 30 + [3.0] * 30
+    assert mean(values, seeds)[2] - mean(values, seeds)[1] > 5 * (mean(values)[2] - mean(values)[1])
+    assert design_effect(np.arange(5.0), np.zeros(5)) == 1.0  # one seed: nothing to correct
 
 
 def test_study_quick_sets_its_options_unless_given(monkeypatch):

@@ -1,8 +1,11 @@
 """The results page of a study (:mod:`safeliquid.train.study`): tables and matplotlib plots from ``study.json``,
 each claim stated only where the 95% intervals separate.
 
-Statistics: a grid point's episodes are pooled over its seeds; a success or failure rate gets the Wilson
-interval of the pooled episodes, a mean the normal interval of the pooled per-episode values.
+Statistics: a grid point's episodes are pooled over its training seeds, and the seeds are the clusters of a
+cluster sample: a success or failure rate gets the Wilson interval, a mean the normal interval, of the pooled
+episodes counted at their effective number, ``n / deff`` with Kish's design effect ``deff = 1 + (m - 1) ICC``
+(``m`` episodes per seed, ``ICC`` the intra-seed correlation by one-way ANOVA). Seeds that agree leave the
+pooled interval as it is; seeds that differ widen it, up to one effective episode per seed.
 """
 
 from __future__ import annotations
@@ -23,25 +26,62 @@ FIXED = "fixed gains, same network"
 Interval = tuple[float, float, float]  # (mean, low, high)
 
 
-def rate(flags: list[bool]) -> Interval:
-    """The proportion of ``flags`` with its Wilson interval."""
+def design_effect(values: np.ndarray, seeds: np.ndarray) -> float:
+    """Kish's design effect ``1 + (m0 - 1) ICC`` of per-episode ``values`` (shape ``(n,)``) clustered by their
+    training ``seeds`` (shape ``(n,)``): how many times the variance of the pooled mean exceeds that of ``n``
+    independent episodes. ICC by one-way ANOVA, clipped to [0, 1]; ``m0`` the mean cluster size (adjusted for
+    unequal sizes). 1 with one seed or one episode per seed."""
+    labels = np.unique(seeds)
+    k, n = len(labels), len(values)
+    if k < 2 or n <= k:
+        return 1.0
+    groups = [values[seeds == s] for s in labels]
+    grand = values.mean()
+    msb = sum(len(g) * (g.mean() - grand) ** 2 for g in groups) / (k - 1)
+    msw = sum(float(((g - g.mean()) ** 2).sum()) for g in groups) / (n - k)
+    m0 = (n - sum(len(g) ** 2 for g in groups) / n) / (k - 1)
+    denom = msb + (m0 - 1) * msw
+    icc = min(max((msb - msw) / denom, 0.0), 1.0) if denom > 0 else 0.0
+    return float(1.0 + (m0 - 1) * icc)
+
+
+def rate(flags: list[bool], seeds: list[int] | None = None) -> Interval:
+    """The proportion of ``flags`` with its Wilson interval, at the effective number of episodes when ``seeds``
+    (one per flag) cluster them."""
     n, k = len(flags), int(sum(flags))
-    lo, hi = proportion_ci(k, n)
-    return (k / n if n else math.nan, lo, hi)
+    if n == 0:
+        return (math.nan, math.nan, math.nan)
+    deff = design_effect(np.asarray(flags, dtype=float), np.asarray(seeds)) if seeds is not None else 1.0
+    lo, hi = proportion_ci(k / deff, n / deff)
+    return (k / n, float(lo), float(hi))
 
 
-def mean(values: list[float]) -> Interval:
-    """The mean of ``values`` with its normal 95% interval (nan without values)."""
-    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+def mean(values: list[float], seeds: list[int] | None = None) -> Interval:
+    """The mean of the finite ``values`` with its normal 95% interval (nan without values), at the effective
+    number of values when ``seeds`` (one per value) cluster them."""
+    v = np.asarray(values, dtype=float)
+    keep = np.isfinite(v)
+    v = v[keep]
     if v.size == 0:
         return (math.nan, math.nan, math.nan)
-    half = 1.96 * v.std(ddof=1) / math.sqrt(v.size) if v.size > 1 else math.inf
+    deff = design_effect(v, np.asarray(seeds)[keep]) if seeds is not None else 1.0
+    half = 1.96 * v.std(ddof=1) * math.sqrt(deff / v.size) if v.size > 1 else math.inf
     return (float(v.mean()), float(v.mean() - half), float(v.mean() + half))
 
 
+def success(cond: dict[str, list]) -> Interval:
+    """The success rate of a condition's episodes, clustered by seed."""
+    return rate(cond["success"], cond["seed"])
+
+
 def failure(cond: dict[str, list]) -> Interval:
-    """The failure rate of a condition's episodes: those with any violating step."""
-    return rate([v > 0 for v in cond["violating_steps"]])
+    """The failure rate of a condition's episodes: those with any violating step, clustered by seed."""
+    return rate([v > 0 for v in cond["violating_steps"]], cond["seed"])
+
+
+def episode_mean(cond: dict[str, list], key: str) -> Interval:
+    """The mean over a condition's episodes of the per-episode ``key``, clustered by seed (nan if not recorded)."""
+    return mean(cond.get(key, []), cond["seed"] if key in cond else None)
 
 
 def compare(a: Interval, b: Interval) -> str:
@@ -74,6 +114,7 @@ def pooled(study: dict[str, Any]) -> dict[tuple[str, str, str, str], dict[str, d
         for name, cond in r["conditions"].items():
             for k, v in cond["episodes"].items():
                 g[name][k].extend(v)
+            g[name]["seed"].extend([t["seed"]] * len(cond["episodes"]["success"]))
             if cond["episodes"]["ep_len"]:
                 g[name]["dt"] = [cond["dt"]]
         g["_meta"]["params"].append(r["params"])
@@ -90,7 +131,8 @@ def pooled(study: dict[str, Any]) -> dict[tuple[str, str, str, str], dict[str, d
 def time_to_goal(cond: dict[str, list]) -> Interval:
     """Mean seconds to success over the successful episodes."""
     dt = cond.get("dt", [math.nan])[0]
-    return mean([n * dt for n, ok in zip(cond["ep_len"], cond["success"], strict=True) if ok])
+    won = [(n * dt, seed) for n, ok, seed in zip(cond["ep_len"], cond["success"], cond["seed"], strict=True) if ok]
+    return mean([t for t, _ in won], [seed for _, seed in won])
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -108,7 +150,7 @@ def _plot_noise(groups: dict, env: str, noise: list[float], path: Path) -> None:
         if e != env or size != "matched" or mode not in ("barrier", "none"):
             continue
         ax = axes[0 if mode == "barrier" else 1]
-        ys = [rate(g[f"noise {s:g}"]["success"]) for s in noise]
+        ys = [success(g[f"noise {s:g}"]) for s in noise]
         ax.errorbar(noise, [y[0] for y in ys], yerr=[[y[0] - y[1] for y in ys], [y[2] - y[0] for y in ys]],
                     label=cell, capsize=2, marker="o", ms=3)  # fmt: skip
     for ax, mode in zip(axes, ("barrier", "none"), strict=True):
@@ -140,7 +182,7 @@ def claims(groups: dict, envs: list[str], noise: list[float], jitter: list[float
         others = [(c, g) for (e, c, s, m), g in sorted(groups.items())
                   if e == env and s == "matched" and m == "barrier" and c != "ltc"]  # fmt: skip
         for label, cond in tests:
-            verdicts = {c: compare(rate(ltc[cond]["success"]), rate(g[cond]["success"])) for c, g in others}
+            verdicts = {c: compare(success(ltc[cond]), success(g[cond])) for c, g in others}
             higher = [c for c, v in verdicts.items() if v == "higher"]
             lower = [c for c, v in verdicts.items() if v == "lower"]
             text = f"- **{name}, LTC {label}:** "
@@ -151,14 +193,14 @@ def claims(groups: dict, envs: list[str], noise: list[float], jitter: list[float
             lines.append(text + ".")
         withheld = WITHHELD.format(max(jitter)) if jitter else None
         if withheld in ltc:
-            given, blind = rate(ltc[f"jitter {max(jitter):g}"]["success"]), rate(ltc[withheld]["success"])
+            given, blind = success(ltc[f"jitter {max(jitter):g}"]), success(ltc[withheld])
             lines.append(
                 f"- **{name}, LTC uses each sample's elapsed time (jitter {max(jitter):g}):** success given it "
                 f"against withheld: {compare(given, blind)} ({fmt(given)} against {fmt(blind)})."
             )
         if FIXED in ltc:
             learned, fixed = time_to_goal(ltc[NOMINAL]), time_to_goal(ltc[FIXED])
-            s_l, s_f = rate(ltc[NOMINAL]["success"]), rate(ltc[FIXED]["success"])
+            s_l, s_f = success(ltc[NOMINAL]), success(ltc[FIXED])
             ltc_c = mean(ltc["_meta"]["concentration"])
             beaten = [c for c, g in others if compare(ltc_c, mean(g["_meta"]["concentration"])) == "higher"]
             lines.append(
@@ -205,7 +247,8 @@ def write_report(study: dict[str, Any], page: Path, assets: Path, command: str) 
         f"machine. Every policy is trained by DAgger through its safety layer (updates: {cfg['updates']}, "
         f"demonstrations: {cfg['demos']}, DAgger rounds: {cfg['dagger_rounds']}) and measured on "
         f"{cfg['episodes']} held-out episodes per condition and seed (seeds {seeds} of {cfg['seeds']}). "
-        "Intervals are 95%: Wilson for rates, normal for means, over the seeds' pooled episodes. A claim is stated "
+        "Intervals are 95%: Wilson for rates, normal for means, over the seeds' pooled episodes counted at their "
+        "effective number (Kish's design effect of the seeds: seeds that disagree widen them). A claim is stated "
         'only where the intervals separate; "not separated" means these runs cannot tell.',
         "",
         "## The claims",
@@ -222,9 +265,9 @@ def write_report(study: dict[str, Any], page: Path, assets: Path, command: str) 
             g = groups[(env, cell, size, mode)]
             m = g["_meta"]
             rows.append([cell, size, str(m["units"][0]), f"{int(np.mean(m['params'])):,}",
-                         f"{np.mean(m['checkpoint_bytes']) / 1024:.0f}", mode, fmt(rate(g[NOMINAL]["success"])),
-                         fmt(failure(g[NOMINAL])),
-                         f"{int(sum(g[NOMINAL]['violating_steps'])):,}", fmt(mean(g[NOMINAL]["mean_step_ms"]), 3),
+                         f"{np.mean(m['checkpoint_bytes']) / 1024:.0f}", mode, fmt(success(g[NOMINAL])),
+                         fmt(failure(g[NOMINAL])), f"{int(sum(g[NOMINAL]['violating_steps'])):,}",
+                         fmt(episode_mean(g[NOMINAL], "mean_step_ms"), 3),
                          f"{np.mean(m['train_s']) / 60:.1f}", fmt(mean(m["tree_r2"])),
                          fmt(mean(m["concentration"]))])  # fmt: skip
         out += _table(["cell", "size", "units", "params", "checkpoint KB", "mode", "success", "failure rate",
@@ -233,7 +276,7 @@ def write_report(study: dict[str, Any], page: Path, assets: Path, command: str) 
         plot = assets / f"noise_{name.split('-')[0].lower()}.png"
         _plot_noise(groups, env, noise, plot)
         out += ["", "### Observation noise", "", f"![success against noise]({rel / plot.name})", ""]
-        rows = [[cell, size, mode, *(fmt(rate(groups[(env, cell, size, mode)][f"noise {s:g}"]["success"]))
+        rows = [[cell, size, mode, *(fmt(success(groups[(env, cell, size, mode)][f"noise {s:g}"]))
                                      for s in noise)] for _, cell, size, mode in keys]  # fmt: skip
         out += _table(["cell", "size", "mode", *(f"σ = {s:g}" for s in noise)], rows)
         timing = [f"jitter {j:g}" for j in jitter] + ([WITHHELD.format(max(jitter))] if jitter else [])
@@ -248,7 +291,7 @@ def write_report(study: dict[str, Any], page: Path, assets: Path, command: str) 
             rows = []
             for k in keys:
                 g = groups[k]
-                cells = [f"{fmt(rate(g[c]['success']))}; {fmt(failure(g[c]))}" if c in g else "—" for c in timing]
+                cells = [f"{fmt(success(g[c]))}; {fmt(failure(g[c]))}" if c in g else "—" for c in timing]
                 rows.append([k[1], k[2], k[3], *cells])
             out += _table(["cell", "size", "mode", *timing], rows)
         unseen = [c for c in groups[keys[0]]
@@ -258,7 +301,7 @@ def write_report(study: dict[str, Any], page: Path, assets: Path, command: str) 
             rows = []
             for _, cell, size, mode in keys:
                 g = groups[(env, cell, size, mode)]
-                cells = [f"{fmt(rate(g[c]['success']))}; {fmt(failure(g[c]))}" for c in unseen]
+                cells = [f"{fmt(success(g[c]))}; {fmt(failure(g[c]))}" for c in unseen]
                 rows.append([cell, size, mode, *cells])
             out += _table(["cell", "size", "mode", *unseen], rows)
         pairs = [k for k in keys if FIXED in groups[k]]
@@ -268,9 +311,10 @@ def write_report(study: dict[str, Any], page: Path, assets: Path, command: str) 
             for k in pairs:
                 g = groups[k]
                 for label, c in (("learned (BarrierNet)", NOMINAL), ("fixed (filter)", FIXED)):
-                    rows.append([k[1], k[2], label, fmt(rate(g[c]["success"])), fmt(time_to_goal(g[c]), 1),
-                                 fmt(mean(g[c].get("path_length", [])), 2), fmt(mean(g[c]["mean_intervention"]), 3),
-                                 fmt(mean(g[c]["min_barrier"]), 3)])  # fmt: skip
+                    rows.append([k[1], k[2], label, fmt(success(g[c])), fmt(time_to_goal(g[c]), 1),
+                                 fmt(episode_mean(g[c], "path_length"), 2),
+                                 fmt(episode_mean(g[c], "mean_intervention"), 3),
+                                 fmt(episode_mean(g[c], "min_barrier"), 3)])  # fmt: skip
             out += _table(["cell", "size", "gains", "success", "time to goal s", "path length m",
                            "mean intervention", "min barrier"], rows)  # fmt: skip
         out.append("")
