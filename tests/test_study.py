@@ -112,6 +112,7 @@ def test_intervals_separate_only_when_they_do():
     assert compare(rate([False] * 50), rate([True] * 50)) == "lower"
     assert compare(rate([True, False] * 5), rate([False, True] * 5)) == "not separated"
     assert mean([1.0, 2.0, 3.0])[0] == 2.0 and mean([1.0, 2.0, 3.0])[1] < 2.0 < mean([1.0, 2.0, 3.0])[2]
+    assert mean([1.0, 2.0, 3.0])[2] == pytest.approx(2.0 + 4.303 / 3**0.5, abs=1e-3)  # t, 2 df: three seeds
 
 
 def test_seeds_that_disagree_widen_the_interval_down_to_one_episode_per_seed():

@@ -2,7 +2,7 @@
 each claim stated only where the 95% intervals separate.
 
 Statistics: a grid point's episodes are pooled over its training seeds, and the seeds are the clusters of a
-cluster sample: a success or failure rate gets the Wilson interval, a mean the normal interval, of the pooled
+cluster sample: a success or failure rate gets the Wilson interval, a mean the Student-t interval, of the pooled
 episodes counted at their effective number, ``n / deff`` with Kish's design effect ``deff = 1 + (m - 1) ICC``
 (``m`` episodes per seed, ``ICC`` the intra-seed correlation by one-way ANOVA). Seeds that agree leave the
 pooled interval as it is; seeds that differ widen it, up to one effective episode per seed.
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import t as t_dist
 
 from safeliquid.checkpoint import atomic_write_text
 from safeliquid.metrics import proportion_ci
@@ -57,15 +58,17 @@ def rate(flags: list[bool], seeds: list[int] | None = None) -> Interval:
 
 
 def mean(values: list[float], seeds: list[int] | None = None) -> Interval:
-    """The mean of the finite ``values`` with its normal 95% interval (nan without values), at the effective
-    number of values when ``seeds`` (one per value) cluster them."""
+    """The mean of the finite ``values`` with its Student-t 95% interval (nan without values), at the effective
+    number of values when ``seeds`` (one per value) cluster them: a mean of three seeds' values is not known
+    to the normal approximation's precision."""
     v = np.asarray(values, dtype=float)
     keep = np.isfinite(v)
     v = v[keep]
     if v.size == 0:
         return (math.nan, math.nan, math.nan)
     deff = design_effect(v, np.asarray(seeds)[keep]) if seeds is not None else 1.0
-    half = 1.96 * v.std(ddof=1) * math.sqrt(deff / v.size) if v.size > 1 else math.inf
+    n_eff = v.size / deff
+    half = float(t_dist.ppf(0.975, max(n_eff - 1, 1))) * v.std(ddof=1) / math.sqrt(n_eff) if v.size > 1 else math.inf
     return (float(v.mean()), float(v.mean() - half), float(v.mean() + half))
 
 
@@ -247,7 +250,7 @@ def write_report(study: dict[str, Any], page: Path, assets: Path, command: str) 
         f"machine. Every policy is trained by DAgger through its safety layer (updates: {cfg['updates']}, "
         f"demonstrations: {cfg['demos']}, DAgger rounds: {cfg['dagger_rounds']}) and measured on "
         f"{cfg['episodes']} held-out episodes per condition and seed (seeds {seeds} of {cfg['seeds']}). "
-        "Intervals are 95%: Wilson for rates, normal for means, over the seeds' pooled episodes counted at their "
+        "Intervals are 95%: Wilson for rates, Student t for means, over the seeds' pooled episodes counted at their "
         "effective number (Kish's design effect of the seeds: seeds that disagree widen them). A claim is stated "
         'only where the intervals separate; "not separated" means these runs cannot tell.',
         "",
