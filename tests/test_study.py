@@ -10,7 +10,7 @@ import pytest
 from safeliquid import cli
 from safeliquid.metrics import proportion_ci
 from safeliquid.train.study import BUDGET, NOISE, QUICK, StudyConfig, grid, matched_units, n_params, run_study
-from safeliquid.train.study_report import compare, design_effect, mean, provenance, rate, write_report
+from safeliquid.train.study_report import by_seed, compare, design_effect, mean, provenance, rate, write_report
 
 CART = "safeliquid/CartPoleRail-v0"
 RECORDS = Path(__file__).resolve().parents[1] / "docs" / "results" / "grid"  # the page's committed grid
@@ -121,6 +121,7 @@ def test_seeds_that_disagree_widen_the_interval_down_to_one_episode_per_seed():
     assert design_effect(np.asarray(split, dtype=float), np.asarray(seeds)) == pytest.approx(30.0)
     assert rate(split, seeds) == pytest.approx((0.5, *proportion_ci(1, 2)))
     assert rate(split)[1] > 0.35  # the pooled episodes alone would call it 0.50 [0.38, 0.62]
+    assert by_seed({"success": split, "seed": seeds}) == "1.00, 0.00"  # the page shows why
     alike = [True, False, False] * 20  # each seed 10 of 30: no seed effect, the pooled interval as it is
     assert design_effect(np.asarray(alike, dtype=float), np.asarray(seeds)) == 1.0
     assert rate(alike, seeds) == rate(alike)
