@@ -90,7 +90,7 @@ def failure(cond: dict[str, list]) -> Interval:
 
 def episode_mean(cond: dict[str, list], key: str) -> Interval:
     """The mean over a condition's episodes of the per-episode ``key``, clustered by seed (nan if not recorded)."""
-    return mean(cond.get(key, []), cond["seed"] if key in cond else None)
+    return mean(cond.get(key, []), cond["seed"])
 
 
 def compare(a: Interval, b: Interval) -> str:
