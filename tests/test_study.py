@@ -8,8 +8,20 @@ import numpy as np
 import pytest
 
 from safeliquid import cli
+from safeliquid.envs import ENV_IDS
 from safeliquid.metrics import proportion_ci
-from safeliquid.train.study import BUDGET, NOISE, QUICK, StudyConfig, grid, matched_units, n_params, run_study
+from safeliquid.train.study import (
+    BUDGET,
+    ENV_TRAIN,
+    NOISE,
+    QUICK,
+    StudyConfig,
+    _policy,
+    grid,
+    matched_units,
+    n_params,
+    run_study,
+)
 from safeliquid.train.study_report import by_seed, compare, design_effect, mean, provenance, rate, write_report
 
 CART = "safeliquid/CartPoleRail-v0"
@@ -42,6 +54,14 @@ def test_bad_study_options_name_the_option():
         StudyConfig(cells=["transformer"])
     with pytest.raises(ValueError, match="seeds"):
         StudyConfig(seeds=0)
+
+
+def test_every_environment_has_study_options_that_build_its_policy():
+    """A wrong option name or value in an environment's recipe fails here, not hours into a grid."""
+    assert set(ENV_TRAIN) == set(ENV_IDS)
+    for env_id in ENV_IDS:
+        policy = _policy(env_id, "ltc", 19)
+        assert policy.config.prior == ENV_TRAIN[env_id].get("prior"), env_id
 
 
 def test_a_tiny_grid_runs_on_local_ray_reports_a_failure_and_resumes_without_rerunning(tmp_path):

@@ -33,11 +33,21 @@ from safeliquid.train.imitation import TrainConfig, train
 from safeliquid.train.run_log import evaluate_policy
 from safeliquid.train.run_options import HELD_OUT_SEED, policy_config
 
-# Each environment's imitation options (the shipped recipes': CartPoleRail's LTC needs 3 ODE time units a step).
+# Each environment's imitation options, the shipped recipes' (docs/training.md): CartPoleRail's LTC needs 3 ODE
+# time units a step; ArmReach's network commands a residual on a P command towards the target, through the task
+# prior, with learned gains for the sphere only, and drives every step of its DAgger rounds.
 ENV_TRAIN: dict[str, dict[str, Any]] = {
     "safeliquid/Navigate-v0": {},
     "safeliquid/CartPoleRail-v0": {"cell_dt": 3.0},
-    "safeliquid/ArmReach-v0": {},
+    "safeliquid/ArmReach-v0": {
+        "cell_dt": 3.0,
+        "prior": "task",
+        "prior_bound": 3.0,
+        "task_bound": 1.0,
+        "goal_gain": 10.0,
+        "gain_groups": ["obstacle"],
+        "dagger_beta": 0.0,
+    },
 }
 NOISE = (0.0, 0.05, 0.1, 0.2, 0.3)  # observation-noise std of the robustness sweep
 JITTER = (0.25, 0.5)  # sampling jitter: each period dt * (1 + j U(-1, 1)), the policy told each one
