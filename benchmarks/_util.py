@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import subprocess
 import time
 from collections.abc import Callable
@@ -14,6 +12,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+
+from safeliquid.machine import machine as this_machine
 
 
 def timeit(fn: Callable[[], object], repeats: int, warmup: int = 20) -> dict[str, float]:
@@ -30,12 +30,6 @@ def timeit(fn: Callable[[], object], repeats: int, warmup: int = 20) -> dict[str
 
 def machine() -> dict[str, Any]:
     """What an absolute figure needs beside it: the CPU, its cores, the versions, the date and the commit."""
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    except OSError:
-        pass
     try:
         cwd = Path(__file__).parent
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True)
@@ -47,8 +41,8 @@ def machine() -> dict[str, Any]:
     except OSError:
         revision = ""
     return {
-        "python": platform.python_version(), "torch": torch.__version__, "cpu": cpu, "cores": os.cpu_count(),
-        "date": time.strftime("%Y-%m-%d"), "commit": revision, "cartpole_steps_per_s": reference_rate(),
+        **this_machine(), "date": time.strftime("%Y-%m-%d"), "commit": revision,
+        "cartpole_steps_per_s": reference_rate(),
     }  # fmt: skip
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from safeliquid import cli
 from safeliquid.envs import ENV_IDS
+from safeliquid.machine import cpu_model
 from safeliquid.metrics import proportion_ci
 from safeliquid.train.study import (
     BUDGET,
@@ -22,7 +23,17 @@ from safeliquid.train.study import (
     n_params,
     run_study,
 )
-from safeliquid.train.study_report import by_seed, compare, design_effect, mean, provenance, rate, write_report
+from safeliquid.train.study_report import (
+    by_seed,
+    compare,
+    design_effect,
+    guarded_breaches,
+    machines,
+    mean,
+    provenance,
+    rate,
+    write_report,
+)
 
 CART = "safeliquid/CartPoleRail-v0"
 RECORDS = Path(__file__).resolve().parents[1] / "docs" / "results" / "grid"  # the page's committed grid
@@ -95,6 +106,7 @@ def test_a_tiny_grid_runs_on_local_ray_reports_a_failure_and_resumes_without_rer
         assert all(c["episodes"]["path_length"][0] > 0 for c in conditions.values())
         assert r["params"] > 0 and r["checkpoint_bytes"] > 0 and 0 <= r["trees"]["mean_concentration"] <= 1
         assert r["commit"] == second["commit"]  # the record names the code it was made with
+        assert r["machine"]["cpu"] == cpu_model() and r["machine"]["cores"] > 0  # and the CPU
     assert len(json.loads((tmp_path / "grid" / "study.json").read_text())["tasks"]) == 2
     with pytest.raises(ValueError, match=r"other \['updates'\]"):
         run_study(replace(cfg, updates=3), progress=False)
@@ -127,12 +139,37 @@ def test_the_page_names_the_commits_its_records_were_made_at():
     assert provenance(study) == "from tasks run at commit `a` (2), `b` (1), gathered at commit `b`"
 
 
+def test_the_page_names_the_machines_its_records_were_made_on():
+    epyc, xeon = {"cpu": "AMD EPYC", "cores": 2}, {"cpu": "Intel Xeon", "cores": 2}
+    study = {"tasks": [{"machine": epyc}, {"machine": xeon}, {"machine": epyc}, {}]}
+    assert machines(study) == "AMD EPYC, 2 cores (2); Intel Xeon, 2 cores (1); an unrecorded machine (1)"
+
+
 def test_intervals_separate_only_when_they_do():
     assert compare(rate([True] * 50), rate([False] * 50)) == "higher"
     assert compare(rate([False] * 50), rate([True] * 50)) == "lower"
     assert compare(rate([True, False] * 5), rate([False, True] * 5)) == "not separated"
     assert mean([1.0, 2.0, 3.0])[0] == 2.0 and mean([1.0, 2.0, 3.0])[1] < 2.0 < mean([1.0, 2.0, 3.0])[2]
     assert mean([1.0, 2.0, 3.0])[2] == pytest.approx(2.0 + 4.303 / 3**0.5, abs=1e-3)  # t, 2 df: three seeds
+
+
+def test_guarded_breaches_count_only_the_policies_behind_a_layer():
+    def cond(violating, lows):
+        return {"violating_steps": violating, "min_barrier": lows}
+
+    groups = {
+        ("E", "ltc", "matched", "barrier"): {
+            "jitter 0.5": cond([0, 3, 0], [0.1, -0.02, 0.3]),
+            "noise 0": cond([0], [0.2]),
+        },
+        ("E", "mlp", "matched", "filter"): {"jitter 0.5": cond([1, 0], [-0.05, 0.1])},
+        ("E", "mlp", "matched", "none"): {"jitter 0.5": cond([9, 9], [-1.0, -1.0])},  # no layer: not counted
+        ("F", "ltc", "matched", "barrier"): {"jitter 0.5": cond([5], [-2.0])},  # another environment
+    }
+    assert guarded_breaches(groups, "E", ["jitter 0.5"]) == (2, 5, -0.05)
+    assert guarded_breaches(groups, "E", ["noise 0"]) == (0, 1, 0.2)
+    hit, n, low = guarded_breaches(groups, "E", ["unseen"])
+    assert (hit, n) == (0, 0) and np.isnan(low)
 
 
 def test_seeds_that_disagree_widen_the_interval_down_to_one_episode_per_seed():

@@ -32,7 +32,14 @@ LAYERS: list[tuple[str, ...]] = [
     ("safeliquid.policies", "safeliquid.envs"),
     ("safeliquid.safety",),
     ("safeliquid.qp", "safeliquid.nn"),
-    ("safeliquid._checks", "safeliquid._version", "safeliquid.checkpoint", "safeliquid.metrics", "safeliquid.options"),
+    (
+        "safeliquid._checks",
+        "safeliquid._version",
+        "safeliquid.checkpoint",
+        "safeliquid.machine",
+        "safeliquid.metrics",
+        "safeliquid.options",
+    ),
 ]
 FACADE = "safeliquid"  # the root __init__: re-exports, lazily
 

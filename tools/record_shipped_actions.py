@@ -17,6 +17,7 @@ import torch
 
 import safeliquid.envs  # noqa: F401 - registers the environments
 from safeliquid.envs import ENV_IDS
+from safeliquid.machine import cpu_model, vector_extensions
 from safeliquid.policies import load_policy, shipped
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "shipped_actions.npz"
@@ -28,11 +29,7 @@ def machine() -> str:
     differently (vector widths, fused multiply-adds), so the test is exact only where these match."""
     import numba
 
-    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "unknown")
-    flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
-    vector = ",".join(f for f in ("fma", "avx2", "avx512f") if f in flags)
-    return f"{cpu} ({vector}) | torch {torch.__version__} | numba {numba.__version__}"
+    return f"{cpu_model()} ({vector_extensions()}) | torch {torch.__version__} | numba {numba.__version__}"
 
 
 def record(env_id: str) -> dict[str, np.ndarray]:

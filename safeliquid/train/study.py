@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ import torch
 
 from safeliquid.checkpoint import atomic_write_text
 from safeliquid.envs import ENV_IDS, make_env
+from safeliquid.machine import machine
 from safeliquid.nn import CELLS
 from safeliquid.options import option, validate
 from safeliquid.policies import SAFETY_MODES, LiquidBarrierPolicy, load_policy
@@ -255,6 +255,7 @@ def run_task(task: Task, cfg: StudyConfig) -> dict[str, Any]:
         "task": asdict(task),
         "key": task.key,
         "commit": commit(),  # the code this record was made with (a grid may span several sessions)
+        "machine": machine(),  # and the CPU: training is deterministic on one CPU model, not across models
         "params": trainable(policy),
         "checkpoint_bytes": (run / "best.pt").stat().st_size,
         "train_s": train_s,
@@ -355,7 +356,7 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict[str, Any]:
         "failed": failed,
         "missing": [t.key for t in tasks if not (out / "tasks" / f"{t.key}.json").exists()],
         "wall_s": time.perf_counter() - t0,
-        "machine": {"cpus": os.cpu_count()},
+        "machine": machine(),
         "noise": list(NOISE),
         "jitter": list(JITTER),
     }

@@ -234,6 +234,24 @@ def provenance(study: dict[str, Any]) -> str:
     return f"from tasks run at commit {runs}, gathered at commit `{study['commit']}`"
 
 
+def machines(study: dict[str, Any]) -> str:
+    """The machines the records were made on, each with its number of records: ``"AMD EPYC, 2 cores (75)"``."""
+    made = Counter(
+        f"{m['cpu']}, {m['cores']} cores" if (m := r.get("machine")) else "an unrecorded machine"
+        for r in study["tasks"]
+    )
+    return "; ".join(f"{name} ({n})" for name, n in sorted(made.items()))
+
+
+def guarded_breaches(groups: dict, env: str, names: list[str]) -> tuple[int, int, float]:
+    """Over the policies with a safety layer (barrier and filter modes, every cell and size) on ``env``, in the
+    conditions ``names``: the episodes with a violating step, the episodes, and the lowest barrier value."""
+    conds = [g[c] for k, g in groups.items() if k[0] == env and k[3] != "none" for c in names if c in g]
+    hit = sum(int(v > 0) for c in conds for v in c["violating_steps"])
+    low = min((float(h) for c in conds for h in c["min_barrier"]), default=math.nan)
+    return hit, sum(len(c["violating_steps"]) for c in conds), low
+
+
 def write_report(study: dict[str, Any], page: Path, assets: Path, command: str) -> Path:
     """``page`` (markdown) and its plots under ``assets`` from a gathered ``study``; returns ``page``."""
     groups = pooled(study)
@@ -252,8 +270,8 @@ def write_report(study: dict[str, Any], page: Path, assets: Path, command: str) 
         "# Results: the claims behind liquid networks and BarrierNet, measured",
         "",
         f"Made by `{command}` {provenance(study)}: {len(study['tasks'])} runs "
-        f"({partial}), {compute:.0f} CPU-minutes of tasks on a {study['machine']['cpus']}-CPU "
-        f"machine. Every policy is trained by DAgger through its safety layer (updates: {cfg['updates']}, "
+        f"({partial}), {compute:.0f} CPU-minutes of tasks, on {machines(study)}. "
+        f"Every policy is trained by DAgger through its safety layer (updates: {cfg['updates']}, "
         f"demonstrations: {cfg['demos']}, DAgger rounds: {cfg['dagger_rounds']}) and measured on "
         f"{cfg['episodes']} held-out episodes per condition and seed (seeds {seeds} of {cfg['seeds']}). "
         "Intervals are 95%: Wilson for rates, Student t for means, over the seeds' pooled episodes counted at their "
@@ -303,6 +321,14 @@ def write_report(study: dict[str, Any], page: Path, assets: Path, command: str) 
                 cells = [f"{fmt(success(g[c]))}; {fmt(failure(g[c]))}" if c in g else "—" for c in timing]
                 rows.append([k[1], k[2], k[3], *cells])
             out += _table(["cell", "size", "mode", *timing], rows)
+            sealed = sorted({c for k in keys for c in groups[k] if c != "_meta" and not c.startswith("jitter")})
+            hit, n, _ = guarded_breaches(groups, env, sealed)
+            parts = [f"{hit:,} of {n:,} episodes without jitter (nominal, noisy, unseen scenes, fixed gains)"]
+            for c in timing:
+                hit, n, low = guarded_breaches(groups, env, [c])
+                parts.append(f"{hit:,} of {n:,} at {c} (lowest barrier value {low:.1e})")
+            out += ["", "With a safety layer (barrier and filter modes, every cell), episodes with a violating "
+                    "step: " + "; ".join(parts) + "."]  # fmt: skip
         unseen = [c for c in groups[keys[0]]
                   if c not in ("_meta", FIXED) and not c.startswith(("noise", "jitter"))]  # fmt: skip
         if unseen:
