@@ -25,6 +25,7 @@ from safeliquid.train.study import (
 )
 from safeliquid.train.study_report import (
     by_seed,
+    claims,
     compare,
     design_effect,
     guarded_breaches,
@@ -170,6 +171,30 @@ def test_guarded_breaches_count_only_the_policies_behind_a_layer():
     assert guarded_breaches(groups, "E", ["noise 0"]) == (0, 1, 0.2)
     hit, n, low = guarded_breaches(groups, "E", ["unseen"])
     assert (hit, n) == (0, 0) and np.isnan(low)
+
+
+def test_the_claims_state_only_what_the_intervals_separate():
+    def cond(wins, lengths, intervention):
+        return {"success": wins, "seed": [i % 2 for i in range(60)], "ep_len": lengths, "dt": [0.1],
+                "mean_intervention": [intervention + 0.01 * (i % 3) for i in range(60)]}  # fmt: skip
+
+    def group(rate, lengths):
+        wins = [i < rate * 60 for i in range(60)]
+        return {"noise 0": cond(wins, lengths, 0.1), "noise 0.3": cond(wins, lengths, 0.1),
+                "fixed gains, same network": cond(wins, lengths, 0.2),  # the same network, twice the intervention
+                "_meta": {"concentration": [0.5, 0.6]}}  # fmt: skip
+
+    reaching, surviving = [50 + i % 5 for i in range(60)], [100] * 60  # steps of 0.1 s
+    for lengths, timing in ((reaching, "time to goal not separated (5.2"),
+                            (surviving, "every successful episode of both lasts 10.0 s")):  # fmt: skip
+        groups = {("E", "ltc", "matched", "barrier"): group(0.2, lengths),
+                  ("E", "mlp", "matched", "barrier"): group(0.95, lengths),
+                  ("E", "gru", "matched", "barrier"): group(0.25, lengths)}  # fmt: skip
+        lines = claims(groups, ["E"], [0.0, 0.3], [])
+        assert "- **E, LTC compact (nominal success at matched size):** above no other cell; below mlp; " \
+               "not separated from gru." in lines  # fmt: skip
+        conservative = next(line for line in lines if "less conservative" in line)
+        assert timing in conservative and "mean intervention lower" in conservative, conservative
 
 
 def test_seeds_that_disagree_widen_the_interval_down_to_one_episode_per_seed():
