@@ -13,23 +13,23 @@ from typing import Any
 import torch
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` where there is none)."""
+def _cpuinfo(field: str) -> str | None:
+    """The value of ``field`` on its first line in ``/proc/cpuinfo`` (None where there is none)."""
     try:
         with open("/proc/cpuinfo") as fh:
-            found = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), None)
+            return next((line.split(":", 1)[1].strip() for line in fh if line.startswith(field)), None)
     except OSError:
-        found = None
-    return found or platform.processor() or "unknown"
+        return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` where there is none)."""
+    return _cpuinfo("model name") or platform.processor() or "unknown"
 
 
 def vector_extensions() -> str:
     """The CPU's vector extensions that change how torch's kernels round: ``"fma,avx2"``."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
-    except OSError:
-        flags = []
+    flags = (_cpuinfo("flags") or "").split()
     return ",".join(f for f in ("fma", "avx2", "avx512f") if f in flags)
 
 
