@@ -154,6 +154,13 @@ def test_intervals_separate_only_when_they_do():
     assert mean([1.0, 2.0, 3.0])[2] == pytest.approx(2.0 + 4.303 / 3**0.5, abs=1e-3)  # t, 2 df: three seeds
 
 
+def test_a_bounded_mean_keeps_its_interval_inside_its_range():
+    free, cut = mean([0.1, 0.9]), mean([0.1, 0.9], bounds=(0.0, 1.0))
+    assert free[1] < 0.0 and free[2] > 1.0  # two values: the t interval leaves [0, 1]
+    assert cut == (free[0], 0.0, 1.0)
+    assert mean([0.4, 0.5, 0.6], bounds=(0.0, 1.0)) == mean([0.4, 0.5, 0.6])  # inside: untouched
+
+
 def test_guarded_breaches_count_only_the_policies_behind_a_layer():
     def cond(violating, lows):
         return {"violating_steps": violating, "min_barrier": lows}

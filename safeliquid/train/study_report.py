@@ -5,7 +5,8 @@ Statistics: a grid point's episodes are pooled over its training seeds, and the 
 cluster sample: a success or failure rate gets the Wilson interval, a mean the Student-t interval, of the pooled
 episodes counted at their effective number, ``n / deff`` with Kish's design effect ``deff = 1 + (m - 1) ICC``
 (``m`` episodes per seed, ``ICC`` the intra-seed correlation by one-way ANOVA). Seeds that agree leave the
-pooled interval as it is; seeds that differ widen it, up to one effective episode per seed.
+pooled interval as it is; seeds that differ widen it, up to one effective episode per seed. A mean of a bounded
+quantity has its interval cut to the quantity's range.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from safeliquid.train.study import WITHHELD
 NOMINAL = "noise 0"
 FIXED = "fixed gains, same network"
 Interval = tuple[float, float, float]  # (mean, low, high)
+UNIT = (0.0, 1.0)  # the range of a decision concentration
+R2 = (-math.inf, 1.0)  # the range of a held-out R^2
 
 
 def design_effect(values: np.ndarray, seeds: np.ndarray) -> float:
@@ -57,10 +60,13 @@ def rate(flags: list[bool], seeds: list[int] | None = None) -> Interval:
     return (k / n, float(lo), float(hi))
 
 
-def mean(values: list[float], seeds: list[int] | None = None) -> Interval:
+def mean(
+    values: list[float], seeds: list[int] | None = None, bounds: tuple[float, float] = (-math.inf, math.inf)
+) -> Interval:
     """The mean of the finite ``values`` with its Student-t 95% interval (nan without values), at the effective
     number of values when ``seeds`` (one per value) cluster them: a mean of three seeds' values is not known
-    to the normal approximation's precision."""
+    to the normal approximation's precision. The interval is cut to ``bounds``, the range the quantity can take
+    (a mean in [0, 1] is not below 0, whatever the t interval of two values says)."""
     v = np.asarray(values, dtype=float)
     keep = np.isfinite(v)
     v = v[keep]
@@ -69,7 +75,7 @@ def mean(values: list[float], seeds: list[int] | None = None) -> Interval:
     deff = design_effect(v, np.asarray(seeds)[keep]) if seeds is not None else 1.0
     n_eff = v.size / deff
     half = float(t_dist.ppf(0.975, max(n_eff - 1, 1))) * v.std(ddof=1) / math.sqrt(n_eff) if v.size > 1 else math.inf
-    return (float(v.mean()), float(v.mean() - half), float(v.mean() + half))
+    return (float(v.mean()), float(max(v.mean() - half, bounds[0])), float(min(v.mean() + half, bounds[1])))
 
 
 def success(cond: dict[str, list]) -> Interval:
@@ -210,8 +216,10 @@ def claims(groups: dict, envs: list[str], noise: list[float], jitter: list[float
         if FIXED in ltc:
             learned, fixed = time_to_goal(ltc[NOMINAL]), time_to_goal(ltc[FIXED])
             s_l, s_f = success(ltc[NOMINAL]), success(ltc[FIXED])
-            ltc_c = mean(ltc["_meta"]["concentration"])
-            beaten = [c for c, g in others if compare(ltc_c, mean(g["_meta"]["concentration"])) == "higher"]
+            ltc_c = mean(ltc["_meta"]["concentration"], bounds=UNIT)
+            beaten = [
+                c for c, g in others if compare(ltc_c, mean(g["_meta"]["concentration"], bounds=UNIT)) == "higher"
+            ]
             lines.append(
                 f"- **{name}, LTC interpretable (decision concentration of its neurons' trees, "
                 f"{fmt(ltc_c)}):** above {', '.join(beaten) if beaten else 'no other cell'}."
@@ -280,7 +288,8 @@ def write_report(study: dict[str, Any], page: Path, assets: Path, command: str) 
         f"demonstrations: {cfg['demos']}, DAgger rounds: {cfg['dagger_rounds']}) and measured on "
         f"{cfg['episodes']} held-out episodes per condition and seed (seeds {seeds} of {cfg['seeds']}). "
         "Intervals are 95%: Wilson for rates, Student t for means, over the seeds' pooled episodes counted at their "
-        "effective number (Kish's design effect of the seeds: seeds that disagree widen them). A claim is stated "
+        "effective number (Kish's design effect of the seeds: seeds that disagree widen them), cut to the range of a "
+        "bounded quantity. A claim is stated "
         'only where the intervals separate; "not separated" means these runs cannot tell.',
         "",
         "## The claims",
@@ -300,8 +309,8 @@ def write_report(study: dict[str, Any], page: Path, assets: Path, command: str) 
                          f"{np.mean(m['checkpoint_bytes']) / 1024:.0f}", mode, fmt(success(g[NOMINAL])),
                          by_seed(g[NOMINAL]), fmt(failure(g[NOMINAL])), f"{int(sum(g[NOMINAL]['violating_steps'])):,}",
                          fmt(episode_mean(g[NOMINAL], "mean_step_ms"), 3),
-                         f"{np.mean(m['train_s']) / 60:.1f}", fmt(mean(m["tree_r2"])),
-                         fmt(mean(m["concentration"]))])  # fmt: skip
+                         f"{np.mean(m['train_s']) / 60:.1f}", fmt(mean(m["tree_r2"], bounds=R2)),
+                         fmt(mean(m["concentration"], bounds=UNIT))])  # fmt: skip
         out += _table(["cell", "size", "units", "params", "checkpoint KB", "mode", "success", "success by seed",
                        "failure rate", "violating steps", "step ms", "train min", "trees: R² (median)",
                        "decision concentration"], rows)  # fmt: skip
